@@ -1,0 +1,4 @@
+//! Muster's central server.
+
+pub mod ca;
+pub mod tls;

@@ -1,0 +1,8 @@
+//! What the Muster server and agent agree on: the JSON wire types, the rules for
+//! labels, hostnames and host ids, and the server public-key pin. Pure data and
+//! pure functions: no IO, no async runtime.
+
+pub mod facts;
+pub mod labels;
+pub mod pin;
+pub mod wire;

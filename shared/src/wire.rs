@@ -1,0 +1,209 @@
+//! The JSON bodies exchanged between agent, server and admin CLI. Times are
+//! Unix seconds (UTC).
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::Facts;
+use crate::labels::Labels;
+
+/// Largest request body any route accepts.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub const ENROLL_PATH: &str = "/v1/enroll";
+pub const CONFIG_PATH: &str = "/v1/agent/config";
+pub const STATUS_PATH: &str = "/v1/agent/status";
+pub const RENEW_PATH: &str = "/v1/agent/renew";
+
+/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// `POST /v1/enroll`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub token: String,
+    /// PEM PKCS#10 request for the agent's locally generated key.
+    pub csr_pem: String,
+    pub facts: Facts,
+    /// Chosen by the agent once per enrollment attempt and reused on retries,
+    /// so a retried enroll returns the same host.
+    pub idempotency_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub host_id: String,
+    pub certificate_pem: String,
+    pub ca_pem: String,
+    pub config: AgentConfig,
+}
+
+/// `GET /v1/agent/config` (200; the hash is also the ETag).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// Hex SHA-256 of `content`.
+    pub hash: String,
+    /// The rendered Alloy config.
+    pub content: String,
+    /// How often the agent should poll.
+    pub checkin_interval_secs: u64,
+}
+
+/// How an apply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyResult {
+    Applied,
+    Failed,
+}
+
+/// `POST /v1/agent/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// The hash the agent tried to apply.
+    pub hash: String,
+    pub result: ApplyResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alloy_version: Option<String>,
+}
+
+/// `POST /v1/agent/renew`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub certificate_pem: String,
+    pub ca_pem: String,
+}
+
+/// Admin: `POST /v1/admin/tokens`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    #[serde(default)]
+    pub labels: Labels,
+    /// Lifetime in seconds; the server's default when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// How many enrollments it allows; 1 when absent.
+    #[serde(default)]
+    pub uses: Option<u32>,
+}
+
+/// Admin: the answer to a token creation. The only time the secret is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    pub info: TokenInfo,
+    /// A ready-to-paste `muster-agent enroll ...` line.
+    pub enroll_command: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    Active,
+    Expired,
+    Exhausted,
+    Revoked,
+}
+
+/// Admin: a token as listed (never its secret).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub state: TokenState,
+    pub labels: Labels,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub uses_allowed: u32,
+    pub uses: u32,
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    Enrolled,
+    ConfigApplied,
+    ConfigFailed,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Enrolled => "enrolled",
+            HostState::ConfigApplied => "config_applied",
+            HostState::ConfigFailed => "config_failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HostState> {
+        [
+            HostState::Enrolled,
+            HostState::ConfigApplied,
+            HostState::ConfigFailed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// Admin: a host as listed and shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub id: String,
+    pub hostname: String,
+    pub state: HostState,
+    /// The full label set, fact labels included.
+    pub labels: Labels,
+    pub facts: Facts,
+    /// Hash of the config the server has rendered for it.
+    pub rendered_hash: String,
+    /// Hash of the config the agent last reported applied.
+    #[serde(default)]
+    pub applied_hash: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub alloy_version: Option<String>,
+    pub enrolled_at: i64,
+    pub last_seen: i64,
+    pub cert_expires_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_use_snake_case_on_the_wire() {
+        let json = serde_json::to_string(&HostState::ConfigFailed).unwrap();
+        assert_eq!(json, "\"config_failed\"");
+        assert_eq!(HostState::parse("config_applied"), Some(HostState::ConfigApplied));
+        assert_eq!(HostState::parse("nope"), None);
+    }
+
+    #[test]
+    fn unknown_fields_in_agent_requests_are_refused() {
+        let body = r#"{"hash":"x","result":"applied","extra":1}"#;
+        assert!(serde_json::from_str::<StatusReport>(body).is_err());
+    }
+}
