@@ -5,6 +5,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::digest::{digest, SHA256};
+use subtle::ConstantTimeEq;
 
 const PREFIX: &str = "sha256//";
 
@@ -38,7 +39,7 @@ impl Pin {
     /// Whether a presented SubjectPublicKeyInfo matches, compared in constant time.
     pub fn matches_spki(&self, spki_der: &[u8]) -> bool {
         let other = Pin::of_spki(spki_der);
-        ring::constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+        bool::from(self.0.ct_eq(&other.0))
     }
 }
 
