@@ -1,1 +1,246 @@
-fn main() {}
+//! The `muster-agent` command line: parses arguments, sets up logging and the
+//! runtime, wires signals, and turns results into exit codes (0 ok, 1 runtime
+//! failure, 64 bad config or usage). Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Parser, Subcommand};
+use muster_agent::config::{Config, Overrides, DEFAULT_PATH};
+use muster_agent::enroll::{self, Retry, Token};
+use muster_agent::run::Agent;
+use muster_agent::{identity, status};
+use muster_shared::pin::Pin;
+
+/// Muster agent: enrolls this host with a Muster server, then keeps its
+/// Grafana Alloy config current.
+#[derive(Parser)]
+#[command(name = "muster-agent", version)]
+struct Cli {
+    /// Agent config file.
+    #[arg(long, global = true, value_name = "FILE", env = "MUSTER_AGENT_CONFIG", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll this host: write the config file, send token + CSR + facts to
+    /// the server (trusted by its key pin), store the certificate.
+    Enroll(EnrollArgs),
+    /// Run the agent: poll for config, apply it, report, renew the certificate.
+    Run {
+        /// Check in once (poll, apply, report), then exit: 0 ok, 1 failure.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show this agent's identity, certificate expiry and last apply.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct EnrollArgs {
+    /// Server base URL.
+    #[arg(long, value_name = "https://HOST:PORT")]
+    server: String,
+    /// Enrollment token (or the MUSTER_ENROLL_TOKEN environment variable, which
+    /// keeps it out of the process list).
+    #[arg(long, env = "MUSTER_ENROLL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// SHA-256 pin of the server's public key, as curl --pinnedpubkey takes it.
+    #[arg(long, value_name = "sha256//BASE64")]
+    pin: Pin,
+    /// Where the key, certificates and state live.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The Alloy config file to manage.
+    #[arg(long, value_name = "FILE")]
+    alloy_config: Option<PathBuf>,
+    /// The Alloy binary.
+    #[arg(long, value_name = "BIN")]
+    alloy_bin: Option<PathBuf>,
+    /// Command that reloads Alloy, split on whitespace (no shell).
+    #[arg(long, value_name = "COMMAND")]
+    reload_command: Option<String>,
+    /// Alloy's readiness URL.
+    #[arg(long, value_name = "URL")]
+    ready_url: Option<String>,
+    /// host:port where Prometheus reaches this host's Alloy.
+    #[arg(long, value_name = "HOST:PORT")]
+    scrape_address: Option<String>,
+    /// Hostname to report instead of the OS's.
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// File holding this machine's id.
+    #[arg(long, value_name = "FILE")]
+    machine_id_file: Option<PathBuf>,
+}
+
+impl EnrollArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            server: Some(self.server.clone()),
+            state_dir: self.state_dir.clone(),
+            alloy_config: self.alloy_config.clone(),
+            alloy_bin: self.alloy_bin.clone(),
+            reload_command: self
+                .reload_command
+                .as_deref()
+                .map(|c| c.split_whitespace().map(String::from).collect()),
+            ready_url: self.ready_url.clone(),
+            scrape_address: self.scrape_address.clone(),
+            hostname: self.hostname.clone(),
+            machine_id_file: self.machine_id_file.clone(),
+        }
+    }
+}
+
+/// How a command failed.
+enum Failure {
+    /// Bad flags or config: exit 64.
+    Usage(anyhow::Error),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS // --help, --version
+            };
+        }
+    };
+    init_tracing();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(Failure::Usage(e)) => {
+            eprintln!("muster-agent: {e:#}");
+            ExitCode::from(64)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("muster-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::Runtime)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Enroll(args) => enroll_cmd(&cli.config, &args),
+        Command::Run { once } => run_cmd(&cli.config, once),
+        Command::Status { json } => status_cmd(&cli.config, json),
+    }
+}
+
+fn enroll_cmd(config_path: &std::path::Path, args: &EnrollArgs) -> Result<ExitCode, Failure> {
+    let config = Config::merge_into_file(config_path, args.overrides())
+        .map_err(|e| Failure::Usage(e.into()))?;
+    let token = Token(args.token.clone());
+    let identity = runtime()?
+        .block_on(enroll::enroll(&config, &token, args.pin, &Retry::default()))
+        .map_err(|e| {
+            let usage = e.is_usage();
+            let e = anyhow!(e).context("enrollment failed");
+            if usage {
+                Failure::Usage(e)
+            } else {
+                Failure::Runtime(e)
+            }
+        })?;
+    println!("enrolled as {}", identity.host_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_cmd(config_path: &std::path::Path, once: bool) -> Result<ExitCode, Failure> {
+    let config = Config::read(config_path).map_err(|e| Failure::Usage(e.into()))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut agent = Agent::load(config, config_path).map_err(|e| {
+            if e.is_usage() {
+                Failure::Usage(e.into())
+            } else {
+                Failure::Runtime(e.into())
+            }
+        })?;
+        let result = if once {
+            agent.run_once().await
+        } else {
+            agent.run(shutdown_signal()).await
+        };
+        result
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Failure::Runtime(e.into()))
+    })
+}
+
+fn status_cmd(config_path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
+    let config = match Config::read(config_path) {
+        Ok(c) => c,
+        // No config file yet: nothing can have been enrolled with it.
+        Err(e) if e.is_missing() => Config::default(),
+        Err(e) => return Err(Failure::Usage(e.into())),
+    };
+    let status = status::gather(&config, identity::unix_now())
+        .context("cannot read the agent's state")
+        .map_err(Failure::Runtime)?;
+    if json {
+        let text = serde_json::to_string_pretty(&status)
+            .context("cannot encode the status")
+            .map_err(Failure::Runtime)?;
+        println!("{text}");
+    } else {
+        print!("{}", status::render(&status, config_path));
+    }
+    Ok(if status.enrolled {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Completes on ctrl-c or SIGTERM (what systemd sends on stop).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on ctrl-c only"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

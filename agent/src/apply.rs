@@ -1,0 +1,539 @@
+//! Installing a config on the host: write the candidate beside the live file,
+//! validate it with the installed Alloy, keep the previous file, swap, reload,
+//! wait for ready, and roll back on any failure after the swap.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::atomic_file::{self, sibling};
+use crate::config::Config;
+
+/// Suffix of the candidate file written beside the live one.
+pub const CANDIDATE_SUFFIX: &str = "muster-new";
+/// Suffix of the copy of the previous live file.
+pub const PREVIOUS_SUFFIX: &str = "muster-prev";
+/// Most bytes of a command's output kept in an error.
+const MAX_OUTPUT: usize = 2048;
+/// How often `ready_url` is asked.
+const READY_POLL: Duration = Duration::from_millis(200);
+
+/// What applying needs from the agent's config.
+#[derive(Clone, Debug)]
+pub struct ApplySettings {
+    pub alloy_config: PathBuf,
+    pub alloy_bin: PathBuf,
+    pub reload_command: Vec<String>,
+    pub ready_url: String,
+    pub ready_timeout: Duration,
+    /// Longest a validate or reload command may run.
+    pub command_timeout: Duration,
+}
+
+impl From<&Config> for ApplySettings {
+    fn from(c: &Config) -> ApplySettings {
+        ApplySettings {
+            alloy_config: c.alloy_config.clone(),
+            alloy_bin: c.alloy_bin.clone(),
+            reload_command: c.reload_command.clone(),
+            ready_url: c.ready_url.clone(),
+            ready_timeout: c.ready_timeout,
+            command_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The step an apply failed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    FindAlloy,
+    WriteCandidate,
+    Validate,
+    KeepPrevious,
+    Swap,
+    Reload,
+    Ready,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::FindAlloy => "find alloy",
+            Step::WriteCandidate => "write candidate",
+            Step::Validate => "validate",
+            Step::KeepPrevious => "keep previous config",
+            Step::Swap => "swap",
+            Step::Reload => "reload",
+            Step::Ready => "wait for ready",
+        })
+    }
+}
+
+/// Why an apply failed, and what the rollback did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyError {
+    pub step: Step,
+    pub message: String,
+    /// `None`: the live file was never touched. `Some(Ok)`: the previous
+    /// config was restored and reloaded. `Some(Err)`: the rollback failed too.
+    pub rollback: Option<Result<(), String>>,
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: {}", self.step, self.message)?;
+        match &self.rollback {
+            None => Ok(()),
+            Some(Ok(())) => write!(f, " (previous config restored)"),
+            Some(Err(e)) => write!(f, " (rollback failed too: {e})"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+fn failed(step: Step, message: impl Into<String>) -> ApplyError {
+    ApplyError {
+        step,
+        message: message.into(),
+        rollback: None,
+    }
+}
+
+/// The result of one apply, with the Alloy version found on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub alloy_version: Option<String>,
+    pub result: Result<(), ApplyError>,
+}
+
+/// An Alloy release number, as `alloy --version` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlloyVersion {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+    /// As printed, e.g. `v1.10.2`.
+    pub text: String,
+}
+
+/// Finds the version in `alloy --version` output, e.g.
+/// `alloy, version v1.10.2 (branch: HEAD, revision: 1a2b3c)`.
+pub fn parse_alloy_version(output: &str) -> Option<AlloyVersion> {
+    let words: Vec<&str> = output.split_whitespace().collect();
+    let after_version = words
+        .windows(2)
+        .find(|w| w[0].eq_ignore_ascii_case("version"))
+        .and_then(|w| parse_version_word(w[1]));
+    after_version.or_else(|| {
+        words
+            .iter()
+            .filter(|w| w.starts_with('v'))
+            .find_map(|w| parse_version_word(w))
+    })
+}
+
+fn parse_version_word(word: &str) -> Option<AlloyVersion> {
+    let text = word.trim_matches(|c: char| c == ',' || c == '(' || c == ')');
+    let bare = text.strip_prefix('v').unwrap_or(text);
+    // `1.11.0-rc.1` or `1.11.0+devel`: the release part decides.
+    let release = bare.split(['-', '+']).next()?;
+    let mut parts = release.split('.').map(|p| p.parse::<u64>().ok());
+    let (major, minor) = (parts.next()??, parts.next()??);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some(AlloyVersion {
+        major,
+        minor,
+        patch,
+        text: text.to_string(),
+    })
+}
+
+/// How a candidate is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// `alloy validate FILE`: syntax, components, arguments, references (1.9+).
+    Validate,
+    /// `alloy fmt FILE`: syntax only. Never `fmt -t`, which also fails on
+    /// merely unformatted files.
+    Fmt,
+}
+
+/// `validate` where the Alloy is new enough to have it, else `fmt`.
+pub fn check_for(version: Option<&AlloyVersion>) -> Check {
+    match version {
+        Some(v) if (v.major, v.minor) >= (1, 9) => Check::Validate,
+        _ => Check::Fmt,
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), saying so.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (truncated)", &text[..end])
+}
+
+/// The Alloy version installed at `bin`.
+pub async fn alloy_version(bin: &Path, timeout: Duration) -> Result<AlloyVersion, ApplyError> {
+    let output = run(bin, &["--version"], timeout)
+        .await
+        .map_err(|e| failed(Step::FindAlloy, e.describe("alloy", bin)))?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        return Err(failed(
+            Step::FindAlloy,
+            format!("`{} --version` {}", bin.display(), describe_exit(&output)),
+        ));
+    }
+    parse_alloy_version(&text).ok_or_else(|| {
+        failed(
+            Step::FindAlloy,
+            format!(
+                "cannot find a version in `{} --version` output: {}",
+                bin.display(),
+                bounded(text.trim(), 200)
+            ),
+        )
+    })
+}
+
+/// Applies `content` as the new live config.
+pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
+    let version = match alloy_version(&settings.alloy_bin, settings.command_timeout).await {
+        Ok(v) => v,
+        Err(e) => {
+            return Outcome {
+                alloy_version: None,
+                result: Err(e),
+            }
+        }
+    };
+    let result = apply_with(settings, content, check_for(Some(&version))).await;
+    Outcome {
+        alloy_version: Some(version.text),
+        result,
+    }
+}
+
+async fn apply_with(
+    settings: &ApplySettings,
+    content: &str,
+    check: Check,
+) -> Result<(), ApplyError> {
+    let live = &settings.alloy_config;
+    let candidate = sibling(live, CANDIDATE_SUFFIX);
+    let previous = sibling(live, PREVIOUS_SUFFIX);
+
+    write_candidate(&candidate, live, content).map_err(|e| {
+        failed(
+            Step::WriteCandidate,
+            format!("{}: {e}", candidate.display()),
+        )
+    })?;
+    if let Err(e) = validate(settings, &candidate, check).await {
+        let _ = std::fs::remove_file(&candidate);
+        return Err(e);
+    }
+
+    let had_previous = match std::fs::copy(live, &previous) {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            let _ = std::fs::remove_file(&candidate);
+            return Err(failed(
+                Step::KeepPrevious,
+                format!("copy {} to {}: {e}", live.display(), previous.display()),
+            ));
+        }
+    };
+    if let Err(e) = std::fs::rename(&candidate, live) {
+        let _ = std::fs::remove_file(&candidate);
+        return Err(failed(
+            Step::Swap,
+            format!("rename {} to {}: {e}", candidate.display(), live.display()),
+        ));
+    }
+    atomic_file::sync_parent(live);
+
+    let after_swap = match reload(settings).await {
+        Ok(()) => wait_ready(settings).await,
+        Err(e) => Err(e),
+    };
+    let Err(mut error) = after_swap else {
+        return Ok(());
+    };
+    warn!(step = %error.step, error = %error.message, "apply failed after the swap: rolling back");
+    error.rollback = Some(roll_back(settings, &previous, had_previous).await);
+    Err(error)
+}
+
+/// Writes the candidate with the live file's permissions and, when allowed,
+/// its owner (Alloy runs as its own user and must be able to read it).
+fn write_candidate(candidate: &Path, live: &Path, content: &str) -> io::Result<()> {
+    let live_meta = std::fs::metadata(live).ok();
+    #[cfg(unix)]
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        live_meta
+            .as_ref()
+            .map_or(0o644, |m| m.permissions().mode() & 0o7777)
+    };
+    #[cfg(not(unix))]
+    let mode = 0o644;
+    atomic_file::write_atomic(candidate, content.as_bytes(), mode)?;
+    #[cfg(unix)]
+    if let Some(meta) = &live_meta {
+        use std::os::unix::fs::MetadataExt;
+        // Only root may give a file away; otherwise it is already ours.
+        let _ = std::os::unix::fs::chown(candidate, Some(meta.uid()), Some(meta.gid()));
+    }
+    #[cfg(not(unix))]
+    let _ = live_meta;
+    Ok(())
+}
+
+async fn validate(
+    settings: &ApplySettings,
+    candidate: &Path,
+    check: Check,
+) -> Result<(), ApplyError> {
+    let verb = match check {
+        Check::Validate => "validate",
+        Check::Fmt => "fmt",
+    };
+    let bin = &settings.alloy_bin;
+    let args = [OsStr::new(verb), candidate.as_os_str()];
+    let output = run(bin, &args, settings.command_timeout)
+        .await
+        .map_err(|e| failed(Step::Validate, e.describe("alloy", bin)))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(failed(
+        Step::Validate,
+        format!("`alloy {verb}` {}", describe_exit(&output)),
+    ))
+}
+
+async fn reload(settings: &ApplySettings) -> Result<(), ApplyError> {
+    let Some((program, args)) = settings.reload_command.split_first() else {
+        return Err(failed(Step::Reload, "reload_command is empty"));
+    };
+    let program = Path::new(program);
+    let output = run(program, args, settings.command_timeout)
+        .await
+        .map_err(|e| failed(Step::Reload, e.describe(&program_name(program), program)))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(failed(
+        Step::Reload,
+        format!(
+            "`{}` {}",
+            settings.reload_command.join(" "),
+            describe_exit(&output)
+        ),
+    ))
+}
+
+/// Asks `ready_url` until it answers 200 or `ready_timeout` has passed.
+async fn wait_ready(settings: &ApplySettings) -> Result<(), ApplyError> {
+    let client =
+        crate::client::local_http_client().map_err(|e| failed(Step::Ready, e.to_string()))?;
+    let deadline = Instant::now() + settings.ready_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = client
+            .get(&settings.ready_url)
+            .timeout(left.clamp(Duration::from_millis(50), Duration::from_secs(5)))
+            .send()
+            .await;
+        let last = match attempt {
+            Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(()),
+            Ok(r) => format!("answered {}", r.status()),
+            Err(e) => crate::client::error_chain(&e),
+        };
+        if Instant::now() + READY_POLL >= deadline {
+            return Err(failed(
+                Step::Ready,
+                format!(
+                    "{} not ready after {}: {last}",
+                    settings.ready_url,
+                    humantime::format_duration(settings.ready_timeout)
+                ),
+            ));
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// Puts the previous live file back (or removes the new one when there was
+/// none) and reloads again.
+async fn roll_back(
+    settings: &ApplySettings,
+    previous: &Path,
+    had_previous: bool,
+) -> Result<(), String> {
+    let live = &settings.alloy_config;
+    let restored = if had_previous {
+        std::fs::rename(previous, live).map_err(|e| {
+            format!(
+                "restore {} from {}: {e}",
+                live.display(),
+                previous.display()
+            )
+        })
+    } else {
+        std::fs::remove_file(live).map_err(|e| format!("remove {}: {e}", live.display()))
+    };
+    restored?;
+    atomic_file::sync_parent(live);
+    reload(settings).await.map_err(|e| e.to_string())?;
+    info!(path = %live.display(), "restored the previous config");
+    Ok(())
+}
+
+/// Why a command could not be run at all.
+#[derive(Debug)]
+enum RunFailure {
+    NotFound,
+    Io(io::Error),
+    TimedOut(Duration),
+}
+
+impl RunFailure {
+    /// `what` names the program for people: "alloy", or the reload command.
+    fn describe(&self, what: &str, program: &Path) -> String {
+        match self {
+            RunFailure::NotFound => format!("{what} not found at {}", program.display()),
+            RunFailure::Io(e) => format!("cannot run {}: {e}", program.display()),
+            RunFailure::TimedOut(d) => format!(
+                "{} did not finish within {}",
+                program.display(),
+                humantime::format_duration(*d)
+            ),
+        }
+    }
+}
+
+fn program_name(program: &Path) -> String {
+    program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+async fn run(
+    program: &Path,
+    args: &[impl AsRef<OsStr>],
+    timeout: Duration,
+) -> Result<Output, RunFailure> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(timeout, child).await {
+        Err(_) => Err(RunFailure::TimedOut(timeout)),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => Err(RunFailure::NotFound),
+        Ok(Err(e)) => Err(RunFailure::Io(e)),
+        Ok(Ok(output)) => Ok(output),
+    }
+}
+
+/// "exited with status 1: <stderr>", stderr (else stdout) bounded.
+fn describe_exit(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let status = match output.status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => "was killed by a signal".to_string(),
+    };
+    match text.trim() {
+        "" => status,
+        text => format!("{status}: {}", bounded(text, MAX_OUTPUT)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_alloy_version_output() {
+        let v = parse_alloy_version(
+            "alloy, version v1.10.2 (branch: HEAD, revision: 7bd2b8f1a)\n  build user: root@x\n  go version: go1.24\n",
+        )
+        .unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 10, 2));
+        assert_eq!(v.text, "v1.10.2");
+        let rc = parse_alloy_version("alloy, version v1.11.0-rc.1 (branch: x)").unwrap();
+        assert_eq!((rc.major, rc.minor, rc.patch), (1, 11, 0));
+        let old = parse_alloy_version("alloy, version v1.8.3").unwrap();
+        assert_eq!((old.major, old.minor), (1, 8));
+        assert_eq!(parse_alloy_version("something else entirely"), None);
+        assert_eq!(parse_alloy_version(""), None);
+    }
+
+    #[test]
+    fn validate_from_1_9_else_fmt() {
+        let v = |s: &str| parse_alloy_version(s);
+        assert_eq!(
+            check_for(v("alloy, version v1.9.0").as_ref()),
+            Check::Validate
+        );
+        assert_eq!(
+            check_for(v("alloy, version v1.18.1").as_ref()),
+            Check::Validate
+        );
+        assert_eq!(
+            check_for(v("alloy, version v2.0.0").as_ref()),
+            Check::Validate
+        );
+        assert_eq!(check_for(v("alloy, version v1.8.9").as_ref()), Check::Fmt);
+        assert_eq!(check_for(v("alloy, version v0.30.0").as_ref()), Check::Fmt);
+        assert_eq!(check_for(None), Check::Fmt);
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_char_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded("ééééé", 3);
+        assert!(
+            cut.starts_with('é') && cut.ends_with("(truncated)"),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn errors_say_step_and_rollback() {
+        let mut e = failed(Step::Reload, "exited with status 1: boom");
+        assert_eq!(e.to_string(), "reload failed: exited with status 1: boom");
+        e.rollback = Some(Ok(()));
+        assert!(e.to_string().ends_with("(previous config restored)"));
+        e.rollback = Some(Err("disk full".into()));
+        assert!(e.to_string().ends_with("(rollback failed too: disk full)"));
+    }
+}

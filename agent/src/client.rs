@@ -1,0 +1,615 @@
+//! Talking to the Muster server: the two TLS setups (pin-only for the first
+//! contact, mutual TLS with the Muster CA afterwards), and one method per
+//! route of the wire contract, each with bounded bodies and typed errors.
+
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use muster_shared::pin::Pin;
+use muster_shared::wire::{
+    AgentConfig, EnrollRequest, EnrollResponse, ErrorBody, RenewRequest, RenewResponse,
+    StatusReport, CONFIG_PATH, ENROLL_PATH, RENEW_PATH, STATUS_PATH,
+};
+use reqwest::{header, Response, StatusCode, Url};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use serde::de::DeserializeOwned;
+
+use crate::identity::{self, Enrolled};
+
+/// Largest response body read (a rendered config is the biggest).
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Time allowed to open a connection, TLS included.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for an ordinary request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for the config request, which the server may hold open (long poll).
+pub const CONFIG_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+    #[error(
+        "the server's key does not match the pin: expected {expected}, the server presented {presented}"
+    )]
+    PinMismatch { expected: Pin, presented: Pin },
+    #[error("cannot reach {url}: {detail}")]
+    Connect { url: String, detail: String },
+    #[error("{url}: the server answered {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("{url}: unusable answer: {problem}")]
+    BadResponse { url: String, problem: String },
+}
+
+impl ClientError {
+    /// Worth trying again later: the network, a timeout, or a 5xx/429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } => true,
+            ClientError::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// The server refused this agent's certificate (revoked or unknown).
+    pub fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Trusts the server on first contact by its public-key pin alone, like
+/// `curl -k --pinnedpubkey`: no CA, no name check, no expiry check, but the
+/// handshake signatures are still verified, so only the holder of the pinned
+/// key can complete the handshake (a copied certificate is not enough).
+#[derive(Debug)]
+pub struct PinVerifier {
+    pin: Pin,
+    provider: Arc<CryptoProvider>,
+    /// The pin of a mismatching key the server presented, for the error message.
+    presented: Mutex<Option<Pin>>,
+}
+
+impl PinVerifier {
+    pub fn new(pin: Pin) -> PinVerifier {
+        PinVerifier {
+            pin,
+            provider: provider(),
+            presented: Mutex::new(None),
+        }
+    }
+
+    /// The mismatching pin seen in the last failed handshake, if any.
+    pub fn mismatch(&self) -> Option<Pin> {
+        *self.presented.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let spki = identity::cert_spki(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        if self.pin.matches_spki(&spki) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let presented = Pin::of_spki(&spki);
+        *self.presented.lock().unwrap_or_else(|p| p.into_inner()) = Some(presented);
+        Err(rustls::Error::General(format!(
+            "server key pin mismatch: expected {}, presented {presented}",
+            self.pin
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// TLS for enrollment: the server is trusted by its pin only.
+pub fn pinned_tls(verifier: Arc<PinVerifier>) -> Result<ClientConfig, ClientError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// TLS after enrollment: the server must chain to the Muster CA (and only to
+/// it) and match the server name; the agent presents its own certificate.
+pub fn mutual_tls(enrolled: &Enrolled) -> Result<ClientConfig, ClientError> {
+    let tls = |what: &str, e: &dyn std::fmt::Display| ClientError::Tls(format!("{what}: {e}"));
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(enrolled.ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| tls("CA certificate", &e))?;
+        roots.add(cert).map_err(|e| tls("CA certificate", &e))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Tls("no CA certificate in ca.crt".into()));
+    }
+    let chain = CertificateDer::pem_slice_iter(enrolled.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls("agent certificate", &e))?;
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls("protocol versions", &e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, identity::rustls_key(&enrolled.key))
+        .map_err(|e| tls("agent certificate and key", &e))
+}
+
+/// An HTTP client for local plain-HTTP checks (Alloy's readiness). HTTPS URLs
+/// would need a root store, which the agent has no use for otherwise, so
+/// they fail verification.
+pub fn local_http_client() -> Result<reqwest::Client, ClientError> {
+    let tls = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| ClientError::Tls(error_chain(&e)))
+}
+
+/// A connection to one Muster server.
+#[derive(Clone, Debug)]
+pub struct ServerClient {
+    http: reqwest::Client,
+    base: Url,
+    pin: Option<Arc<PinVerifier>>,
+}
+
+impl ServerClient {
+    /// For enrollment: trusts the server by `pin` alone.
+    pub fn pinned(base: &Url, pin: Pin) -> Result<ServerClient, ClientError> {
+        let verifier = Arc::new(PinVerifier::new(pin));
+        let tls = pinned_tls(verifier.clone())?;
+        Ok(ServerClient {
+            http: build_http(tls)?,
+            base: base.clone(),
+            pin: Some(verifier),
+        })
+    }
+
+    /// For everything after enrollment: mutual TLS.
+    pub fn mutual(base: &Url, enrolled: &Enrolled) -> Result<ServerClient, ClientError> {
+        Ok(ServerClient {
+            http: build_http(mutual_tls(enrolled)?)?,
+            base: base.clone(),
+            pin: None,
+        })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// `POST /v1/enroll`.
+    pub async fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        let url = self.url(ENROLL_PATH);
+        let response = self
+            .send(
+                self.http.post(url.clone()).json(request),
+                &url,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        expect_json(response, &url).await
+    }
+
+    /// `GET /v1/agent/config`: `None` when the config is still `etag` (304).
+    pub async fn fetch_config(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<AgentConfig>, ClientError> {
+        let url = self.url(CONFIG_PATH);
+        let mut request = self.http.get(url.clone());
+        if let Some(hash) = etag {
+            request = request.header(header::IF_NONE_MATCH, format!("\"{hash}\""));
+        }
+        let response = self.send(request, &url, CONFIG_TIMEOUT).await?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let config: AgentConfig = expect_json(response, &url).await?;
+        let actual = hex_sha256(config.content.as_bytes());
+        if !actual.eq_ignore_ascii_case(&config.hash) {
+            return Err(ClientError::BadResponse {
+                url: url.to_string(),
+                problem: format!(
+                    "config hash {} does not match its content ({actual})",
+                    config.hash
+                ),
+            });
+        }
+        Ok(Some(config))
+    }
+
+    /// `POST /v1/agent/status`.
+    pub async fn report(&self, report: &StatusReport) -> Result<(), ClientError> {
+        let url = self.url(STATUS_PATH);
+        let response = self
+            .send(
+                self.http.post(url.clone()).json(report),
+                &url,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        check_status(response, &url).await.map(drop)
+    }
+
+    /// `POST /v1/agent/renew`.
+    pub async fn renew(&self, csr_pem: String) -> Result<RenewResponse, ClientError> {
+        let url = self.url(RENEW_PATH);
+        let body = RenewRequest { csr_pem };
+        let response = self
+            .send(
+                self.http.post(url.clone()).json(&body),
+                &url,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        expect_json(response, &url).await
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        url
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &Url,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        request.timeout(timeout).send().await.map_err(|e| {
+            if let Some(presented) = self.pin.as_ref().and_then(|v| v.mismatch()) {
+                if let Some(v) = &self.pin {
+                    return ClientError::PinMismatch {
+                        expected: v.pin,
+                        presented,
+                    };
+                }
+            }
+            ClientError::Connect {
+                url: url.to_string(),
+                detail: error_chain(&e),
+            }
+        })
+    }
+}
+
+fn build_http(tls: ClientConfig) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .https_only(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("muster-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError::Tls(error_chain(&e)))
+}
+
+/// A 2xx response's body, or the server's error as a [`ClientError::Status`].
+async fn check_status(response: Response, url: &Url) -> Result<Vec<u8>, ClientError> {
+    let status = response.status();
+    let body = read_limited(response, url).await?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => (Some(e.error.code), e.error.message),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body);
+            let text = crate::apply::bounded(text.trim(), 300);
+            let reason = status.canonical_reason().unwrap_or("error").to_string();
+            (None, if text.is_empty() { reason } else { text })
+        }
+    };
+    Err(ClientError::Status {
+        url: url.to_string(),
+        status: status.as_u16(),
+        code,
+        message,
+    })
+}
+
+async fn expect_json<T: DeserializeOwned>(response: Response, url: &Url) -> Result<T, ClientError> {
+    let body = check_status(response, url).await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+        url: url.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+async fn read_limited(mut response: Response, url: &Url) -> Result<Vec<u8>, ClientError> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| ClientError::Connect {
+            url: url.to_string(),
+            detail: error_chain(&e),
+        })?;
+        let Some(chunk) = chunk else { return Ok(body) };
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ClientError::BadResponse {
+                url: url.to_string(),
+                problem: format!("the body is larger than {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// An error and its causes on one line: reqwest's own message rarely says
+/// what went wrong underneath (refused, timed out, certificate unknown...).
+pub fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Lowercase hex SHA-256, the form config hashes take.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair, PublicKeyData};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::sign::{CertifiedKey, SingleCertAndKey};
+    use rustls::{ClientConnection, ServerConfig, ServerConnection};
+
+    fn server_cert(key: &KeyPair) -> CertificateDer<'static> {
+        CertificateParams::new(vec!["muster.test".into()])
+            .unwrap()
+            .self_signed(key)
+            .unwrap()
+            .der()
+            .clone()
+    }
+
+    /// A TLS server presenting `cert` but signing the handshake with `signer`.
+    fn server_config(cert: CertificateDer<'static>, signer: &KeyPair) -> Arc<ServerConfig> {
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signer.serialize_der()));
+        let signing = provider().key_provider.load_private_key(der).unwrap();
+        let certified = CertifiedKey::new(vec![cert], signing);
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        Arc::new(config)
+    }
+
+    /// Runs a handshake in memory; the first error either side raises.
+    fn handshake(
+        verifier: Arc<PinVerifier>,
+        server: Arc<ServerConfig>,
+    ) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from("muster.test").unwrap();
+        let mut client =
+            ClientConnection::new(Arc::new(pinned_tls(verifier).unwrap()), name).unwrap();
+        let mut server = ServerConnection::new(server).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                server.read_tls(&mut &buf[..]).unwrap();
+                server.process_new_packets()?;
+            }
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                client.read_tls(&mut &buf[..]).unwrap();
+                client.process_new_packets()?;
+            }
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn the_pin_verifier_accepts_the_pinned_key_and_names_another() {
+        let key = KeyPair::generate().unwrap();
+        let other = KeyPair::generate().unwrap();
+        let cert = server_cert(&key);
+        let name = ServerName::try_from("anything").unwrap();
+        let good = PinVerifier::new(Pin::of_spki(&key.subject_public_key_info()));
+        assert!(good
+            .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+            .is_ok());
+        assert_eq!(good.mismatch(), None);
+
+        let expected = Pin::of_spki(&other.subject_public_key_info());
+        let bad = PinVerifier::new(expected);
+        let err = bad
+            .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+            .unwrap_err()
+            .to_string();
+        let presented = Pin::of_spki(&key.subject_public_key_info());
+        assert!(
+            err.contains(&expected.to_string()) && err.contains(&presented.to_string()),
+            "{err}"
+        );
+        assert_eq!(bad.mismatch(), Some(presented));
+    }
+
+    #[test]
+    fn a_real_handshake_passes_only_with_the_pinned_key_holder() {
+        let key = KeyPair::generate().unwrap();
+        let cert = server_cert(&key);
+        let pin = Pin::of_spki(&key.subject_public_key_info());
+
+        // The genuine server.
+        handshake(
+            Arc::new(PinVerifier::new(pin)),
+            server_config(cert.clone(), &key),
+        )
+        .unwrap();
+
+        // Another server with its own key: refused on the pin.
+        let other = KeyPair::generate().unwrap();
+        let verifier = Arc::new(PinVerifier::new(pin));
+        assert!(handshake(verifier.clone(), server_config(server_cert(&other), &other)).is_err());
+        assert!(verifier.mismatch().is_some());
+
+        // An impostor replaying the genuine certificate without its key:
+        // the pin matches, the handshake signature does not.
+        let verifier = Arc::new(PinVerifier::new(pin));
+        let err = handshake(verifier.clone(), server_config(cert, &other)).unwrap_err();
+        assert!(verifier.mismatch().is_none(), "{err}");
+    }
+
+    #[test]
+    fn clients_build_with_the_ring_provider() {
+        let url = Url::parse("https://127.0.0.1:1").unwrap();
+        let pin = Pin::of_spki(b"x");
+        ServerClient::pinned(&url, pin).unwrap();
+        local_http_client().unwrap();
+    }
+
+    #[test]
+    fn a_mismatching_pin_fails_the_request_naming_both_pins() {
+        let key = KeyPair::generate().unwrap();
+        let cert = server_cert(&key);
+        let tls = server_config(cert, &key);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            // A server doing TLS by hand that records whether any
+            // application data (the HTTP request) ever arrived.
+            let server = std::thread::spawn(move || {
+                let (mut tcp, _) = listener.accept().unwrap();
+                let mut conn = ServerConnection::new(tls).unwrap();
+                for _ in 0..20 {
+                    match conn.complete_io(&mut tcp) {
+                        Ok((0, 0)) | Err(_) => return false,
+                        Ok(_) => {
+                            let mut buf = [0u8; 64];
+                            if std::io::Read::read(&mut conn.reader(), &mut buf)
+                                .is_ok_and(|n| n > 0)
+                            {
+                                return true;
+                            }
+                        }
+                    }
+                }
+                false
+            });
+            let url = Url::parse(&format!("https://127.0.0.1:{port}")).unwrap();
+            let expected = Pin::of_spki(b"not the server's key");
+            let client = ServerClient::pinned(&url, expected).unwrap();
+            let err = client.fetch_config(None).await.unwrap_err();
+            match &err {
+                ClientError::PinMismatch {
+                    expected: e,
+                    presented,
+                } => {
+                    assert_eq!(*e, expected);
+                    assert_eq!(*presented, Pin::of_spki(&key.subject_public_key_info()));
+                }
+                other => panic!("wrong error: {other}"),
+            }
+            assert!(!err.is_transient());
+            assert!(
+                !server.join().unwrap(),
+                "the request was sent despite the pin mismatch"
+            );
+        });
+    }
+
+    #[test]
+    fn transient_and_refused_errors_are_told_apart() {
+        let status = |status| ClientError::Status {
+            url: "u".into(),
+            status,
+            code: None,
+            message: "m".into(),
+        };
+        assert!(status(503).is_transient() && status(429).is_transient());
+        assert!(!status(401).is_transient() && status(401).is_refused());
+        assert!(status(403).is_refused() && !status(400).is_refused());
+    }
+}

@@ -1,0 +1,318 @@
+//! `muster-agent run`: the daemon loop. Poll the server for this host's
+//! config, apply what changed, report the result, renew the certificate in
+//! time, and back off (with jitter) while the server is unreachable.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use muster_shared::wire::{AgentConfig, ApplyResult, StatusReport};
+use reqwest::Url;
+use tracing::{debug, error, info, warn};
+
+use crate::apply::{self, bounded, ApplySettings};
+use crate::backoff::{jittered, random_unit, Backoff};
+use crate::client::{ClientError, ServerClient};
+use crate::config::{Config, ConfigError};
+use crate::identity::{self, Enrolled, IdentityError, StateDir, Validity};
+use crate::state::{AgentState, StateError};
+
+/// Poll interval until the server names one.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Longest error text sent in a status report.
+pub const MAX_REPORT_ERROR: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("not enrolled: {} does not exist; run `muster-agent enroll` first", path.display())]
+    NotEnrolled { path: PathBuf },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("config {hash} was not applied: {error}")]
+    ApplyFailed { hash: String, error: String },
+    #[error("the status report for config {hash} could not be delivered yet")]
+    ReportPending { hash: String },
+}
+
+impl RunError {
+    /// Fixable by the operator before starting again (exit code 64).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, RunError::Config(_) | RunError::NotEnrolled { .. })
+    }
+}
+
+/// A running agent: its identity, its client and its apply state.
+pub struct Agent {
+    config: Config,
+    server: Url,
+    state_dir: StateDir,
+    enrolled: Enrolled,
+    validity: Validity,
+    client: ServerClient,
+    state: AgentState,
+    /// The hash sent as `If-None-Match`.
+    etag: Option<String>,
+}
+
+impl Agent {
+    /// Loads the identity and state; fails when the host is not enrolled.
+    pub fn load(config: Config, config_path: &Path) -> Result<Agent, RunError> {
+        let server = config.server_url(config_path)?;
+        let state_dir = StateDir::new(&config.state_dir);
+        let Some(enrolled) = state_dir.load()? else {
+            return Err(RunError::NotEnrolled {
+                path: state_dir.file(identity::IDENTITY_FILE),
+            });
+        };
+        let validity =
+            Validity::of_pem(&enrolled.cert_pem).map_err(|problem| IdentityError::Invalid {
+                path: state_dir.file(identity::CERT_FILE),
+                problem,
+            })?;
+        let client = ServerClient::mutual(&server, &enrolled)?;
+        let state = match AgentState::load(&config.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                // Losing the state only costs one re-apply of the current config.
+                warn!(error = %e, "starting with empty apply state");
+                AgentState::default()
+            }
+        };
+        let etag = state.etag_on_start();
+        Ok(Agent {
+            config,
+            server,
+            state_dir,
+            enrolled,
+            validity,
+            client,
+            state,
+            etag,
+        })
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.enrolled.identity.host_id
+    }
+
+    fn interval(&self) -> Duration {
+        self.state
+            .checkin_interval_secs
+            .map_or(DEFAULT_INTERVAL, |s| Duration::from_secs(s.max(1)))
+    }
+
+    /// Renews the certificate when less than a third of its validity is
+    /// left. Failure is logged and retried on the next loop.
+    async fn renew_if_due(&mut self) {
+        let now = identity::unix_now();
+        if !self.validity.renew_due(now) {
+            return;
+        }
+        info!(host = %self.host_id(), days_left = self.validity.days_left(now), "renewing the certificate");
+        if let Err(e) = self.renew().await {
+            warn!(error = %e, "certificate renewal failed; will retry");
+        }
+    }
+
+    async fn renew(&mut self) -> Result<(), RunError> {
+        let csr = identity::csr_pem(&self.enrolled.key, &self.enrolled.identity.host_id)?;
+        let answer = self.client.renew(csr).await?;
+        self.state_dir.store_certificates(
+            &self.enrolled.key,
+            &answer.certificate_pem,
+            &answer.ca_pem,
+        )?;
+        let validity = Validity::of_pem(&answer.certificate_pem).map_err(|problem| {
+            IdentityError::BadResponse {
+                what: "certificate",
+                problem,
+            }
+        })?;
+        self.enrolled.cert_pem = answer.certificate_pem;
+        self.enrolled.ca_pem = answer.ca_pem;
+        self.validity = validity;
+        self.client = ServerClient::mutual(&self.server, &self.enrolled)?;
+        info!(host = %self.host_id(), not_after = validity.not_after, "renewed the certificate");
+        Ok(())
+    }
+
+    /// Sends the report still owed, if any. A report the server refuses as
+    /// malformed (4xx other than 401/403) is dropped: resending cannot help.
+    async fn flush_report(&mut self) -> Result<(), RunError> {
+        let Some(report) = self.state.pending_report.clone() else {
+            return Ok(());
+        };
+        match self.client.report(&report).await {
+            Ok(()) => debug!(hash = %report.hash, "status reported"),
+            Err(e)
+                if !e.is_transient()
+                    && !e.is_refused()
+                    && !matches!(e, ClientError::Connect { .. }) =>
+            {
+                error!(hash = %report.hash, error = %e, "the server refused the status report; dropping it");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.state.pending_report = None;
+        self.state.save(&self.state_dir.dir)?;
+        Ok(())
+    }
+
+    /// Applies a config the server sent, records the result and queues the
+    /// report. Not cancelled by shutdown: an apply is never left half done.
+    async fn take_config(&mut self, config: AgentConfig) -> Result<(), RunError> {
+        self.state.checkin_interval_secs = Some(config.checkin_interval_secs);
+        self.etag = Some(config.hash.clone());
+        let unchanged = self.state.applied_hash.as_deref() == Some(config.hash.as_str());
+        let already_reported = unchanged
+            && self.state.last_attempted_hash.as_deref() == Some(config.hash.as_str())
+            && self.state.last_result == Some(ApplyResult::Applied);
+        let result = if already_reported {
+            debug!(hash = %config.hash, "config unchanged");
+            self.state.save(&self.state_dir.dir)?;
+            return Ok(());
+        } else if unchanged {
+            // Already live (an admin went back to it): just say so.
+            Ok(())
+        } else {
+            let outcome = apply::apply(&ApplySettings::from(&self.config), &config.content).await;
+            if outcome.alloy_version.is_some() {
+                self.state.alloy_version = outcome.alloy_version;
+            }
+            self.state.last_apply_at = Some(identity::unix_now());
+            outcome.result.map_err(|e| e.to_string())
+        };
+        match &result {
+            Ok(()) => {
+                info!(hash = %config.hash, "applied config");
+                self.state.applied_hash = Some(config.hash.clone());
+            }
+            Err(e) => error!(hash = %config.hash, error = %e, "config not applied"),
+        }
+        self.state.last_attempted_hash = Some(config.hash.clone());
+        self.state.last_result = Some(if result.is_ok() {
+            ApplyResult::Applied
+        } else {
+            ApplyResult::Failed
+        });
+        self.state.last_error = result.as_ref().err().cloned();
+        self.state.pending_report = Some(StatusReport {
+            hash: config.hash.clone(),
+            result: self.state.last_result.unwrap_or(ApplyResult::Failed),
+            error: result.as_ref().err().map(|e| bounded(e, MAX_REPORT_ERROR)),
+            alloy_version: self.state.alloy_version.clone(),
+        });
+        self.state.save(&self.state_dir.dir)?;
+        result.map_err(|error| RunError::ApplyFailed {
+            hash: config.hash,
+            error,
+        })
+    }
+
+    /// One check-in: renew if due, send an owed report, fetch, apply, report.
+    /// `None` when `shutdown` fired first.
+    async fn check_in<S>(&mut self, shutdown: &mut S) -> Option<Result<(), RunError>>
+    where
+        S: Future<Output = ()> + Unpin,
+    {
+        cancellable(shutdown, self.renew_if_due()).await?;
+        if let Err(e) = cancellable(shutdown, self.flush_report()).await? {
+            return Some(Err(e));
+        }
+        let etag = self.etag.clone();
+        let fetched = match cancellable(shutdown, self.client.fetch_config(etag.as_deref())).await?
+        {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let Some(config) = fetched else {
+            debug!("config not modified");
+            return Some(Ok(()));
+        };
+        let applied = self.take_config(config).await;
+        let reported = cancellable(shutdown, self.flush_report()).await?;
+        Some(applied.and(reported))
+    }
+
+    /// One check-in for `--once`: Ok only when the config is live and the
+    /// server knows it.
+    pub async fn run_once(&mut self) -> Result<(), RunError> {
+        let mut never = std::future::pending::<()>();
+        let result = self.check_in(&mut never).await.unwrap_or(Ok(()));
+        self.explain(&result);
+        result?;
+        match &self.state.pending_report {
+            Some(r) => Err(RunError::ReportPending {
+                hash: r.hash.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks in until `shutdown` completes.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::new();
+        info!(host = %self.host_id(), server = %self.server, "agent started");
+        loop {
+            let Some(result) = self.check_in(&mut shutdown).await else {
+                break;
+            };
+            self.explain(&result);
+            let wait = match result {
+                Err(RunError::Client(_)) => backoff.fail(random_unit()),
+                // Apply failures are reported; the server decides what comes next.
+                Ok(()) | Err(RunError::ApplyFailed { .. }) => {
+                    backoff.reset();
+                    jittered(self.interval(), random_unit())
+                }
+                Err(e @ (RunError::State(_) | RunError::Identity(_))) => {
+                    warn!(error = %e, "local state problem");
+                    backoff.fail(random_unit())
+                }
+                Err(_) => backoff.fail(random_unit()),
+            };
+            debug!(wait = ?wait, "next check-in");
+            if cancellable(&mut shutdown, tokio::time::sleep(wait))
+                .await
+                .is_none()
+            {
+                break;
+            }
+        }
+        info!("agent stopped");
+        Ok(())
+    }
+
+    /// Logs what an operator should do about a failed check-in.
+    fn explain(&self, result: &Result<(), RunError>) {
+        let Err(RunError::Client(e)) = result else {
+            return;
+        };
+        if e.is_refused() {
+            error!(error = %e, "the server refused this agent's certificate (revoked or unknown): re-enroll with a new token");
+        } else if self.validity.not_after < identity::unix_now() {
+            error!(error = %e, not_after = self.validity.not_after, "this agent's certificate has expired: re-enroll with a new token");
+        } else {
+            warn!(error = %e, "check-in failed; keeping the last good config");
+        }
+    }
+}
+
+/// Runs `work` unless `shutdown` completes first (then `None`).
+async fn cancellable<S, F>(shutdown: &mut S, work: F) -> Option<F::Output>
+where
+    S: Future<Output = ()> + Unpin,
+    F: Future,
+{
+    tokio::select! {
+        () = shutdown => None,
+        out = work => Some(out),
+    }
+}
