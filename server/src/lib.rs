@@ -1,4 +1,18 @@
-//! Muster's central server.
+//! Muster's central server: private CA, enrollment, config rendering,
+//! Prometheus target files, the admin API and its CLI client.
 
+pub mod api;
+pub mod app;
 pub mod ca;
+pub mod cli;
+pub mod init;
+pub mod render;
+pub mod serve;
+pub mod settings;
+pub mod store;
+pub mod targets;
 pub mod tls;
+pub mod tokens;
+
+/// Where the server keeps its state when `--data-dir` is not given.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/muster-server";

@@ -1,0 +1,167 @@
+//! The HTTP APIs: agent-facing routes (enrollment, config, status, renewal)
+//! and the admin API, with the one error type that maps every failure to a
+//! status code and a JSON error body.
+
+pub mod admin;
+pub mod agent;
+pub mod enroll;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use muster_shared::wire::{self, ErrorBody, ErrorDetail, MAX_BODY_BYTES};
+use serde::de::DeserializeOwned;
+
+use crate::app::App;
+
+pub type Shared = Arc<App>;
+
+/// What the TLS layer knows about a connection, attached to every request.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// DER of the client certificate, verified against the Muster CA during
+    /// the handshake; `None` when the client presented none.
+    pub client_cert: Option<Arc<Vec<u8>>>,
+}
+
+/// Every error an API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid enrollment token")]
+    InvalidToken,
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Unsupported(String),
+    /// Details are logged, never sent.
+    #[error("internal error; the server log has the details")]
+    Internal,
+}
+
+impl ApiError {
+    /// Logs `err` and answers with a bare 500.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "{context}");
+        ApiError::Internal
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unsupported(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `Json<T>` whose rejections (malformed JSON, wrong fields, oversized body)
+/// are answered as `ApiError`s.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::Unsupported(rejection.body_text()),
+        _ => ApiError::BadRequest(rejection.body_text()),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Routes served on the agent listener.
+pub fn agent_router(app: Shared) -> Router {
+    Router::new()
+        .route(wire::ENROLL_PATH, post(enroll::enroll))
+        .route(wire::CONFIG_PATH, get(agent::config))
+        .route(wire::STATUS_PATH, post(agent::status))
+        .route(wire::RENEW_PATH, post(agent::renew))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// Routes served on the admin listener.
+pub fn admin_router(app: Shared) -> Router {
+    Router::new()
+        .route(
+            "/v1/admin/tokens",
+            post(admin::create_token).get(admin::list_tokens),
+        )
+        .route("/v1/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/v1/admin/hosts", get(admin::list_hosts))
+        .route("/v1/admin/hosts/{id}", get(admin::show_host))
+        .route("/v1/admin/audit", get(admin::audit))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// Runs a blocking closure (database, signing, rendering) off the async
+/// workers.
+pub async fn blocking<T: Send + 'static>(
+    app: &Shared,
+    f: impl FnOnce(&App) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app))
+        .await
+        .map_err(|e| ApiError::internal("blocking task failed", e))
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

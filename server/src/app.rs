@@ -1,0 +1,133 @@
+//! The server's state, assembled at start-up from the data dir and settings:
+//! store, CA, templates, targets dir and the Prometheus reloader. Start-up
+//! also re-renders every host (templates may have changed) and rewrites the
+//! target files from the database.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use muster_shared::pin::Pin;
+
+use crate::ca::{self, Ca};
+use crate::render::{RenderSettings, Templates};
+use crate::settings::Settings;
+use crate::store::{AuditEntry, HostRecord, Store};
+use crate::targets::{self, Reloader};
+
+pub struct App {
+    pub store: Arc<Store>,
+    pub ca: Ca,
+    pub pin: Pin,
+    pub templates: Templates,
+    pub render_settings: RenderSettings,
+    pub settings: Settings,
+    pub targets_dir: PathBuf,
+    pub reloader: Reloader,
+}
+
+impl App {
+    /// Loads everything from `data_dir`; must run inside a tokio runtime (the
+    /// reloader is a task).
+    pub fn load(data_dir: &Path, settings: Settings) -> anyhow::Result<App> {
+        use anyhow::Context as _;
+        let store = Arc::new(
+            Store::open(&data_dir.join(crate::store::FILE_NAME)).context("opening the database")?,
+        );
+        let ca = Ca::load(data_dir).context("loading the CA")?;
+        let pin = ca::server_pin(data_dir).context("reading the server certificate")?;
+        let templates = match &settings.templates_dir {
+            Some(dir) => Templates::from_dir(dir)?,
+            None => Templates::builtin()?,
+        };
+        let targets_dir = settings
+            .targets_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("targets"));
+        std::fs::create_dir_all(&targets_dir)
+            .with_context(|| format!("creating targets dir {}", targets_dir.display()))?;
+        let audit_store = store.clone();
+        let reloader = Reloader::spawn(
+            settings.prometheus_url.clone(),
+            settings.reload_window,
+            move |error| {
+                let _ = audit_store.audit(&AuditEntry {
+                    at: crate::api::unix_now(),
+                    actor: "server",
+                    action: "prometheus.reload",
+                    target: None,
+                    outcome: "failed",
+                    detail: Some(error),
+                    source: None,
+                });
+            },
+        );
+        let render_settings = RenderSettings {
+            loki_url: settings.loki_url.clone(),
+        };
+        let app = App {
+            store,
+            ca,
+            pin,
+            templates,
+            render_settings,
+            settings,
+            targets_dir,
+            reloader,
+        };
+        app.sync_hosts()?;
+        Ok(app)
+    }
+
+    /// Re-renders every host and rewrites target files that differ. A host
+    /// whose render fails keeps its previous config, and the failure is
+    /// logged with the host id.
+    pub fn sync_hosts(&self) -> anyhow::Result<()> {
+        let mut changed = 0;
+        for mut host in self.store.hosts()? {
+            match self.templates.render(&host, &self.render_settings) {
+                Ok(rendered) if rendered.hash != host.rendered_hash => {
+                    self.store.set_rendered(&host.id, &rendered)?;
+                    tracing::info!(host = %host.id, hash = %rendered.hash, "re-rendered config");
+                    host.config = rendered.config;
+                    host.rendered_hash = rendered.hash;
+                    host.targets = rendered.targets;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(host = %host.id, error = %e, "cannot render config; the host keeps its previous one")
+                }
+            }
+            if self.write_target_file(&host) {
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            tracing::info!(changed, dir = %self.targets_dir.display(), "synced target files");
+            self.reloader.request();
+        }
+        Ok(())
+    }
+
+    /// Writes a host's target file; logs and returns false on failure (the
+    /// database stays the truth and the next start-up writes it again).
+    pub fn write_target_file(&self, host: &HostRecord) -> bool {
+        match targets::write_host(&self.targets_dir, host) {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(host = %host.id, dir = %self.targets_dir.display(), "wrote target file");
+                }
+                changed
+            }
+            Err(e) => {
+                tracing::error!(host = %host.id, dir = %self.targets_dir.display(), error = %e, "cannot write target file");
+                false
+            }
+        }
+    }
+
+    pub fn audit(&self, entry: AuditEntry<'_>) {
+        if let Err(e) = self.store.audit(&entry) {
+            tracing::error!(error = %e, action = entry.action, "cannot write audit entry");
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The admin CLI's client side: `muster-server token …` and `hosts …` talk
+//! to the admin API over TLS (trusting the Muster CA) and print tables for
+//! people or JSON for scripts.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use muster_shared::labels::Labels;
+use muster_shared::wire::{ErrorBody, HostInfo, TokenCreate, TokenCreated, TokenInfo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::init::ADMIN_TOKEN_FILE;
+use crate::settings::{self, Settings};
+use crate::tokens::Secret;
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Admin API URL [default: from <data dir>/server.toml's admin_listen]
+    #[arg(long, env = "MUSTER_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// Admin bearer token [default: <data dir>/admin.token]
+    #[arg(long, env = "MUSTER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// CA certificate to trust for the admin API [default: <data dir>/ca.crt]
+    #[arg(long, env = "MUSTER_ADMIN_CA")]
+    pub ca_cert: Option<PathBuf>,
+    /// The server's data dir, for the defaults above
+    #[arg(long, env = "MUSTER_DATA_DIR", default_value = crate::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: Secret,
+}
+
+impl AdminClient {
+    pub fn new(args: &AdminArgs) -> Result<AdminClient> {
+        let base = match &args.admin_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let path = args.data_dir.join(settings::FILE_NAME);
+                let settings = Settings::read(&path).with_context(|| {
+                    "cannot find the admin API: pass --admin-url or --data-dir".to_string()
+                })?;
+                let mut addr = settings.admin_listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("https://{addr}")
+            }
+        };
+        let token = match &args.admin_token {
+            Some(t) => t.trim().to_string(),
+            None => {
+                let path = args.data_dir.join(ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no admin token: pass --admin-token or make {} readable",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        let ca_path = args
+            .ca_cert
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join(crate::ca::CA_CERT));
+        let ca = CertificateDer::from_pem_file(&ca_path).with_context(|| {
+            format!(
+                "cannot read the CA certificate {} (pass --ca-cert)",
+                ca_path.display()
+            )
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).context("the CA certificate is not usable")?;
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(AdminClient {
+            http,
+            base,
+            token: Secret::new(token),
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = req
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        if !status.is_success() {
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => bail!(
+                    "{} (HTTP {}, {})",
+                    body.error.message,
+                    status.as_u16(),
+                    body.error.code
+                ),
+                Err(_) => bail!("the admin API answered HTTP {status}"),
+            }
+        }
+        serde_json::from_slice(&bytes).context("the admin API sent an answer this CLI cannot read")
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.call(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+}
+
+/// `token create`.
+pub async fn token_create(
+    args: &AdminArgs,
+    labels: Labels,
+    ttl: Option<Duration>,
+    uses: Option<u32>,
+) -> Result<()> {
+    let client = AdminClient::new(args)?;
+    let req = TokenCreate {
+        labels,
+        ttl_secs: ttl.map(|d| d.as_secs()),
+        uses,
+    };
+    let created: TokenCreated = client.post("/v1/admin/tokens", &req).await?;
+    if args.json {
+        return print_json(&created);
+    }
+    let info = &created.info;
+    println!(
+        "Enrollment token {} ({} use{}, expires {})",
+        info.id,
+        info.uses_allowed,
+        if info.uses_allowed == 1 { "" } else { "s" },
+        time(info.expires_at)
+    );
+    if !info.labels.is_empty() {
+        println!("  labels: {}", labels_text(&info.labels));
+    }
+    println!("Token (shown only now): {}", created.token);
+    println!("Enroll a host by running this on it:");
+    println!("  {}", created.enroll_command);
+    Ok(())
+}
+
+pub async fn token_list(args: &AdminArgs) -> Result<()> {
+    let tokens: Vec<TokenInfo> = AdminClient::new(args)?.get("/v1/admin/tokens").await?;
+    if args.json {
+        return print_json(&tokens);
+    }
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                enum_text(&t.state),
+                format!("{}/{}", t.uses, t.uses_allowed),
+                time(t.expires_at),
+                labels_text(&t.labels),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["ID", "STATE", "USES", "EXPIRES", "LABELS"], rows)
+    );
+    Ok(())
+}
+
+pub async fn token_revoke(args: &AdminArgs, id: &str) -> Result<()> {
+    let path = format!("/v1/admin/tokens/{}/revoke", path_segment(id)?);
+    let info: TokenInfo = AdminClient::new(args)?.post(&path, &()).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("revoked enrollment token {}", info.id);
+    Ok(())
+}
+
+pub async fn hosts_list(args: &AdminArgs) -> Result<()> {
+    let hosts: Vec<HostInfo> = AdminClient::new(args)?.get("/v1/admin/hosts").await?;
+    if args.json {
+        return print_json(&hosts);
+    }
+    let rows = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.id.clone(),
+                h.hostname.clone(),
+                enum_text(&h.state),
+                applied_text(h),
+                time(h.last_seen),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["ID", "HOSTNAME", "STATE", "CONFIG", "LAST SEEN"], rows)
+    );
+    Ok(())
+}
+
+pub async fn hosts_show(args: &AdminArgs, id: &str) -> Result<()> {
+    let path = format!("/v1/admin/hosts/{}", path_segment(id)?);
+    let h: HostInfo = AdminClient::new(args)?.get(&path).await?;
+    if args.json {
+        return print_json(&h);
+    }
+    let os = match (&h.facts.os_id, &h.facts.os_version) {
+        (Some(id), Some(v)) => format!("{} ({id} {v})", h.facts.os),
+        _ => h.facts.os.clone(),
+    };
+    let lines = [
+        ("id", h.id.clone()),
+        ("hostname", h.hostname.clone()),
+        ("state", enum_text(&h.state)),
+        ("config", applied_text(&h)),
+        ("rendered hash", h.rendered_hash.clone()),
+        (
+            "applied hash",
+            h.applied_hash.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "last error",
+            h.last_error.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("labels", labels_text(&h.labels)),
+        ("os", os),
+        ("arch", h.facts.arch.clone()),
+        ("scrape address", h.facts.scrape_address.clone()),
+        (
+            "alloy",
+            h.alloy_version.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("agent", h.facts.agent_version.clone()),
+        ("enrolled", time(h.enrolled_at)),
+        ("last seen", time(h.last_seen)),
+        ("cert expires", time(h.cert_expires_at)),
+    ];
+    for (k, v) in lines {
+        println!("{:<15} {v}", format!("{k}:"));
+    }
+    Ok(())
+}
+
+/// Ids go into URL paths: refuse anything that is not a plain id.
+fn path_segment(id: &str) -> Result<&str> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("{id:?} is not an id");
+    }
+    Ok(id)
+}
+
+fn applied_text(h: &HostInfo) -> String {
+    match &h.applied_hash {
+        Some(a) if *a == h.rendered_hash => format!("current ({})", short(a)),
+        Some(a) => format!(
+            "pending (applied {}, rendered {})",
+            short(a),
+            short(&h.rendered_hash)
+        ),
+        None => format!("not applied yet (rendered {})", short(&h.rendered_hash)),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+fn enum_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn labels_text(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Unix seconds as RFC 3339 UTC.
+pub fn time(unix: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows.iter()) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["ID", "STATE"],
+            vec![
+                vec!["a".into(), "active".into()],
+                vec!["long-id".into(), "x".into()],
+            ],
+        );
+        assert_eq!(t, "ID       STATE\na        active\nlong-id  x\n");
+    }
+
+    #[test]
+    fn ids_with_path_characters_are_refused() {
+        assert!(path_segment("../x").is_err());
+        assert!(path_segment("a/b").is_err());
+        assert_eq!(path_segment("web-01-abc").ok(), Some("web-01-abc"));
+    }
+
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(time(0), "1970-01-01T00:00:00Z");
+    }
+}

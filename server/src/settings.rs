@@ -1,0 +1,212 @@
+//! `server.toml`: the server's settings. `from_toml` is pure; `read` does the
+//! IO. `init` writes the documented default, which is also the reference for
+//! every field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// File name of the settings inside the data dir.
+pub const FILE_NAME: &str = "server.toml";
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Agent listener (TLS; enrollment, agent routes).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Admin listener (TLS, bearer admin token). Loopback by default.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// The URL agents use to reach the agent listener; printed in enroll lines.
+    pub public_url: String,
+    /// Where Prometheus `file_sd` target files go; `<data dir>/targets` when unset.
+    #[serde(default)]
+    pub targets_dir: Option<PathBuf>,
+    /// Operator templates; the templates built into the binary when unset.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// Prometheus base URL, for `POST /-/reload` after target changes.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
+    /// Loki base URL; when set, configs ship the host's journal to it.
+    #[serde(default)]
+    pub loki_url: Option<String>,
+    /// How often agents poll for their config.
+    #[serde(default = "default_checkin", with = "humantime_serde_compat")]
+    pub checkin_interval: Duration,
+    /// Validity of agent certificates.
+    #[serde(default = "default_cert_validity", with = "humantime_serde_compat")]
+    pub cert_validity: Duration,
+    /// Lifetime of an enrollment token when `--ttl` is not given.
+    #[serde(default = "default_token_ttl", with = "humantime_serde_compat")]
+    pub token_ttl: Duration,
+    /// Target changes within this window cause a single Prometheus reload.
+    #[serde(default = "default_reload_window", with = "humantime_serde_compat")]
+    pub reload_window: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8444))
+}
+fn default_checkin() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_cert_validity() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(86400)
+}
+fn default_reload_window() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Durations written as humantime text (`30s`, `24h`, `30days`).
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Settings {
+    pub fn from_toml(text: &str) -> Result<Settings, String> {
+        let settings: Settings = toml::from_str(text).map_err(|e| e.to_string())?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    pub fn read(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::from_toml(&text).map_err(|message| SettingsError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !self.public_url.starts_with("https://") {
+            return Err(format!(
+                "public_url {:?} must start with https://",
+                self.public_url
+            ));
+        }
+        for (name, url) in [
+            ("prometheus_url", &self.prometheus_url),
+            ("loki_url", &self.loki_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "{name} {url:?} must start with http:// or https://"
+                    ));
+                }
+            }
+        }
+        if self.checkin_interval < Duration::from_secs(1) {
+            return Err("checkin_interval must be at least 1s".into());
+        }
+        if self.cert_validity < Duration::from_secs(3600) {
+            return Err("cert_validity must be at least 1h".into());
+        }
+        Ok(())
+    }
+
+    /// The documented file `init` writes.
+    pub fn default_file(public_url: &str) -> String {
+        format!(
+            r#"# Muster server settings. Flags given to `muster-server serve` override them.
+
+# Agent listener (TLS): enrollment and agent routes. Reachable by every host.
+listen = "0.0.0.0:8443"
+
+# Admin listener (TLS, bearer admin token). Keep it on loopback unless a
+# firewall guards it.
+admin_listen = "127.0.0.1:8444"
+
+# The URL agents use to reach the agent listener. Its host must be one of the
+# names the server certificate was issued for (`init --san`).
+public_url = "{public_url}"
+
+# Where Prometheus file_sd target files are written (default: <data dir>/targets).
+# targets_dir = "/var/lib/muster-server/targets"
+
+# Operator templates (default: the templates built into the binary).
+# templates_dir = "/etc/muster-server/templates"
+
+# Prometheus to reload after target changes (needs --web.enable-lifecycle).
+# prometheus_url = "http://127.0.0.1:9090"
+
+# Loki to ship host journals to; unset means no log pipeline in configs.
+# loki_url = "http://loki.example.com:3100"
+
+# How often agents poll for their config.
+checkin_interval = "30s"
+
+# Validity of agent certificates; agents renew when a third is left.
+cert_validity = "30days"
+
+# Lifetime of an enrollment token when `token create --ttl` is not given.
+token_ttl = "24h"
+
+# Target changes within this window cause one Prometheus reload.
+reload_window = "2s"
+"#
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_parses_to_the_defaults() {
+        let s = Settings::from_toml(&Settings::default_file("https://muster.example:8443"))
+            .expect("default file parses");
+        assert_eq!(s.listen, default_listen());
+        assert_eq!(s.admin_listen, default_admin_listen());
+        assert_eq!(s.checkin_interval, Duration::from_secs(30));
+        assert_eq!(s.cert_validity, Duration::from_secs(30 * 86400));
+        assert_eq!(s.prometheus_url, None);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused_with_their_name() {
+        let err = Settings::from_toml("public_url = \"https://x\"\nlisten_addr = \"1\"")
+            .expect_err("unknown field");
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = Settings::from_toml("public_url = \"http://x\"").expect_err("http");
+        assert!(err.contains("https://"), "{err}");
+        let err = Settings::from_toml("public_url = \"https://x\"\ncheckin_interval = \"soon\"")
+            .expect_err("duration");
+        assert!(
+            err.contains("\"soon\"") && err.contains("checkin_interval"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,811 @@
+//! The embedded SQLite store: the only module that talks to the database.
+//! Every write is one transaction; the target files and rendered configs are
+//! derived from what is here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use muster_shared::facts::{self, Facts};
+use muster_shared::labels::Labels;
+use muster_shared::wire::{ApplyResult, HostInfo, HostState, StatusReport, TokenInfo, TokenState};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::ca::{CsrError, IssuedCert};
+use crate::render::{RenderError, Rendered, TargetGroup};
+use crate::tokens::{self, Kind, Secret};
+
+/// File name of the database inside the data dir.
+pub const FILE_NAME: &str = "muster.db";
+
+const SCHEMA_VERSION: i32 = 1;
+const SCHEMA: &str = r#"
+CREATE TABLE admin_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE enroll_tokens (
+    id TEXT PRIMARY KEY,
+    hash BLOB NOT NULL,
+    labels TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    uses_allowed INTEGER NOT NULL,
+    uses INTEGER NOT NULL DEFAULT 0,
+    revoked_at INTEGER,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    machine_id TEXT NOT NULL UNIQUE,
+    public_key_sha256 TEXT NOT NULL,
+    facts TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    state TEXT NOT NULL,
+    config TEXT NOT NULL,
+    rendered_hash TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    applied_hash TEXT,
+    last_error TEXT,
+    alloy_version TEXT,
+    enrolled_at INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    cert_expires_at INTEGER NOT NULL
+);
+CREATE TABLE certs (
+    fingerprint TEXT PRIMARY KEY,
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    serial TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE enrollments (
+    idempotency_key TEXT PRIMARY KEY,
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    token_id TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT,
+    source TEXT
+);
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("database holds a malformed {what}: {message}")]
+    Corrupt { what: &'static str, message: String },
+    #[error(
+        "database schema version {0} is newer than this server understands ({SCHEMA_VERSION})"
+    )]
+    TooNew(i32),
+}
+
+/// One enrollment attempt as the handler hands it over.
+pub struct EnrollAttempt<'a> {
+    pub token: &'a str,
+    pub facts: &'a Facts,
+    pub idempotency_key: &'a str,
+    pub now: i64,
+}
+
+pub struct Enrolled {
+    pub host: HostRecord,
+    pub cert: IssuedCert,
+    /// False when an existing host was enrolled again.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// Unknown, expired, exhausted or revoked: the agent sees one answer, the
+    /// audit log sees the reason.
+    #[error("invalid enrollment token ({0})")]
+    Token(&'static str),
+    #[error("machine-id {machine_id} is already enrolled as {host_id} with a different key")]
+    MachineConflict { machine_id: String, host_id: String },
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for EnrollError {
+    fn from(e: rusqlite::Error) -> Self {
+        EnrollError::Store(StoreError::Db(e))
+    }
+}
+
+/// A host as stored.
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub id: String,
+    pub machine_id: String,
+    pub public_key_sha256: String,
+    pub facts: Facts,
+    /// Labels set by operators (the token's preset labels); fact labels are
+    /// derived, see [`HostRecord::labels`].
+    pub operator_labels: Labels,
+    pub state: HostState,
+    pub config: String,
+    pub rendered_hash: String,
+    pub targets: Vec<TargetGroup>,
+    pub applied_hash: Option<String>,
+    pub last_error: Option<String>,
+    pub alloy_version: Option<String>,
+    pub enrolled_at: i64,
+    pub last_seen: i64,
+    pub cert_expires_at: i64,
+}
+
+impl HostRecord {
+    /// The full label set: operator labels plus those derived from facts.
+    pub fn labels(&self) -> Labels {
+        let mut labels = self.operator_labels.clone();
+        labels.insert("host_id".into(), self.id.clone());
+        labels.insert("hostname".into(), self.facts.hostname.clone());
+        labels.insert("os".into(), self.facts.os.clone());
+        labels.insert("arch".into(), self.facts.arch.clone());
+        labels
+    }
+
+    pub fn info(&self) -> HostInfo {
+        HostInfo {
+            id: self.id.clone(),
+            hostname: self.facts.hostname.clone(),
+            state: self.state,
+            labels: self.labels(),
+            facts: self.facts.clone(),
+            rendered_hash: self.rendered_hash.clone(),
+            applied_hash: self.applied_hash.clone(),
+            last_error: self.last_error.clone(),
+            alloy_version: self.alloy_version.clone(),
+            enrolled_at: self.enrolled_at,
+            last_seen: self.last_seen,
+            cert_expires_at: self.cert_expires_at,
+        }
+    }
+}
+
+/// What the certificate an agent presented maps to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CertLookup {
+    Host(String),
+    Revoked,
+    Unknown,
+}
+
+/// One audit log entry.
+pub struct AuditEntry<'a> {
+    pub at: i64,
+    /// Admin token name, host id, or `server`.
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: Option<&'a str>,
+    pub outcome: &'a str,
+    pub detail: Option<&'a str>,
+    pub source: Option<&'a str>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data always serializes")
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Store::setup(conn)
+    }
+
+    fn setup(conn: Connection) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit that returned survives a power cut, not only a crash.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => {
+                conn.execute_batch(&format!(
+                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))?;
+            }
+            SCHEMA_VERSION => {}
+            newer => return Err(StoreError::TooNew(newer)),
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn in_memory() -> Store {
+        Store::setup(Connection::open_in_memory().expect("in-memory sqlite")).expect("schema")
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- admin tokens ----
+
+    pub fn create_admin_token(&self, name: &str, now: i64) -> Result<Secret, StoreError> {
+        let token = tokens::generate(Kind::Admin);
+        self.conn().execute(
+            "INSERT INTO admin_tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token.id, name, token.hash, now],
+        )?;
+        Ok(token.text)
+    }
+
+    /// The name of the admin token `text`, when it is valid and not revoked.
+    pub fn verify_admin_token(&self, text: &str) -> Result<Option<String>, StoreError> {
+        let Some((id, secret)) = tokens::parse(Kind::Admin, text) else {
+            return Ok(None);
+        };
+        let row: Option<(String, Vec<u8>, Option<i64>)> = self
+            .conn()
+            .query_row(
+                "SELECT name, hash, revoked_at FROM admin_tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            Some((name, hash, None)) if tokens::verify(secret, &hash) => Some(name),
+            _ => None,
+        })
+    }
+
+    // ---- enrollment tokens ----
+
+    pub fn create_enroll_token(
+        &self,
+        labels: &Labels,
+        expires_at: i64,
+        uses: u32,
+        created_by: &str,
+        now: i64,
+    ) -> Result<(Secret, TokenInfo), StoreError> {
+        let token = tokens::generate(Kind::Enroll);
+        self.conn().execute(
+            "INSERT INTO enroll_tokens (id, hash, labels, created_at, expires_at, uses_allowed, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![token.id, token.hash, to_json(labels), now, expires_at, uses, created_by],
+        )?;
+        let info = TokenInfo {
+            id: token.id,
+            state: TokenState::Active,
+            labels: labels.clone(),
+            created_at: now,
+            expires_at,
+            uses_allowed: uses,
+            uses: 0,
+            revoked_at: None,
+        };
+        Ok((token.text, info))
+    }
+
+    pub fn list_enroll_tokens(&self, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
+             FROM enroll_tokens ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| token_row(r, now))?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Revokes a token; `None` when there is no such token.
+    pub fn revoke_enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenInfo>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now],
+        )?;
+        let row = conn
+            .query_row(
+                "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
+                 FROM enroll_tokens WHERE id = ?1",
+                [id],
+                |r| token_row(r, now),
+            )
+            .optional()?;
+        row.transpose()
+    }
+
+    // ---- enrollment ----
+
+    /// Checks the token, maps the machine to its host (new or existing),
+    /// signs the agent's CSR for it and renders its config, all in one
+    /// transaction: a refusal or failure at any step stores nothing.
+    pub fn enroll(
+        &self,
+        attempt: &EnrollAttempt<'_>,
+        sign: impl FnOnce(&str) -> Result<IssuedCert, CsrError>,
+        render: impl FnOnce(&HostRecord) -> Result<Rendered, RenderError>,
+    ) -> Result<Enrolled, EnrollError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (id, secret) =
+            tokens::parse(Kind::Enroll, attempt.token).ok_or(EnrollError::Token("malformed"))?;
+        let replay: Option<(String, String)> = tx
+            .query_row(
+                "SELECT host_id, token_id FROM enrollments WHERE idempotency_key = ?1",
+                [attempt.idempotency_key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let replay_host = match &replay {
+            Some((host_id, token_id)) if token_id == id => Some(host_id.clone()),
+            _ => None,
+        };
+        let token_labels = check_enroll_token(&tx, id, secret, replay_host.is_some(), attempt.now)?;
+
+        let existing = host_by_machine_id(&tx, &attempt.facts.machine_id)?;
+        let host_id = match (&existing, replay_host) {
+            (Some(host), _) => host.id.clone(),
+            (None, Some(host_id)) => host_id,
+            (None, None) => new_host_id(&tx, &attempt.facts.hostname)?,
+        };
+        let cert = sign(&host_id)?;
+        if let Some(host) = &existing {
+            if host.public_key_sha256 != cert.public_key_sha256 {
+                return Err(EnrollError::MachineConflict {
+                    machine_id: host.machine_id.clone(),
+                    host_id: host.id.clone(),
+                });
+            }
+        }
+        let created = existing.is_none();
+        let mut host = existing.unwrap_or_else(|| HostRecord {
+            id: host_id.clone(),
+            machine_id: attempt.facts.machine_id.clone(),
+            public_key_sha256: cert.public_key_sha256.clone(),
+            facts: attempt.facts.clone(),
+            operator_labels: Labels::new(),
+            state: HostState::Enrolled,
+            config: String::new(),
+            rendered_hash: String::new(),
+            targets: Vec::new(),
+            applied_hash: None,
+            last_error: None,
+            alloy_version: None,
+            enrolled_at: attempt.now,
+            last_seen: attempt.now,
+            cert_expires_at: cert.not_after,
+        });
+        host.facts = attempt.facts.clone();
+        host.operator_labels.extend(token_labels);
+        host.last_seen = attempt.now;
+        host.cert_expires_at = cert.not_after;
+        let rendered = render(&host)?;
+        set_rendered(&mut host, rendered);
+
+        upsert_host(&tx, &host)?;
+        insert_cert(&tx, &host.id, &cert, attempt.now)?;
+        if replay.is_none() {
+            tx.execute(
+                "UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?1",
+                [id],
+            )?;
+            tx.execute(
+                "INSERT INTO enrollments (idempotency_key, host_id, token_id, at) VALUES (?1, ?2, ?3, ?4)",
+                params![attempt.idempotency_key, host.id, id, attempt.now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Enrolled {
+            host,
+            cert,
+            created,
+        })
+    }
+
+    // ---- agents ----
+
+    /// Maps a presented client certificate (by fingerprint) to its host.
+    pub fn host_for_cert(&self, fingerprint: &str, now: i64) -> Result<CertLookup, StoreError> {
+        let row: Option<(String, Option<i64>, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT host_id, revoked_at, not_after FROM certs WHERE fingerprint = ?1",
+                [fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            None => CertLookup::Unknown,
+            Some((_, Some(_), _)) => CertLookup::Revoked,
+            Some((_, None, not_after)) if not_after < now => CertLookup::Revoked,
+            Some((host_id, None, _)) => CertLookup::Host(host_id),
+        })
+    }
+
+    /// The host, after marking it seen now.
+    pub fn touch_host(&self, host_id: &str, now: i64) -> Result<Option<HostRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE hosts SET last_seen = ?2 WHERE id = ?1",
+            params![host_id, now],
+        )?;
+        host_by_id(&conn, host_id)
+    }
+
+    pub fn record_status(
+        &self,
+        host_id: &str,
+        report: &StatusReport,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match report.result {
+            ApplyResult::Applied => conn.execute(
+                "UPDATE hosts SET state = ?2, applied_hash = ?3, last_error = NULL,
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                params![
+                    host_id,
+                    HostState::ConfigApplied.as_str(),
+                    report.hash,
+                    report.alloy_version,
+                    now
+                ],
+            )?,
+            ApplyResult::Failed => conn.execute(
+                "UPDATE hosts SET state = ?2, last_error = ?3,
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                params![
+                    host_id,
+                    HostState::ConfigFailed.as_str(),
+                    report
+                        .error
+                        .as_deref()
+                        .unwrap_or("the agent gave no error text"),
+                    report.alloy_version,
+                    now
+                ],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Records a renewed certificate; the host's key is the renewed one's.
+    pub fn add_cert(&self, host_id: &str, cert: &IssuedCert, now: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_cert(&tx, host_id, cert, now)?;
+        tx.execute(
+            "UPDATE hosts SET cert_expires_at = ?2, public_key_sha256 = ?3 WHERE id = ?1",
+            params![host_id, cert.not_after, cert.public_key_sha256],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- hosts ----
+
+    pub fn host(&self, id: &str) -> Result<Option<HostRecord>, StoreError> {
+        host_by_id(&self.conn(), id)
+    }
+
+    pub fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id"))?;
+        let rows = stmt.query_map([], host_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Stores a newly rendered config for a host.
+    pub fn set_rendered(&self, host_id: &str, rendered: &Rendered) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE hosts SET config = ?2, rendered_hash = ?3, targets = ?4 WHERE id = ?1",
+            params![
+                host_id,
+                rendered.config,
+                rendered.hash,
+                to_json(&rendered.targets)
+            ],
+        )?;
+        Ok(())
+    }
+
+    // ---- audit ----
+
+    pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO audit (at, actor, action, target, outcome, detail, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.target,
+                entry.outcome,
+                entry.detail,
+                entry.source
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries, oldest first, as
+    /// (at, actor, action, target, outcome, detail).
+    pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, actor, action, target, outcome, detail FROM
+             (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(AuditRow {
+                at: r.get(0)?,
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                target: r.get(3)?,
+                outcome: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditRow {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+fn token_state(
+    expires_at: i64,
+    uses_allowed: u32,
+    uses: u32,
+    revoked: bool,
+    now: i64,
+) -> TokenState {
+    if revoked {
+        TokenState::Revoked
+    } else if uses >= uses_allowed {
+        TokenState::Exhausted
+    } else if expires_at <= now {
+        TokenState::Expired
+    } else {
+        TokenState::Active
+    }
+}
+
+fn token_row(r: &rusqlite::Row<'_>, now: i64) -> rusqlite::Result<Result<TokenInfo, StoreError>> {
+    let labels: String = r.get(1)?;
+    let expires_at: i64 = r.get(3)?;
+    let uses_allowed: u32 = r.get(4)?;
+    let uses: u32 = r.get(5)?;
+    let revoked_at: Option<i64> = r.get(6)?;
+    let id: String = r.get(0)?;
+    let created_at: i64 = r.get(2)?;
+    Ok(serde_json::from_str(&labels)
+        .map_err(corrupt("token labels"))
+        .map(|labels| TokenInfo {
+            id,
+            state: token_state(expires_at, uses_allowed, uses, revoked_at.is_some(), now),
+            labels,
+            created_at,
+            expires_at,
+            uses_allowed,
+            uses,
+            revoked_at,
+        }))
+}
+
+/// The token's preset labels when it may enroll now. A replay of an earlier
+/// enrollment (same idempotency key, same token) may use an exhausted token.
+fn check_enroll_token(
+    tx: &Transaction<'_>,
+    id: &str,
+    secret: &str,
+    replay: bool,
+    now: i64,
+) -> Result<Labels, EnrollError> {
+    let row: Option<(Vec<u8>, String, i64, u32, u32, Option<i64>)> = tx
+        .query_row(
+            "SELECT hash, labels, expires_at, uses_allowed, uses, revoked_at
+             FROM enroll_tokens WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((hash, labels, expires_at, uses_allowed, uses, revoked_at)) = row else {
+        // Spend the same work as a real comparison.
+        tokens::verify(secret, &[0u8; 32]);
+        return Err(EnrollError::Token("unknown"));
+    };
+    if !tokens::verify(secret, &hash) {
+        return Err(EnrollError::Token("wrong secret"));
+    }
+    match token_state(expires_at, uses_allowed, uses, revoked_at.is_some(), now) {
+        TokenState::Revoked => return Err(EnrollError::Token("revoked")),
+        TokenState::Expired => return Err(EnrollError::Token("expired")),
+        TokenState::Exhausted if !replay => return Err(EnrollError::Token("exhausted")),
+        _ => {}
+    }
+    Ok(serde_json::from_str(&labels).map_err(corrupt("token labels"))?)
+}
+
+fn new_host_id(tx: &Transaction<'_>, hostname: &str) -> Result<String, StoreError> {
+    loop {
+        let id = facts::host_id(hostname, &tokens::random_hex(3));
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM hosts WHERE id = ?1)",
+            [&id],
+            |r| r.get(0),
+        )?;
+        if !taken {
+            return Ok(id);
+        }
+    }
+}
+
+fn set_rendered(host: &mut HostRecord, rendered: Rendered) {
+    host.config = rendered.config;
+    host.rendered_hash = rendered.hash;
+    host.targets = rendered.targets;
+}
+
+const HOST_COLUMNS: &str = "id, machine_id, public_key_sha256, facts, labels, state, config,
+    rendered_hash, targets, applied_hash, last_error, alloy_version, enrolled_at, last_seen,
+    cert_expires_at";
+
+fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRecord, StoreError>> {
+    let facts: String = r.get(3)?;
+    let labels: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let targets: String = r.get(8)?;
+    let parsed = (|| {
+        Ok::<_, StoreError>((
+            serde_json::from_str(&facts).map_err(corrupt("host facts"))?,
+            serde_json::from_str(&labels).map_err(corrupt("host labels"))?,
+            HostState::parse(&state).ok_or(StoreError::Corrupt {
+                what: "host state",
+                message: state.clone(),
+            })?,
+            serde_json::from_str(&targets).map_err(corrupt("host targets"))?,
+        ))
+    })();
+    let (facts, operator_labels, state, targets) = match parsed {
+        Ok(parts) => parts,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(HostRecord {
+        id: r.get(0)?,
+        machine_id: r.get(1)?,
+        public_key_sha256: r.get(2)?,
+        facts,
+        operator_labels,
+        state,
+        config: r.get(6)?,
+        rendered_hash: r.get(7)?,
+        targets,
+        applied_hash: r.get(9)?,
+        last_error: r.get(10)?,
+        alloy_version: r.get(11)?,
+        enrolled_at: r.get(12)?,
+        last_seen: r.get(13)?,
+        cert_expires_at: r.get(14)?,
+    }))
+}
+
+fn host_by_id(conn: &Connection, id: &str) -> Result<Option<HostRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1"),
+        [id],
+        host_row,
+    )
+    .optional()?
+    .transpose()
+}
+
+fn host_by_machine_id(
+    conn: &Connection,
+    machine_id: &str,
+) -> Result<Option<HostRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE machine_id = ?1"),
+        [machine_id],
+        host_row,
+    )
+    .optional()?
+    .transpose()
+}
+
+fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO hosts ({HOST_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT(id) DO UPDATE SET public_key_sha256 = excluded.public_key_sha256,
+             facts = excluded.facts, labels = excluded.labels, state = excluded.state,
+             config = excluded.config, rendered_hash = excluded.rendered_hash,
+             targets = excluded.targets, last_seen = excluded.last_seen,
+             cert_expires_at = excluded.cert_expires_at"
+        ),
+        params![
+            h.id,
+            h.machine_id,
+            h.public_key_sha256,
+            to_json(&h.facts),
+            to_json(&h.operator_labels),
+            h.state.as_str(),
+            h.config,
+            h.rendered_hash,
+            to_json(&h.targets),
+            h.applied_hash,
+            h.last_error,
+            h.alloy_version,
+            h.enrolled_at,
+            h.last_seen,
+            h.cert_expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_cert(
+    tx: &Transaction<'_>,
+    host_id: &str,
+    cert: &IssuedCert,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO certs (fingerprint, host_id, serial, issued_at, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![cert.fingerprint, host_id, cert.serial, now, cert.not_after],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Prometheus `file_sd` target files: their content (pure, byte-stable), the
+//! atomic write, and the coalesced Prometheus reload after changes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::store::HostRecord;
+
+/// One `file_sd` target group. Field order is alphabetical and labels are a
+/// sorted map, so the same host always gives the same bytes.
+#[derive(Debug, Serialize)]
+struct Group<'a> {
+    labels: BTreeMap<String, String>,
+    targets: [&'a str; 1],
+}
+
+/// The target file content for a host: one group per declared target, each
+/// with the host's labels, the component metrics path and, for application
+/// exporters, a `service` label.
+pub fn file_sd(host: &HostRecord) -> String {
+    let labels = host.labels();
+    let groups: Vec<Group<'_>> = host
+        .targets
+        .iter()
+        .map(|t| {
+            let mut labels = labels.clone();
+            labels.insert("__metrics_path__".into(), t.metrics_path());
+            if let Some(service) = &t.service {
+                labels.insert("service".into(), service.clone());
+            }
+            Group {
+                labels,
+                targets: [host.facts.scrape_address.as_str()],
+            }
+        })
+        .collect();
+    let mut text = serde_json::to_string_pretty(&groups).expect("plain data always serializes");
+    text.push('\n');
+    text
+}
+
+/// The target file of a host. Host ids are checked to be file-name safe when
+/// they are made; this re-checks, since the result becomes a path.
+pub fn path_for(dir: &Path, host_id: &str) -> Option<PathBuf> {
+    muster_shared::facts::is_host_id(host_id).then(|| dir.join(format!("{host_id}.json")))
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory,
+/// fsync, rename, fsync of the directory. A crash leaves the old file or the
+/// new one, never a torn one, and Prometheus never reads a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes the target file of `host` into `dir` unless it already holds
+/// exactly these bytes. Returns whether the file changed.
+pub fn write_host(dir: &Path, host: &HostRecord) -> std::io::Result<bool> {
+    let path = path_for(dir, &host.id).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("host id {:?} is not a safe file name", host.id),
+        )
+    })?;
+    let content = file_sd(host);
+    if std::fs::read(&path).is_ok_and(|old| old == content.as_bytes()) {
+        return Ok(false);
+    }
+    write_atomic(&path, content.as_bytes())?;
+    Ok(true)
+}
+
+/// Asks Prometheus to reload after target changes, at most once per window:
+/// many enrollments in a burst cause one reload. A failed reload is logged
+/// and handed to `on_failure`, never fatal (Prometheus also re-reads
+/// `file_sd` files by itself).
+#[derive(Clone)]
+pub struct Reloader {
+    notify: Arc<Notify>,
+}
+
+impl Reloader {
+    /// Starts the background task. Without a Prometheus URL, `request` does
+    /// nothing.
+    pub fn spawn(
+        prometheus_url: Option<String>,
+        window: Duration,
+        on_failure: impl Fn(&str) + Send + 'static,
+    ) -> Reloader {
+        let notify = Arc::new(Notify::new());
+        if let Some(base) = prometheus_url {
+            let url = format!("{}/-/reload", base.trim_end_matches('/'));
+            let wake = notify.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                let client = match client {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build the Prometheus reload client");
+                        return;
+                    }
+                };
+                loop {
+                    wake.notified().await;
+                    tokio::time::sleep(window).await;
+                    match client.post(&url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            tracing::info!(url = %url, "reloaded Prometheus")
+                        }
+                        Ok(r) => {
+                            let msg = format!("Prometheus reload answered {}", r.status());
+                            tracing::warn!(url = %url, "{msg}");
+                            on_failure(&msg);
+                        }
+                        Err(e) => {
+                            let msg = format!("Prometheus reload failed: {e}");
+                            tracing::warn!(url = %url, "{msg}");
+                            on_failure(&msg);
+                        }
+                    }
+                }
+            });
+        }
+        Reloader { notify }
+    }
+
+    /// Asks for a reload within the window.
+    pub fn request(&self) {
+        self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::TargetGroup;
+
+    fn host() -> HostRecord {
+        let mut h = crate::render::tests::host(&[("team", r#"db"}"#)]);
+        h.targets = vec![TargetGroup {
+            component: "prometheus.exporter.unix.default".into(),
+            service: None,
+        }];
+        h
+    }
+
+    #[test]
+    fn file_sd_has_one_group_with_labels_and_metrics_path() {
+        let text = file_sd(&host());
+        let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let group = &json[0];
+        assert_eq!(group["targets"][0], "10.0.0.5:12345");
+        assert_eq!(
+            group["labels"]["__metrics_path__"],
+            "/api/v0/component/prometheus.exporter.unix.default/metrics"
+        );
+        assert_eq!(group["labels"]["team"], r#"db"}"#);
+        assert_eq!(group["labels"]["hostname"], "web-01");
+        assert_eq!(json.as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn file_sd_bytes_are_stable_and_sorted() {
+        let a = file_sd(&host());
+        assert_eq!(a, file_sd(&host()));
+        let labels_at = a.find("\"labels\"").expect("labels");
+        let targets_at = a.find("\"targets\"").expect("targets");
+        assert!(labels_at < targets_at);
+        let arch = a.find("\"arch\"").expect("arch");
+        let team = a.find("\"team\"").expect("team");
+        assert!(arch < team);
+    }
+
+    #[test]
+    fn hostile_host_ids_never_become_paths() {
+        let dir = Path::new("/srv/targets");
+        assert!(path_for(dir, "../../etc/x").is_none());
+        assert!(path_for(dir, "a/b").is_none());
+        assert_eq!(
+            path_for(dir, "web-01-abc"),
+            Some(PathBuf::from("/srv/targets/web-01-abc.json"))
+        );
+    }
+
+    #[test]
+    fn write_host_is_atomic_and_skips_unchanged_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = host();
+        assert!(write_host(dir.path(), &h).expect("first write"));
+        assert!(!write_host(dir.path(), &h).expect("second write"));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("web-01-abc123.json")]);
+    }
+}
