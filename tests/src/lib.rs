@@ -1,0 +1,47 @@
+//! Muster's end-to-end harness: runs the real `muster-server`, the Alloy
+//! stand-in and a real Prometheus as child processes, each on a loopback port
+//! 0 and killed on drop, for the cross-binary tests in `tests/tests/`.
+//! Also home of the Alloy stand-in's code (the `alloy-standin` binary).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use muster_e2e::{Prometheus, Server, Standin};
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! let server = Server::start(dir.path());
+//! let Some(prometheus) = Prometheus::start(&dir.path().join("targets"), dir.path()).await
+//! else {
+//!     return; // not installed here: skipped
+//! };
+//! # }
+//! ```
+
+pub mod process;
+pub mod prometheus;
+pub mod server;
+pub mod standin;
+
+pub use process::{bin_path, run, run_fail, run_ok, Process};
+pub use prometheus::{Prometheus, Sample};
+pub use server::{Server, ServerBuilder};
+pub use standin::Standin;
+
+use std::time::Duration;
+
+/// An HTTP client for loopback test traffic: no proxy, short timeout. It has
+/// no TLS roots; for the server's HTTPS listeners build a client with
+/// `tls_certs_only` and the server's CA, after calling [`install_crypto`].
+pub fn http_client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a client with no TLS settings builds")
+}
+
+/// Installs rustls' ring provider as the process default (reqwest is built
+/// without one). Idempotent.
+pub fn install_crypto() {
+    // Err only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,180 @@
+//! The real `muster-server` in a test: `init`, and `serve` on loopback port 0
+//! with its two listening addresses read from its stdout.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use crate::process::{bin_path, run, Process, START_DEADLINE};
+
+/// A running `muster-server serve`, killed on drop.
+pub struct Server {
+    process: Process,
+    data_dir: PathBuf,
+    agent_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+/// Extra arguments and environment for [`Server`]; [`ServerBuilder::start`]
+/// runs it.
+pub struct ServerBuilder {
+    data_dir: PathBuf,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+}
+
+impl Server {
+    /// `muster-server serve --data-dir D --listen 127.0.0.1:0 --admin-listen
+    /// 127.0.0.1:0`, once both listeners are up.
+    pub fn start(data_dir: &Path) -> Server {
+        Server::builder(data_dir).start()
+    }
+
+    pub fn builder(data_dir: &Path) -> ServerBuilder {
+        ServerBuilder {
+            data_dir: data_dir.to_path_buf(),
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    /// `muster-server init --data-dir D EXTRA…`, whatever its exit status.
+    pub fn init(data_dir: &Path, extra_args: &[&str]) -> Output {
+        run(Command::new(bin_path("muster-server"))
+            .arg("init")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra_args))
+    }
+
+    /// `https://127.0.0.1:PORT` of the agent listener.
+    pub fn agent_url(&self) -> String {
+        format!("https://{}", self.agent_addr)
+    }
+
+    /// `https://127.0.0.1:PORT` of the admin listener.
+    pub fn admin_url(&self) -> String {
+        format!("https://{}", self.admin_addr)
+    }
+
+    pub fn agent_addr(&self) -> SocketAddr {
+        self.agent_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The command line, stdout and stderr so far: for panic messages.
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+}
+
+impl ServerBuilder {
+    /// An argument appended after the defaults.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the server and waits for its `listening on ADDR (agents)` and
+    /// `listening on ADDR (admin)` lines; panics with its output if they do
+    /// not come within the start deadline.
+    pub fn start(self) -> Server {
+        let mut process = Process::spawn(
+            Command::new(bin_path("muster-server"))
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .args(&self.args)
+                .envs(self.envs.iter().map(|(k, v)| (k, v))),
+        );
+        let until = Instant::now() + START_DEADLINE;
+        let (mut agent_addr, mut admin_addr) = (None, None);
+        let (agent_addr, admin_addr) = loop {
+            if let (Some(agent), Some(admin)) = (agent_addr, admin_addr) {
+                break (agent, admin);
+            }
+            let line = process
+                .wait_for_line(until.saturating_duration_since(Instant::now()), |l| {
+                    l.starts_with("listening on ")
+                });
+            match parse_listening(&line) {
+                Some((addr, "agents")) => agent_addr = Some(addr),
+                Some((addr, "admin")) => admin_addr = Some(addr),
+                _ => panic!("unexpected line {line:?}\n{}", process.logs()),
+            }
+        };
+        Server {
+            process,
+            data_dir: self.data_dir,
+            agent_addr,
+            admin_addr,
+        }
+    }
+}
+
+/// Address and role of a `listening on 127.0.0.1:PORT (role)` line.
+pub fn parse_listening(line: &str) -> Option<(SocketAddr, &str)> {
+    let rest = line.strip_prefix("listening on ")?;
+    let (addr, role) = match rest.split_once(' ') {
+        Some((addr, role)) => (addr, role.trim()),
+        None => (rest.trim(), ""),
+    };
+    let role = if role.is_empty() {
+        role
+    } else {
+        role.strip_prefix('(')?.strip_suffix(')')?
+    };
+    Some((addr.parse().ok()?, role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listening_lines() {
+        let addr: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        assert_eq!(
+            parse_listening("listening on 127.0.0.1:40001 (agents)"),
+            Some((addr, "agents"))
+        );
+        assert_eq!(
+            parse_listening("listening on 127.0.0.1:40001 (admin)"),
+            Some((addr, "admin"))
+        );
+        assert_eq!(
+            parse_listening("listening on 127.0.0.1:40001"),
+            Some((addr, ""))
+        );
+        assert_eq!(
+            parse_listening("listening on [::1]:8443 (agents)").map(|(a, _)| a.port()),
+            Some(8443)
+        );
+        assert_eq!(parse_listening("listening on nowhere (admin)"), None);
+        assert_eq!(parse_listening("starting"), None);
+    }
+}
