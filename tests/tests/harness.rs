@@ -1,9 +1,11 @@
-//! Smoke test of the harness: a real Prometheus discovers a hand-written
-//! `file_sd` target file and scrapes the Alloy stand-in's exporter path.
+//! Smoke tests of the harness: the real server comes up on two loopback
+//! ports; a real Prometheus discovers a hand-written `file_sd` target file and
+//! scrapes the Alloy stand-in's exporter path.
 
+use std::net::TcpStream;
 use std::time::Duration;
 
-use muster_e2e::{Prometheus, Standin};
+use muster_e2e::{Prometheus, Server, Standin};
 
 #[tokio::test]
 async fn prometheus_scrapes_the_standin_through_file_sd() {
@@ -50,4 +52,25 @@ async fn prometheus_scrapes_the_standin_through_file_sd() {
         )
         .await;
     assert_eq!(uname[0].0["sysname"], "Linux");
+}
+
+#[test]
+fn server_starts_on_two_loopback_ports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let init = Server::init(&data, &[]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let server = Server::start(&data);
+    let (agent, admin) = (server.agent_addr(), server.admin_addr());
+    assert!(agent.ip().is_loopback() && admin.ip().is_loopback());
+    assert_ne!(agent.port(), admin.port());
+    assert_eq!(server.agent_url(), format!("https://{agent}"));
+    for addr in [agent, admin] {
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}\n{}", server.logs()));
+    }
 }
