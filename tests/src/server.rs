@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::process::{bin_path, run, Process, START_DEADLINE};
 
@@ -73,6 +73,32 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// An HTTPS client that trusts only the server's CA (`<data dir>/ca.crt`,
+    /// written by `init`), for both listeners. No client certificate.
+    pub fn client(&self) -> reqwest::Client {
+        let path = self.data_dir.join("ca.crt");
+        let pem = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}\n{}", path.display(), self.logs()));
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+        crate::install_crypto();
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .tls_certs_only([ca])
+            .build()
+            .expect("a client trusting one CA builds")
+    }
+
+    /// The admin token `init` saved in `<data dir>/admin.token`.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir.join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .trim()
+            .to_string()
     }
 
     /// The command line, stdout and stderr so far: for panic messages.

@@ -54,8 +54,8 @@ async fn prometheus_scrapes_the_standin_through_file_sd() {
     assert_eq!(uname[0].0["sysname"], "Linux");
 }
 
-#[test]
-fn server_starts_on_two_loopback_ports() {
+#[tokio::test]
+async fn server_starts_on_two_loopback_ports() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let init = Server::init(&data, &[]);
@@ -73,4 +73,13 @@ fn server_starts_on_two_loopback_ports() {
     for addr in [agent, admin] {
         TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}\n{}", server.logs()));
     }
+
+    let hosts = server
+        .client()
+        .get(format!("{}/v1/admin/hosts", server.admin_url()))
+        .bearer_auth(server.admin_token())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("admin API: {e}\n{}", server.logs()));
+    assert_eq!(hosts.status(), 200, "{}", server.logs());
 }
