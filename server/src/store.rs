@@ -645,24 +645,40 @@ fn check_enroll_token(
     replay: bool,
     now: i64,
 ) -> Result<Labels, EnrollError> {
-    let row: Option<(Vec<u8>, String, i64, u32, u32, Option<i64>)> = tx
+    struct Row {
+        hash: Vec<u8>,
+        labels: String,
+        expires_at: i64,
+        uses_allowed: u32,
+        uses: u32,
+        revoked: bool,
+    }
+    let row = tx
         .query_row(
-            "SELECT hash, labels, expires_at, uses_allowed, uses, revoked_at
+            "SELECT hash, labels, expires_at, uses_allowed, uses, revoked_at IS NOT NULL
              FROM enroll_tokens WHERE id = ?1",
             [id],
             |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                Ok(Row {
+                    hash: r.get(0)?,
+                    labels: r.get(1)?,
+                    expires_at: r.get(2)?,
+                    uses_allowed: r.get(3)?,
+                    uses: r.get(4)?,
+                    revoked: r.get(5)?,
+                })
             },
         )
         .optional()?;
-    let Some((hash, labels, expires_at, uses_allowed, uses, revoked_at)) = row else {
+    let Some(Row {
+        hash,
+        labels,
+        expires_at,
+        uses_allowed,
+        uses,
+        revoked,
+    }) = row
+    else {
         // Spend the same work as a real comparison.
         tokens::verify(secret, &[0u8; 32]);
         return Err(EnrollError::Token("unknown"));
@@ -670,7 +686,7 @@ fn check_enroll_token(
     if !tokens::verify(secret, &hash) {
         return Err(EnrollError::Token("wrong secret"));
     }
-    match token_state(expires_at, uses_allowed, uses, revoked_at.is_some(), now) {
+    match token_state(expires_at, uses_allowed, uses, revoked, now) {
         TokenState::Revoked => return Err(EnrollError::Token("revoked")),
         TokenState::Expired => return Err(EnrollError::Token("expired")),
         TokenState::Exhausted if !replay => return Err(EnrollError::Token("exhausted")),

@@ -148,7 +148,11 @@ pub async fn renew(
             .ca
             .sign_csr(&req.csr_pem, &id, now, app.settings.cert_validity)
             .map_err(|e| {
-                ApiError::BadRequest(format!("certificate signing request refused: {e}"))
+                if e.is_bad_request() {
+                    ApiError::BadRequest(format!("certificate signing request refused: {e}"))
+                } else {
+                    ApiError::internal("cannot sign renewed certificate", e)
+                }
             })?;
         app.store
             .add_cert(&id, &cert, unix_now())

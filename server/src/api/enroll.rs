@@ -106,10 +106,17 @@ async fn refused(app: &Shared, source: &str, hostname: &str, e: EnrollError) -> 
                 "{e}; if this is a reinstall or a cloned machine, an operator must decide"
             )),
         ),
-        EnrollError::Csr(csr) => (
+        EnrollError::Csr(csr) if csr.is_bad_request() => (
             format!("bad CSR: {csr}"),
             ApiError::BadRequest(format!("certificate signing request refused: {csr}")),
         ),
+        EnrollError::Csr(csr) => {
+            let reason = format!("signing failed: {csr:#}");
+            (
+                reason.clone(),
+                ApiError::internal("cannot sign agent certificate", reason),
+            )
+        }
         EnrollError::Render(render) => {
             let reason = format!("render failed: {render}");
             (

@@ -1,0 +1,216 @@
+//! What the server's API tests share: a server in a fresh data dir, an admin
+//! client, and test agents with their own keys, CSRs and mTLS clients.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_e2e::Server;
+use muster_shared::facts::Facts;
+use reqwest::StatusCode;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub server: Server,
+    pub ca_pem: String,
+    pub admin_token: String,
+}
+
+impl Fixture {
+    pub fn start() -> Fixture {
+        Fixture::start_with(|_| {})
+    }
+
+    /// Initialises a data dir, lets `edit` change it (server.toml, ...),
+    /// then starts the server.
+    pub fn start_with(edit: impl FnOnce(&Path)) -> Fixture {
+        muster_e2e::install_crypto();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let out = Server::init(&data, &[]);
+        assert!(out.status.success(), "init failed: {out:?}");
+        edit(&data);
+        let server = Server::start(&data);
+        let ca_pem = std::fs::read_to_string(data.join("ca.crt")).expect("ca.crt");
+        let admin_token = std::fs::read_to_string(data.join("admin.token")).expect("admin.token");
+        Fixture {
+            dir,
+            server,
+            ca_pem,
+            admin_token,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.server.data_dir().to_path_buf()
+    }
+
+    pub fn targets_dir(&self) -> PathBuf {
+        self.data_dir().join("targets")
+    }
+
+    /// Names of the files in the targets dir, sorted.
+    pub fn target_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.targets_dir())
+            .expect("targets dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A client that trusts the Muster CA and presents no certificate.
+    pub fn anonymous_client(&self) -> reqwest::Client {
+        client(&self.ca_pem, None)
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .anonymous_client()
+            .request(method, format!("{}{path}", self.server.admin_url()))
+            .bearer_auth(self.admin_token.trim());
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        answer(req.send().await.expect("admin request")).await
+    }
+
+    /// Creates an enrollment token; returns its text.
+    pub async fn token(&self, body: Value) -> String {
+        let (status, created) = self
+            .admin(reqwest::Method::POST, "/v1/admin/tokens", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        created["token"].as_str().expect("token text").to_string()
+    }
+
+    pub async fn hosts(&self) -> Vec<Value> {
+        let (status, hosts) = self
+            .admin(reqwest::Method::GET, "/v1/admin/hosts", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{hosts}");
+        hosts.as_array().expect("list").clone()
+    }
+
+    pub async fn audit(&self) -> Vec<Value> {
+        let (status, rows) = self
+            .admin(reqwest::Method::GET, "/v1/admin/audit", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{rows}");
+        rows.as_array().expect("list").clone()
+    }
+
+    pub async fn enroll(&self, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .anonymous_client()
+            .post(format!("{}/v1/enroll", self.server.agent_url()))
+            .json(body)
+            .send()
+            .await
+            .expect("enroll request");
+        answer(resp).await
+    }
+}
+
+pub async fn answer(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("body");
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, value)
+}
+
+/// A reqwest client trusting `ca_pem`, optionally presenting a client
+/// certificate.
+pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots);
+    let tls = match identity {
+        Some((cert_pem, key_pem)) => {
+            let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("cert PEM");
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// A pretend host: its own key, facts, and CSRs.
+pub struct TestAgent {
+    pub key: rcgen::KeyPair,
+    pub facts: Facts,
+}
+
+impl TestAgent {
+    pub fn new(hostname: &str, machine_id: &str) -> TestAgent {
+        TestAgent {
+            key: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key"),
+            facts: Facts {
+                hostname: hostname.into(),
+                machine_id: machine_id.into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                os_id: Some("debian".into()),
+                os_version: Some("12".into()),
+                kernel: None,
+                scrape_address: "127.0.0.1:12345".into(),
+                agent_version: "0.1.0".into(),
+            },
+        }
+    }
+
+    pub fn csr_pem(&self) -> String {
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .serialize_request(&self.key)
+            .expect("csr")
+            .pem()
+            .expect("pem")
+    }
+
+    pub fn enroll_body(&self, token: &str, idempotency_key: &str) -> Value {
+        json!({
+            "token": token,
+            "csr_pem": self.csr_pem(),
+            "facts": self.facts,
+            "idempotency_key": idempotency_key,
+        })
+    }
+
+    /// An mTLS client presenting `cert_pem` with this agent's key.
+    pub fn client(&self, cert_pem: &str, ca_pem: &str) -> reqwest::Client {
+        client(ca_pem, Some((cert_pem, &self.key.serialize_pem())))
+    }
+}
