@@ -1,0 +1,146 @@
+//! The `muster-server` command line: init, serve's refusals, and the admin
+//! CLI's tables and JSON against a running server.
+
+mod common;
+
+use std::process::Command;
+
+use common::Fixture;
+use muster_e2e::{bin_path, run, run_fail, run_ok};
+
+fn server_cmd() -> Command {
+    Command::new(bin_path("muster-server"))
+}
+
+#[test]
+fn init_prints_the_pin_and_token_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let out = run_ok(
+        server_cmd()
+            .args(["init", "--san", "muster.example", "--data-dir"])
+            .arg(&data),
+    );
+    assert!(out.contains("server public-key pin: sha256//"), "{out}");
+    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin.token");
+    assert!(
+        out.contains(token.trim()),
+        "the admin token is printed once: {out}"
+    );
+    assert!(out.contains("https://muster.example:8443"), "{out}");
+    let before = std::fs::read(data.join("ca.key")).expect("ca.key");
+
+    let out = run_fail(server_cmd().args(["init", "--data-dir"]).arg(&data));
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+    assert_eq!(std::fs::read(data.join("ca.key")).expect("ca.key"), before);
+}
+
+#[test]
+fn serve_explains_a_missing_data_dir_and_a_bad_setting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("nothing-here");
+    let out = run_fail(server_cmd().args(["serve", "--data-dir"]).arg(&data));
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("muster-server init") && stderr.contains("--init"),
+        "{stderr}"
+    );
+    assert!(
+        !data.exists(),
+        "serve without --init must not create anything"
+    );
+
+    let data = dir.path().join("data");
+    run_ok(server_cmd().args(["init", "--data-dir"]).arg(&data));
+    let path = data.join("server.toml");
+    let mut text = std::fs::read_to_string(&path).expect("server.toml");
+    text.push_str("listen_adress = \"0.0.0.0:1\"\n");
+    std::fs::write(&path, text).expect("write");
+    let out = run_fail(server_cmd().args(["serve", "--data-dir"]).arg(&data));
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listen_adress"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_teaches() {
+    let out = run_fail(server_cmd().args(["token", "create", "--label", "no-equals-sign"]));
+    assert_eq!(out.status.code(), Some(64));
+    let help = run_ok(server_cmd().arg("--help"));
+    for word in ["init", "serve", "token", "hosts"] {
+        assert!(help.contains(word), "{help}");
+    }
+    let help = run_ok(server_cmd().args(["token", "create", "--help"]));
+    assert!(
+        help.contains("--label") && help.contains("--ttl") && help.contains("--uses"),
+        "{help}"
+    );
+}
+
+#[tokio::test]
+async fn admin_cli_creates_lists_and_revokes_tokens_and_shows_hosts() {
+    let f = Fixture::start();
+    let data = f.data_dir();
+    let admin = |args: &[&str]| {
+        let mut cmd = server_cmd();
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--admin-url")
+            .arg(f.server.admin_url());
+        cmd
+    };
+    let out = run_ok(&mut admin(&[
+        "token", "create", "--label", "env=prod", "--ttl", "2h", "--uses", "2",
+    ]));
+    assert!(
+        out.contains("muster-agent enroll --server https://localhost:8443 --token mte_"),
+        "{out}"
+    );
+    assert!(out.contains("--pin sha256//"), "{out}");
+    assert!(out.contains("labels: env=prod"), "{out}");
+
+    let json = run_ok(&mut admin(&["token", "list", "--json"]));
+    let tokens: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let id = tokens[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(tokens[0]["uses_allowed"], 2);
+    assert!(
+        !json.contains("mte_"),
+        "token list must never show secrets: {json}"
+    );
+
+    let table = run_ok(&mut admin(&["token", "list"]));
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&id) && table.contains("active"), "{table}");
+
+    run_ok(&mut admin(&["token", "revoke", &id]));
+    assert!(run_ok(&mut admin(&["token", "list"])).contains("revoked"));
+
+    let out = run(&mut admin(&["hosts", "show", "no-such-host"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no host"),
+        "{out:?}"
+    );
+    assert!(run_ok(&mut admin(&["hosts", "list"])).starts_with("ID"));
+
+    let out = run(server_cmd()
+        .args([
+            "hosts",
+            "list",
+            "--admin-token",
+            "mta_0123456789ab_wrong",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--admin-url")
+        .arg(f.server.admin_url()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin token"),
+        "{out:?}"
+    );
+}
