@@ -1,0 +1,280 @@
+//! End to end: the real `muster-server` and `muster-agent` binaries, the
+//! Alloy stand-in, and a real Prometheus (Debian's `prometheus`), all on
+//! loopback. A host enrolls with a token, applies its config, and Prometheus
+//! scrapes it with the token's labels; a config Alloy rejects is rolled back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server, Standin};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The stand-in's first config: valid, with no exporter yet.
+const FIRST_ALLOY_CONFIG: &str = "logging {\n\tlevel = \"info\"\n}\n";
+
+struct Host {
+    dir: PathBuf,
+    standin: Standin,
+    alloy_config: PathBuf,
+}
+
+impl Host {
+    /// A pretend host: its own dir, machine id, and a running Alloy stand-in.
+    async fn new(root: &Path, name: &str) -> Host {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("host dir");
+        std::fs::write(
+            dir.join("machine-id"),
+            format!("{:0>32}\n", name.len() * 7919),
+        )
+        .expect("machine-id");
+        let alloy_config = dir.join("config.alloy");
+        std::fs::write(&alloy_config, FIRST_ALLOY_CONFIG).expect("alloy config");
+        let standin = Standin::start(&alloy_config);
+        standin.wait_ready(Duration::from_secs(10)).await;
+        Host {
+            dir,
+            standin,
+            alloy_config,
+        }
+    }
+
+    fn agent_config(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+
+    fn enroll(&self, server: &Server, token: &str, pin: &str) -> Command {
+        let mut cmd = Command::new(bin_path("muster-agent"));
+        cmd.arg("enroll")
+            .args([
+                "--server",
+                &server.agent_url(),
+                "--token",
+                token,
+                "--pin",
+                pin,
+            ])
+            .arg("--config")
+            .arg(self.agent_config())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--alloy-config")
+            .arg(&self.alloy_config)
+            .arg("--alloy-bin")
+            .arg(Standin::bin())
+            .arg("--reload-command")
+            .arg(format!("kill -HUP {}", self.standin.pid()))
+            .arg("--ready-url")
+            .arg(format!("{}/-/ready", self.standin.url()))
+            .arg("--scrape-address")
+            .arg(self.standin.addr().to_string())
+            .arg("--machine-id-file")
+            .arg(self.dir.join("machine-id"));
+        cmd
+    }
+
+    fn run_daemon(&self) -> Process {
+        Process::spawn(
+            Command::new(bin_path("muster-agent"))
+                .arg("run")
+                .arg("--config")
+                .arg(self.agent_config())
+                .env("MUSTER_LOG", "debug"),
+        )
+    }
+}
+
+fn pin(data: &Path) -> String {
+    let init_log = std::fs::read_to_string(data.join("init.log")).expect("init log");
+    init_log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server public-key pin: "))
+        .expect("pin line")
+        .to_string()
+}
+
+/// Initialises a data dir (keeping init's output for the pin).
+fn init(data: &Path, extra: &[&str]) {
+    let out = Server::init(data, extra);
+    assert!(out.status.success(), "init failed: {out:?}");
+    std::fs::write(data.join("init.log"), &out.stdout).expect("init log");
+}
+
+async fn admin(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = server
+        .client()
+        .request(method, format!("{}{path}", server.admin_url()))
+        .bearer_auth(server.admin_token());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin request");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("admin JSON");
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+/// Polls the admin API until the host with `hostname` is in `state`.
+async fn wait_for_state(server: &Server, agent: &Process, state: &str) -> Value {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let hosts = admin(server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
+        if let Some(h) = hosts.as_array().and_then(|a| a.first()) {
+            if h["state"] == state {
+                return h.clone();
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "no host reached {state}: {hosts}\n--- agent ---\n{}\n--- server ---\n{}",
+            agent.logs(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    init(&data, &[]);
+    let Some(prometheus) = Prometheus::start(&data.join("targets"), root.path()).await else {
+        return;
+    };
+    let server = Server::builder(&data)
+        .args(["--prometheus-url", prometheus.url()])
+        .start();
+    let created = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({"labels": {"env": "e2e", "team": "db \"core\" {x}"}})),
+    )
+    .await;
+    let token = created["token"].as_str().expect("token");
+
+    let host = Host::new(root.path(), "host-a").await;
+    let out = run_ok(&mut host.enroll(&server, token, &pin(&data)));
+    assert!(out.contains("enrolled as "), "{out}");
+    let mut agent = host.run_daemon();
+
+    let shown = wait_for_state(&server, &agent, "config_applied").await;
+    assert_eq!(shown["applied_hash"], shown["rendered_hash"]);
+    let hostname = shown["hostname"].as_str().expect("hostname").to_string();
+    let host_id = shown["id"].as_str().expect("id").to_string();
+    assert!(data
+        .join("targets")
+        .join(format!("{host_id}.json"))
+        .exists());
+    let applied = std::fs::read_to_string(&host.alloy_config).expect("alloy config");
+    assert!(
+        applied.contains("prometheus.exporter.unix \"default\""),
+        "{applied}"
+    );
+
+    let up = prometheus
+        .wait_for(
+            &format!("up{{hostname=\"{hostname}\"}}"),
+            |r| r.len() == 1 && r[0].1 == 1.0,
+            DEADLINE,
+        )
+        .await;
+    let labels = &up[0].0;
+    assert_eq!(labels["env"], "e2e");
+    assert_eq!(labels["team"], "db \"core\" {x}");
+    assert_eq!(labels["host_id"], host_id);
+    assert_eq!(labels["instance"], host.standin.addr().to_string());
+
+    // The agent's own view agrees.
+    let status = run_ok(
+        Command::new(bin_path("muster-agent"))
+            .args(["status", "--json", "--config"])
+            .arg(host.agent_config()),
+    );
+    let status: Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["host_id"], host_id);
+
+    // Enrolling the same machine again keeps the same host and file.
+    let again = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({})),
+    )
+    .await;
+    run_ok(&mut host.enroll(
+        &server,
+        again["token"].as_str().expect("token"),
+        &pin(&data),
+    ));
+    let hosts = admin(&server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
+    assert_eq!(hosts.as_array().map(Vec::len), Some(1));
+    let files = std::fs::read_dir(data.join("targets"))
+        .expect("targets")
+        .count();
+    assert_eq!(files, 1);
+
+    // SIGTERM stops the agent cleanly.
+    let pid = libc::pid_t::try_from(agent.pid()).expect("pid");
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let exit = agent
+        .wait_exit(Duration::from_secs(10))
+        .expect("agent exits on SIGTERM");
+    assert!(exit.success(), "{exit:?}\n{}", agent.logs());
+}
+
+#[tokio::test]
+async fn a_config_alloy_rejects_is_rolled_back_and_reported() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    init(&data, &[]);
+    // An operator template that Alloy's syntax accepts but `alloy validate`
+    // rejects: a component that does not exist.
+    let templates = root.path().join("templates");
+    std::fs::create_dir(&templates).expect("templates dir");
+    std::fs::write(
+        templates.join("linux.alloy.j2"),
+        "{{ exporter(\"unix\", \"default\") }} { }\n\nprometheus.exporter.nonexistent \"x\" { }\n",
+    )
+    .expect("template");
+    let server = Server::builder(&data)
+        .arg("--templates-dir")
+        .arg(&templates)
+        .start();
+    let created = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({})),
+    )
+    .await;
+    let host = Host::new(root.path(), "host-b").await;
+    run_ok(&mut host.enroll(
+        &server,
+        created["token"].as_str().expect("token"),
+        &pin(&data),
+    ));
+    let agent = host.run_daemon();
+
+    let shown = wait_for_state(&server, &agent, "config_failed").await;
+    let error = shown["last_error"].as_str().expect("error text");
+    assert!(error.contains("nonexistent"), "{error}");
+    assert_eq!(shown["applied_hash"], Value::Null);
+    // The live file is the previous one, untouched, and no candidate is left.
+    assert_eq!(
+        std::fs::read_to_string(&host.alloy_config).expect("alloy config"),
+        FIRST_ALLOY_CONFIG
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&host.dir)
+        .expect("host dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("config.alloy.") && n != "config.alloy.muster-prev")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
