@@ -1,18 +1,17 @@
 //! Installing a config on the host: write the candidate beside the live file,
 //! validate it with the installed Alloy, keep the previous file, swap, reload,
-//! wait for ready, and roll back on any failure after the swap.
+//! wait for ready, and roll back on any failure after the swap. Every failure
+//! names its step.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::alloy::{self, check_for, Check};
 use crate::atomic_file::{self, sibling};
 use crate::config::Config;
 
@@ -20,8 +19,6 @@ use crate::config::Config;
 pub const CANDIDATE_SUFFIX: &str = "muster-new";
 /// Suffix of the copy of the previous live file.
 pub const PREVIOUS_SUFFIX: &str = "muster-prev";
-/// Most bytes of a command's output kept in an error.
-const MAX_OUTPUT: usize = 2048;
 /// How often `ready_url` is asked.
 const READY_POLL: Duration = Duration::from_millis(200);
 
@@ -114,66 +111,6 @@ pub struct Outcome {
     pub result: Result<(), ApplyError>,
 }
 
-/// An Alloy release number, as `alloy --version` prints it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlloyVersion {
-    pub major: u64,
-    pub minor: u64,
-    pub patch: u64,
-    /// As printed, e.g. `v1.10.2`.
-    pub text: String,
-}
-
-/// Finds the version in `alloy --version` output, e.g.
-/// `alloy, version v1.10.2 (branch: HEAD, revision: 1a2b3c)`.
-pub fn parse_alloy_version(output: &str) -> Option<AlloyVersion> {
-    let words: Vec<&str> = output.split_whitespace().collect();
-    let after_version = words
-        .windows(2)
-        .find(|w| w[0].eq_ignore_ascii_case("version"))
-        .and_then(|w| parse_version_word(w[1]));
-    after_version.or_else(|| {
-        words
-            .iter()
-            .filter(|w| w.starts_with('v'))
-            .find_map(|w| parse_version_word(w))
-    })
-}
-
-fn parse_version_word(word: &str) -> Option<AlloyVersion> {
-    let text = word.trim_matches(|c: char| c == ',' || c == '(' || c == ')');
-    let bare = text.strip_prefix('v').unwrap_or(text);
-    // `1.11.0-rc.1` or `1.11.0+devel`: the release part decides.
-    let release = bare.split(['-', '+']).next()?;
-    let mut parts = release.split('.').map(|p| p.parse::<u64>().ok());
-    let (major, minor) = (parts.next()??, parts.next()??);
-    let patch = parts.next().flatten().unwrap_or(0);
-    Some(AlloyVersion {
-        major,
-        minor,
-        patch,
-        text: text.to_string(),
-    })
-}
-
-/// How a candidate is checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Check {
-    /// `alloy validate FILE`: syntax, components, arguments, references (1.9+).
-    Validate,
-    /// `alloy fmt FILE`: syntax only. Never `fmt -t`, which also fails on
-    /// merely unformatted files.
-    Fmt,
-}
-
-/// `validate` where the Alloy is new enough to have it, else `fmt`.
-pub fn check_for(version: Option<&AlloyVersion>) -> Check {
-    match version {
-        Some(v) if (v.major, v.minor) >= (1, 9) => Check::Validate,
-        _ => Check::Fmt,
-    }
-}
-
 /// Cuts `text` to at most `max` bytes (on a character boundary), saying so.
 pub fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -186,42 +123,14 @@ pub fn bounded(text: &str, max: usize) -> String {
     format!("{}… (truncated)", &text[..end])
 }
 
-/// The Alloy version installed at `bin`.
-pub async fn alloy_version(bin: &Path, timeout: Duration) -> Result<AlloyVersion, ApplyError> {
-    let output = run(bin, &["--version"], timeout)
-        .await
-        .map_err(|e| failed(Step::FindAlloy, e.describe("alloy", bin)))?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if !output.status.success() {
-        return Err(failed(
-            Step::FindAlloy,
-            format!("`{} --version` {}", bin.display(), describe_exit(&output)),
-        ));
-    }
-    parse_alloy_version(&text).ok_or_else(|| {
-        failed(
-            Step::FindAlloy,
-            format!(
-                "cannot find a version in `{} --version` output: {}",
-                bin.display(),
-                bounded(text.trim(), 200)
-            ),
-        )
-    })
-}
-
 /// Applies `content` as the new live config.
 pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
-    let version = match alloy_version(&settings.alloy_bin, settings.command_timeout).await {
+    let version = match alloy::version(&settings.alloy_bin, settings.command_timeout).await {
         Ok(v) => v,
-        Err(e) => {
+        Err(message) => {
             return Outcome {
                 alloy_version: None,
-                result: Err(e),
+                result: Err(failed(Step::FindAlloy, message)),
             }
         }
     };
@@ -314,43 +223,20 @@ async fn validate(
     candidate: &Path,
     check: Check,
 ) -> Result<(), ApplyError> {
-    let verb = match check {
-        Check::Validate => "validate",
-        Check::Fmt => "fmt",
-    };
-    let bin = &settings.alloy_bin;
-    let args = [OsStr::new(verb), candidate.as_os_str()];
-    let output = run(bin, &args, settings.command_timeout)
-        .await
-        .map_err(|e| failed(Step::Validate, e.describe("alloy", bin)))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(failed(
-        Step::Validate,
-        format!("`alloy {verb}` {}", describe_exit(&output)),
-    ))
+    alloy::check_file(
+        &settings.alloy_bin,
+        check,
+        candidate,
+        settings.command_timeout,
+    )
+    .await
+    .map_err(|m| failed(Step::Validate, m))
 }
 
 async fn reload(settings: &ApplySettings) -> Result<(), ApplyError> {
-    let Some((program, args)) = settings.reload_command.split_first() else {
-        return Err(failed(Step::Reload, "reload_command is empty"));
-    };
-    let program = Path::new(program);
-    let output = run(program, args, settings.command_timeout)
+    alloy::run_command(&settings.reload_command, settings.command_timeout)
         .await
-        .map_err(|e| failed(Step::Reload, e.describe(&program_name(program), program)))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(failed(
-        Step::Reload,
-        format!(
-            "`{}` {}",
-            settings.reload_command.join(" "),
-            describe_exit(&output)
-        ),
-    ))
+        .map_err(|m| failed(Step::Reload, m))
 }
 
 /// Asks `ready_url` until it answers 200 or `ready_timeout` has passed.
@@ -410,112 +296,9 @@ async fn roll_back(
     Ok(())
 }
 
-/// Why a command could not be run at all.
-#[derive(Debug)]
-enum RunFailure {
-    NotFound,
-    Io(io::Error),
-    TimedOut(Duration),
-}
-
-impl RunFailure {
-    /// `what` names the program for people: "alloy", or the reload command.
-    fn describe(&self, what: &str, program: &Path) -> String {
-        match self {
-            RunFailure::NotFound => format!("{what} not found at {}", program.display()),
-            RunFailure::Io(e) => format!("cannot run {}: {e}", program.display()),
-            RunFailure::TimedOut(d) => format!(
-                "{} did not finish within {}",
-                program.display(),
-                humantime::format_duration(*d)
-            ),
-        }
-    }
-}
-
-fn program_name(program: &Path) -> String {
-    program.file_name().map_or_else(
-        || program.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-async fn run(
-    program: &Path,
-    args: &[impl AsRef<OsStr>],
-    timeout: Duration,
-) -> Result<Output, RunFailure> {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(timeout, child).await {
-        Err(_) => Err(RunFailure::TimedOut(timeout)),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => Err(RunFailure::NotFound),
-        Ok(Err(e)) => Err(RunFailure::Io(e)),
-        Ok(Ok(output)) => Ok(output),
-    }
-}
-
-/// "exited with status 1: <stderr>", stderr (else stdout) bounded.
-fn describe_exit(output: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let text = if stderr.trim().is_empty() {
-        stdout
-    } else {
-        stderr
-    };
-    let status = match output.status.code() {
-        Some(code) => format!("exited with status {code}"),
-        None => "was killed by a signal".to_string(),
-    };
-    match text.trim() {
-        "" => status,
-        text => format!("{status}: {}", bounded(text, MAX_OUTPUT)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_alloy_version_output() {
-        let v = parse_alloy_version(
-            "alloy, version v1.10.2 (branch: HEAD, revision: 7bd2b8f1a)\n  build user: root@x\n  go version: go1.24\n",
-        )
-        .unwrap();
-        assert_eq!((v.major, v.minor, v.patch), (1, 10, 2));
-        assert_eq!(v.text, "v1.10.2");
-        let rc = parse_alloy_version("alloy, version v1.11.0-rc.1 (branch: x)").unwrap();
-        assert_eq!((rc.major, rc.minor, rc.patch), (1, 11, 0));
-        let old = parse_alloy_version("alloy, version v1.8.3").unwrap();
-        assert_eq!((old.major, old.minor), (1, 8));
-        assert_eq!(parse_alloy_version("something else entirely"), None);
-        assert_eq!(parse_alloy_version(""), None);
-    }
-
-    #[test]
-    fn validate_from_1_9_else_fmt() {
-        let v = |s: &str| parse_alloy_version(s);
-        assert_eq!(
-            check_for(v("alloy, version v1.9.0").as_ref()),
-            Check::Validate
-        );
-        assert_eq!(
-            check_for(v("alloy, version v1.18.1").as_ref()),
-            Check::Validate
-        );
-        assert_eq!(
-            check_for(v("alloy, version v2.0.0").as_ref()),
-            Check::Validate
-        );
-        assert_eq!(check_for(v("alloy, version v1.8.9").as_ref()), Check::Fmt);
-        assert_eq!(check_for(v("alloy, version v0.30.0").as_ref()), Check::Fmt);
-        assert_eq!(check_for(None), Check::Fmt);
-    }
 
     #[test]
     fn bounded_cuts_on_a_char_boundary() {

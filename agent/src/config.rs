@@ -160,10 +160,11 @@ impl Config {
         if let Some(server) = &self.server {
             parse_server(server)?;
         }
-        if !self
+        if self
             .reload_command
             .first()
-            .is_some_and(|c| !c.trim().is_empty())
+            .filter(|c| !c.trim().is_empty())
+            .is_none()
         {
             return Err(value_error("reload_command", "must name a program"));
         }
@@ -286,7 +287,7 @@ pub fn parse_server(text: &str) -> Result<Url, ConfigError> {
             format!("{text:?} must start with https://"),
         ));
     }
-    if !url.host_str().is_some_and(|h| !h.is_empty()) {
+    if url.host_str().filter(|h| !h.is_empty()).is_none() {
         return Err(value_error("server", format!("{text:?} has no host")));
     }
     if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {

@@ -2,6 +2,7 @@
 //! the server's key, then pulls its Alloy config over mutual TLS, validates,
 //! installs and reloads it, and reports back.
 
+pub mod alloy;
 pub mod apply;
 pub mod atomic_file;
 pub mod backoff;
@@ -13,3 +14,4 @@ pub mod identity;
 pub mod run;
 pub mod state;
 pub mod status;
+pub mod tls;

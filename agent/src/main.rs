@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Enroll this host: write the config file, send token + CSR + facts to
     /// the server (trusted by its key pin), store the certificate.
-    Enroll(EnrollArgs),
+    Enroll(Box<EnrollArgs>),
     /// Run the agent: poll for config, apply it, report, renew the certificate.
     Run {
         /// Check in once (poll, apply, report), then exit: 0 ok, 1 failure.
@@ -83,12 +83,28 @@ struct EnrollArgs {
 }
 
 impl EnrollArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
+    /// The flags as config values. Relative paths are made absolute: the
+    /// daemon will not run from the directory enroll was run in.
+    fn overrides(&self) -> Result<Overrides, Failure> {
+        let absolute = |p: &Option<PathBuf>| -> Result<Option<PathBuf>, Failure> {
+            p.as_deref()
+                .map(|p| {
+                    std::path::absolute(p)
+                        .with_context(|| format!("cannot make {} absolute", p.display()))
+                        .map_err(Failure::Usage)
+                })
+                .transpose()
+        };
+        // A bare program name is looked up in PATH; a path with a slash is a file.
+        let alloy_bin = match &self.alloy_bin {
+            Some(b) if b.components().count() > 1 => absolute(&self.alloy_bin)?,
+            other => other.clone(),
+        };
+        Ok(Overrides {
             server: Some(self.server.clone()),
-            state_dir: self.state_dir.clone(),
-            alloy_config: self.alloy_config.clone(),
-            alloy_bin: self.alloy_bin.clone(),
+            state_dir: absolute(&self.state_dir)?,
+            alloy_config: absolute(&self.alloy_config)?,
+            alloy_bin,
             reload_command: self
                 .reload_command
                 .as_deref()
@@ -96,8 +112,8 @@ impl EnrollArgs {
             ready_url: self.ready_url.clone(),
             scrape_address: self.scrape_address.clone(),
             hostname: self.hostname.clone(),
-            machine_id_file: self.machine_id_file.clone(),
-        }
+            machine_id_file: absolute(&self.machine_id_file)?,
+        })
     }
 }
 
@@ -141,6 +157,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -161,7 +178,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 }
 
 fn enroll_cmd(config_path: &std::path::Path, args: &EnrollArgs) -> Result<ExitCode, Failure> {
-    let config = Config::merge_into_file(config_path, args.overrides())
+    let config = Config::merge_into_file(config_path, args.overrides()?)
         .map_err(|e| Failure::Usage(e.into()))?;
     let token = Token(args.token.clone());
     let identity = runtime()?

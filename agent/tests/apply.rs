@@ -1,0 +1,313 @@
+//! The real apply path against stand-ins: small shell scripts play `alloy` and
+//! the reload command, and a tiny HTTP listener plays Alloy's `/-/ready`.
+
+#![cfg(unix)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use muster_agent::apply::{apply, ApplySettings, Step};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The stand-in scripts, written once before any test spawns a process:
+/// writing an executable while another thread forks can make exec fail with
+/// "text file busy".
+struct Scripts {
+    _dir: tempfile::TempDir,
+    alloy_new: PathBuf,
+    alloy_old: PathBuf,
+    reload: PathBuf,
+}
+
+/// `alloy`: `--version` prints the version; `validate|fmt FILE` logs its
+/// arguments beside FILE and fails when FILE contains BROKEN.
+fn alloy_script(version: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+if [ "$1" = "--version" ]; then
+  echo "alloy, version {version} (branch: HEAD, revision: 0123abc)"
+  exit 0
+fi
+echo "$@" >> "$(dirname "$2")/alloy.log"
+if grep -q BROKEN "$2"; then
+  echo "$2:3:7: unexpected token BROKEN" >&2
+  exit 1
+fi
+exit 0
+"#
+    )
+}
+
+/// `reload DIR LIVE`: logs the live file's content at reload time; fails when
+/// DIR/fail-reload exists, or once when DIR/fail-reload-once exists.
+const RELOAD: &str = r#"#!/bin/sh
+cat "$2" >> "$1/reload.log" 2>/dev/null || echo "<no live file>" >> "$1/reload.log"
+echo "--" >> "$1/reload.log"
+if [ -f "$1/fail-reload" ]; then echo "alloy.service is not active" >&2; exit 1; fi
+if [ -f "$1/fail-reload-once" ]; then rm "$1/fail-reload-once"; echo "reload refused" >&2; exit 3; fi
+exit 0
+"#;
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        Scripts {
+            alloy_new: write("alloy-new", &alloy_script("v1.10.2")),
+            alloy_old: write("alloy-old", &alloy_script("v1.8.3")),
+            reload: write("reload", RELOAD),
+            _dir: dir,
+        }
+    })
+}
+
+/// A `/-/ready` endpoint answering with the status in `status`.
+async fn ready_server(status: Arc<AtomicU16>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let status = status.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let body = if status == 200 {
+                    "Alloy is ready."
+                } else {
+                    "Alloy is not ready."
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/-/ready")
+}
+
+struct Host {
+    dir: tempfile::TempDir,
+    settings: ApplySettings,
+    ready: Arc<AtomicU16>,
+}
+
+impl Host {
+    async fn new() -> Host {
+        let s = scripts();
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("config.alloy");
+        let ready = Arc::new(AtomicU16::new(200));
+        let settings = ApplySettings {
+            alloy_config: live.clone(),
+            alloy_bin: s.alloy_new.clone(),
+            reload_command: vec![
+                s.reload.display().to_string(),
+                dir.path().display().to_string(),
+                live.display().to_string(),
+            ],
+            ready_url: ready_server(ready.clone()).await,
+            ready_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(10),
+        };
+        Host {
+            dir,
+            settings,
+            ready,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn live(&self) -> Option<String> {
+        std::fs::read_to_string(&self.settings.alloy_config).ok()
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// The live content each reload saw, in order.
+    fn reloads(&self) -> Vec<String> {
+        self.read("reload.log")
+            .split("--\n")
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_end().to_string())
+            .collect()
+    }
+
+    fn leftovers(&self) -> bool {
+        self.path("config.alloy.muster-new").exists()
+    }
+}
+
+#[tokio::test]
+async fn success_swaps_the_file_keeps_the_previous_and_reloads_once() {
+    let host = Host::new().await;
+    std::fs::write(&host.settings.alloy_config, "old").unwrap();
+    let outcome = apply(&host.settings, "new").await;
+    assert_eq!(outcome.result, Ok(()));
+    assert_eq!(outcome.alloy_version.as_deref(), Some("v1.10.2"));
+    assert_eq!(host.live().as_deref(), Some("new"));
+    assert_eq!(host.read("config.alloy.muster-prev"), "old");
+    assert!(!host.leftovers());
+    assert_eq!(host.reloads(), ["new"]);
+    let candidate = host.path("config.alloy.muster-new");
+    assert_eq!(
+        host.read("alloy.log").trim(),
+        format!("validate {}", candidate.display())
+    );
+}
+
+#[tokio::test]
+async fn alloy_before_1_9_checks_with_fmt_never_fmt_t() {
+    let mut host = Host::new().await;
+    host.settings.alloy_bin = scripts().alloy_old.clone();
+    let outcome = apply(&host.settings, "first").await;
+    assert_eq!(outcome.result, Ok(()));
+    assert_eq!(outcome.alloy_version.as_deref(), Some("v1.8.3"));
+    let log = host.read("alloy.log");
+    let candidate = host.path("config.alloy.muster-new");
+    assert_eq!(log.trim(), format!("fmt {}", candidate.display()));
+    assert!(!log.contains("-t"), "{log}");
+}
+
+#[tokio::test]
+async fn a_validation_failure_leaves_the_live_file_untouched() {
+    let host = Host::new().await;
+    std::fs::write(&host.settings.alloy_config, "old").unwrap();
+    let outcome = apply(&host.settings, "x = BROKEN").await;
+    let err = outcome.result.unwrap_err();
+    assert_eq!(err.step, Step::Validate);
+    assert_eq!(err.rollback, None);
+    let text = err.to_string();
+    assert!(text.contains("unexpected token BROKEN"), "{text}");
+    assert!(text.contains("exited with status 1"), "{text}");
+    assert_eq!(host.live().as_deref(), Some("old"));
+    assert!(!host.leftovers());
+    assert!(!host.path("config.alloy.muster-prev").exists());
+    assert!(host.reloads().is_empty(), "nothing to reload");
+}
+
+#[tokio::test]
+async fn a_reload_failure_restores_the_previous_file_and_reloads_again() {
+    let host = Host::new().await;
+    std::fs::write(&host.settings.alloy_config, "old").unwrap();
+    std::fs::write(host.path("fail-reload-once"), "").unwrap();
+    let err = apply(&host.settings, "new").await.result.unwrap_err();
+    assert_eq!(err.step, Step::Reload);
+    assert_eq!(err.rollback, Some(Ok(())));
+    let text = err.to_string();
+    assert!(
+        text.contains("exited with status 3: reload refused"),
+        "{text}"
+    );
+    assert!(text.contains("previous config restored"), "{text}");
+    assert_eq!(host.live().as_deref(), Some("old"));
+    assert_eq!(host.reloads(), ["new", "old"]);
+    assert!(!host.leftovers());
+}
+
+#[tokio::test]
+async fn a_rollback_whose_reload_fails_too_says_so() {
+    let host = Host::new().await;
+    std::fs::write(&host.settings.alloy_config, "old").unwrap();
+    std::fs::write(host.path("fail-reload"), "").unwrap();
+    let err = apply(&host.settings, "new").await.result.unwrap_err();
+    assert_eq!(err.step, Step::Reload);
+    assert!(matches!(err.rollback, Some(Err(_))), "{err}");
+    assert!(err.to_string().contains("rollback failed too"), "{err}");
+    assert!(
+        err.to_string().contains("alloy.service is not active"),
+        "{err}"
+    );
+    assert_eq!(
+        host.live().as_deref(),
+        Some("old"),
+        "the file is restored even so"
+    );
+}
+
+#[tokio::test]
+async fn not_ready_in_time_restores_the_previous_file() {
+    let host = Host::new().await;
+    let mut settings = host.settings.clone();
+    settings.ready_timeout = Duration::from_millis(600);
+    host.ready.store(503, Ordering::SeqCst);
+    std::fs::write(&settings.alloy_config, "old").unwrap();
+    let started = std::time::Instant::now();
+    let err = apply(&settings, "new").await.result.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.step, Step::Ready);
+    assert_eq!(err.rollback, Some(Ok(())));
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(host.live().as_deref(), Some("old"));
+    assert_eq!(host.reloads(), ["new", "old"]);
+}
+
+#[tokio::test]
+async fn with_no_previous_file_a_failure_removes_the_new_one() {
+    let host = Host::new().await;
+    std::fs::write(host.path("fail-reload-once"), "").unwrap();
+    let err = apply(&host.settings, "new").await.result.unwrap_err();
+    assert_eq!(err.step, Step::Reload);
+    assert_eq!(err.rollback, Some(Ok(())));
+    assert_eq!(host.live(), None);
+    assert_eq!(host.reloads(), ["new", "<no live file>"]);
+}
+
+#[tokio::test]
+async fn a_missing_alloy_is_reported_by_path() {
+    let mut host = Host::new().await;
+    let missing = host.path("no-such-alloy");
+    host.settings.alloy_bin = missing.clone();
+    std::fs::write(&host.settings.alloy_config, "old").unwrap();
+    let outcome = apply(&host.settings, "new").await;
+    assert_eq!(outcome.alloy_version, None);
+    let err = outcome.result.unwrap_err();
+    assert_eq!(err.step, Step::FindAlloy);
+    assert!(
+        err.to_string()
+            .contains(&format!("alloy not found at {}", missing.display())),
+        "{err}"
+    );
+    assert_eq!(host.live().as_deref(), Some("old"));
+    assert!(!host.leftovers());
+}
+
+#[tokio::test]
+async fn a_dead_ready_port_times_out_within_the_limit() {
+    let mut host = Host::new().await;
+    // A port with nothing listening: connection refused on every poll.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    host.settings.ready_url = format!("http://127.0.0.1:{port}/-/ready");
+    host.settings.ready_timeout = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let err = apply(&host.settings, "new").await.result.unwrap_err();
+    assert_eq!(err.step, Step::Ready);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(host.live(), None);
+}
