@@ -149,6 +149,14 @@ impl RunFailure {
     /// `what` names the program for people: "alloy", or the reload command.
     fn describe(&self, what: &str, program: &Path) -> String {
         match self {
+            // A bare name was looked up in PATH: say so, or "alloy not found
+            // at alloy" reads like a typo.
+            RunFailure::NotFound if program.components().count() == 1 => {
+                format!(
+                    "{what} not found at {} (looked up in PATH)",
+                    program.display()
+                )
+            }
             RunFailure::NotFound => format!("{what} not found at {}", program.display()),
             RunFailure::Io(e) => format!("cannot run {}: {e}", program.display()),
             RunFailure::TimedOut(d) => format!(

@@ -33,7 +33,8 @@ pub struct Config {
     pub alloy_bin: PathBuf,
     /// Command (argv, no shell) that makes Alloy load the new config.
     pub reload_command: Vec<String>,
-    /// Polled after a reload until it answers 200.
+    /// Polled after a reload until it answers 200. Plain `http://` (Alloy's
+    /// default): the agent trusts no public CAs, so an `https://` URL fails.
     pub ready_url: String,
     /// How long to wait for `ready_url` after a reload (humantime: "30s", "2m").
     #[serde(with = "duration_text")]

@@ -316,3 +316,103 @@ where
         out = work => Some(out),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::hex_sha256;
+    use crate::identity::Identity;
+
+    /// An enrolled agent in a temp dir whose Alloy does not exist, so any
+    /// attempt to apply shows up as a failure.
+    fn agent(dir: &Path) -> Agent {
+        let state = StateDir::new(&dir.join("state"));
+        let key = state.load_or_generate_key().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["agent".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let identity = Identity {
+            host_id: "web-01-abc".into(),
+            server: "https://127.0.0.1:1".into(),
+            enrolled_at: 0,
+        };
+        state
+            .store_enrollment(&key, &identity, &cert, &cert)
+            .unwrap();
+        let config = Config {
+            server: Some("https://127.0.0.1:1".into()),
+            state_dir: state.dir.clone(),
+            alloy_config: dir.join("config.alloy"),
+            alloy_bin: dir.join("no-alloy"),
+            ..Config::default()
+        };
+        Agent::load(config, &dir.join("agent.toml")).unwrap()
+    }
+
+    fn config(content: &str) -> AgentConfig {
+        AgentConfig {
+            hash: hex_sha256(content.as_bytes()),
+            content: content.into(),
+            checkin_interval_secs: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_config_is_applied_and_its_failure_queued_for_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = agent(dir.path());
+        let c = config("a");
+        let err = agent.take_config(c.clone()).await.unwrap_err();
+        assert!(matches!(err, RunError::ApplyFailed { .. }), "{err}");
+        let report = agent.state.pending_report.clone().unwrap();
+        assert_eq!(report.hash, c.hash);
+        assert_eq!(report.result, ApplyResult::Failed);
+        assert!(report.error.unwrap().contains("alloy not found at"));
+        assert_eq!(agent.etag.as_deref(), Some(c.hash.as_str()));
+        assert_eq!(agent.interval(), Duration::from_secs(7));
+        // Persisted, so a restart still owes the report, and refetches the
+        // failed config once.
+        let reloaded = AgentState::load(&agent.state_dir.dir).unwrap();
+        assert_eq!(reloaded, agent.state);
+        assert_eq!(reloaded.etag_on_start(), None);
+    }
+
+    #[tokio::test]
+    async fn the_live_config_is_not_applied_again_only_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = agent(dir.path());
+        let live = config("live");
+        agent.state.applied_hash = Some(live.hash.clone());
+        agent.state.last_attempted_hash = Some("f".repeat(64));
+        agent.state.last_result = Some(ApplyResult::Failed);
+        // The server went back to the live config: no apply (Alloy is
+        // missing, so one would fail), just an "applied" report.
+        agent.take_config(live.clone()).await.unwrap();
+        let report = agent.state.pending_report.take().unwrap();
+        assert_eq!(
+            (report.hash.as_str(), report.result),
+            (live.hash.as_str(), ApplyResult::Applied)
+        );
+        assert_eq!(agent.state.last_result, Some(ApplyResult::Applied));
+        assert_eq!(agent.state.last_error, None);
+        // Sent again unchanged: nothing at all.
+        agent.take_config(live).await.unwrap();
+        assert_eq!(agent.state.pending_report, None);
+    }
+
+    #[test]
+    fn usage_errors_are_told_apart() {
+        let not_enrolled = RunError::NotEnrolled {
+            path: "/x/identity.json".into(),
+        };
+        assert!(not_enrolled.is_usage());
+        assert!(not_enrolled.to_string().contains("muster-agent enroll"));
+        let failed = RunError::ApplyFailed {
+            hash: "h".into(),
+            error: "e".into(),
+        };
+        assert!(!failed.is_usage());
+    }
+}
