@@ -50,7 +50,11 @@ fn main() {
             .args(["--hostname", &format!("bench-{i}")])
             .args(["--scrape-address", "127.0.0.1:12345"]);
         let start = Instant::now();
-        let mut child = cmd.spawn().expect("start muster-agent");
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start muster-agent");
         while count(&targets) == before {
             assert!(start.elapsed() < Duration::from_secs(30), "no target file after 30 s");
             std::thread::sleep(Duration::from_micros(200));
