@@ -2,6 +2,7 @@
 //! labels, hostnames and host ids, and the server public-key pin. Pure data and
 //! pure functions: no IO, no async runtime.
 
+pub mod alloy;
 pub mod facts;
 pub mod labels;
 pub mod pin;
