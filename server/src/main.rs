@@ -301,6 +301,7 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         let admin = tokio::net::TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
+        let shutdown = shutdown_signal()?;
         let admin_addr = admin.local_addr().context("admin listener address")?;
         println!(
             "listening on {} (agents)",
@@ -318,38 +319,31 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        serve::run(
-            Arc::new(app),
-            agent,
-            agent_tls,
-            admin,
-            admin_tls,
-            shutdown_signal(),
-        )
-        .await;
+        serve::run(Arc::new(app), agent, agent_tls, admin, admin_tls, shutdown).await;
         Ok::<(), Failure>(())
     })
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or ctrl-c. The handlers are installed here, before
+/// the listeners announce themselves, so a signal sent right after the
+/// `listening on` lines is never missed.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only ctrl-c stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

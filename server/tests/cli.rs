@@ -4,9 +4,10 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::Fixture;
-use muster_e2e::{bin_path, run, run_fail, run_ok};
+use muster_e2e::{bin_path, run, run_fail, run_ok, Process};
 
 fn server_cmd() -> Command {
     Command::new(bin_path("muster-server"))
@@ -63,6 +64,36 @@ fn serve_explains_a_missing_data_dir_and_a_bad_setting() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("listen_adress"), "{stderr}");
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    run_ok(server_cmd().args(["init", "--data-dir"]).arg(&data));
+    let mut server = Process::spawn(
+        server_cmd()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    server.wait_for_line(Duration::from_secs(30), |l| l.ends_with("(admin)"));
+    run_ok(Command::new("kill").args(["-TERM", &server.pid().to_string()]));
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit after SIGTERM\n{}", server.logs()));
+    assert!(status.success(), "{status:?}\n{}", server.logs());
+    assert!(
+        server.stderr().contains("shutting down"),
+        "{}",
+        server.logs()
+    );
 }
 
 #[test]
