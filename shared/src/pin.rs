@@ -15,7 +15,9 @@ pub struct Pin([u8; 32]);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PinError {
-    #[error("a pin starts with \"sha256//\" followed by base64 (the form curl --pinnedpubkey takes)")]
+    #[error(
+        "a pin starts with \"sha256//\" followed by base64 (the form curl --pinnedpubkey takes)"
+    )]
     Prefix,
     #[error("the pin is not valid base64 of a 32-byte SHA-256 digest")]
     Digest,

@@ -26,7 +26,11 @@ fn main() {
     assert!(init.status.success(), "init failed: {init:?}");
     let pin = String::from_utf8_lossy(&init.stdout)
         .lines()
-        .find_map(|l| l.trim().strip_prefix("server public-key pin: ").map(str::to_string))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("server public-key pin: ")
+                .map(str::to_string)
+        })
         .expect("init prints the pin");
     let server = Server::start(&data);
     let targets = data.join("targets");
@@ -40,7 +44,14 @@ fn main() {
         let before = count(&targets);
         let mut cmd = Command::new(bin_path("muster-agent"));
         cmd.arg("enroll")
-            .args(["--server", &server.agent_url(), "--token", &token, "--pin", &pin])
+            .args([
+                "--server",
+                &server.agent_url(),
+                "--token",
+                &token,
+                "--pin",
+                &pin,
+            ])
             .arg("--config")
             .arg(host.join("agent.toml"))
             .arg("--state-dir")
@@ -56,7 +67,10 @@ fn main() {
             .spawn()
             .expect("start muster-agent");
         while count(&targets) == before {
-            assert!(start.elapsed() < Duration::from_secs(30), "no target file after 30 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no target file after 30 s"
+            );
             std::thread::sleep(Duration::from_micros(200));
         }
         samples.push(start.elapsed());
