@@ -6,11 +6,13 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
+use muster_shared::facts::Facts;
 use muster_shared::pin::Pin;
 use muster_shared::wire::{
     AgentConfig, EnrollRequest, EnrollResponse, ErrorBody, RenewRequest, RenewResponse,
     StatusReport, CONFIG_PATH, ENROLL_PATH, RENEW_PATH, STATUS_PATH,
 };
+use muster_shared::wire::{FactsAccepted, FACTS_PATH};
 use reqwest::{header, Response, StatusCode, Url};
 use rustls::{ClientConfig, RootCertStore};
 use serde::de::DeserializeOwned;
@@ -175,6 +177,19 @@ impl ServerClient {
     }
 
     /// `POST /v1/agent/renew`.
+    /// `POST /v1/agent/facts`: the host's facts changed.
+    pub async fn report_facts(&self, facts: &Facts) -> Result<FactsAccepted, ClientError> {
+        let url = self.url(FACTS_PATH);
+        let response = self
+            .send(
+                self.http.post(url.clone()).json(facts),
+                &url,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        expect_json(response, &url).await
+    }
+
     pub async fn renew(&self, csr_pem: String) -> Result<RenewResponse, ClientError> {
         let url = self.url(RENEW_PATH);
         let body = RenewRequest { csr_pem };

@@ -110,7 +110,7 @@ pub async fn enroll(
             .into())
         }
     };
-    let facts = facts::gather(config, &server)?;
+    let facts = facts::collect(config, &server).await?;
     let state = StateDir::new(&config.state_dir);
     let key = state.load_or_generate_key()?;
     let request = EnrollRequest {

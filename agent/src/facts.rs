@@ -1,18 +1,18 @@
-//! Gathering the host facts reported at enrollment: pure parsing of
-//! `/etc/os-release`, and thin IO functions that read the machine id, the
-//! hostname, the kernel release and the address this host uses to reach the
-//! server.
+//! Gathering the host facts reported at enrollment and whenever they change:
+//! thin IO functions that read the machine id, the hostname, the kernel
+//! release, os-release, the address this host uses to reach the server, the
+//! installed Alloy, and the services `detect` finds.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use muster_shared::facts::{FactError, Facts};
+use muster_shared::facts::{AlloyFact, FactError, Facts, Validation};
 use reqwest::Url;
 use tracing::warn;
 
 use crate::config::{Config, ALLOY_PORT};
+use crate::detect::os_release::OsRelease;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
@@ -28,36 +28,7 @@ pub enum FactsError {
     Invalid(#[from] FactError),
 }
 
-/// Parses os-release text (`KEY=value` lines, values optionally in single or
-/// double quotes, `#` comments) into its keys and values.
-pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(|line| line.split_once('='))
-        .filter(|(key, _)| !key.is_empty() && !key.contains(char::is_whitespace))
-        .map(|(key, value)| (key.to_string(), unquote(value.trim())))
-        .collect()
-}
-
-/// Removes shell-style quotes: `"..."` with backslash escapes, or `'...'`.
-fn unquote(value: &str) -> String {
-    if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
-        return value[1..value.len() - 1].to_string();
-    }
-    if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
-        let mut out = String::new();
-        let mut chars = value[1..value.len() - 1].chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => out.extend(chars.next()),
-                c => out.push(c),
-            }
-        }
-        return out;
-    }
-    value.to_string()
-}
+pub use crate::detect::os_release::parse_os_release;
 
 /// Collects this host's facts and checks them as the server will.
 pub fn gather(config: &Config, server: &Url) -> Result<Facts, FactsError> {
@@ -76,20 +47,61 @@ pub fn gather(config: &Config, server: &Url) -> Result<Facts, FactsError> {
             SocketAddr::new(ip, ALLOY_PORT).to_string()
         }
     };
-    let os_release = read_os_release();
+    let os = read_os_release();
     let mut facts = Facts {
         hostname,
         machine_id,
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
-        os_id: os_release.get("ID").cloned(),
-        os_version: os_release.get("VERSION_ID").cloned(),
+        os_id: os.id,
+        os_version: os.version_id,
         kernel: kernel_release(),
+        os_like: os.id_like,
         scrape_address,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        services: crate::detect::services(),
+        alloy: None,
     };
     check_dropping_optionals(&mut facts)?;
     Ok(facts)
+}
+
+/// [`gather`] off the async workers (detection reads `/proc`), plus the
+/// installed Alloy.
+pub async fn collect(config: &Config, server: &Url) -> Result<Facts, FactsError> {
+    let (c, s) = (config.clone(), server.clone());
+    let gathered = tokio::task::spawn_blocking(move || gather(&c, &s))
+        .await
+        .map_err(|e| FactsError::Hostname(io::Error::other(e)))?;
+    let mut facts = gathered?;
+    facts.alloy = Some(alloy_fact(&config.alloy_bin).await);
+    if facts.check().is_err() {
+        // An odd version string: leave it out rather than fail.
+        if let Some(a) = &mut facts.alloy {
+            a.version = None;
+        }
+    }
+    Ok(facts)
+}
+
+/// Whether Alloy is installed at `bin`, its version, and so how configs are
+/// checked before they go live.
+pub async fn alloy_fact(bin: &Path) -> AlloyFact {
+    match crate::alloy::version(bin, std::time::Duration::from_secs(20)).await {
+        Ok(v) => AlloyFact {
+            installed: true,
+            validation: match crate::alloy::check_for(Some(&v)) {
+                crate::alloy::Check::Validate => Validation::Validate,
+                crate::alloy::Check::Fmt => Validation::Fmt,
+            },
+            version: Some(v.text),
+        },
+        Err(_) => AlloyFact {
+            installed: false,
+            version: None,
+            validation: Validation::Builtin,
+        },
+    }
 }
 
 /// Checks the facts as the server will. Optional facts the server would
@@ -102,7 +114,16 @@ fn check_dropping_optionals(facts: &mut Facts) -> Result<(), FactError> {
             Err(e) => e,
         };
         let FactError::Invalid { field, problem } = &err;
+        if field.starts_with("services") {
+            warn!(
+                problem,
+                "leaving out detected services the server would refuse"
+            );
+            facts.services.clear();
+            continue;
+        }
         let slot = match *field {
+            "os_like" => &mut facts.os_like,
             "os_id" => &mut facts.os_id,
             "os_version" => &mut facts.os_version,
             "kernel" => &mut facts.kernel,
@@ -128,12 +149,13 @@ pub fn read_machine_id(path: &Path) -> Result<String, FactsError> {
     Ok(id.to_string())
 }
 
-/// `/etc/os-release`, falling back to `/usr/lib/os-release`; empty when neither exists.
-fn read_os_release() -> BTreeMap<String, String> {
+/// `/etc/os-release`, falling back to `/usr/lib/os-release`; empty when
+/// neither exists (Windows, say).
+fn read_os_release() -> OsRelease {
     ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|text| parse_os_release(&text))
+        .map(|text| OsRelease::parse(&text))
         .unwrap_or_default()
 }
 
@@ -180,28 +202,6 @@ pub fn primary_address(server: &Url) -> io::Result<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_quoted_unquoted_and_commented_os_release() {
-        let text = r#"
-# a comment
-PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
-NAME='Debian GNU/Linux'
-ID=debian
-  VERSION_ID="12"
-ESCAPED="say \"hi\" \\ ok"
-EMPTY=
-not a pair
-"#;
-        let r = parse_os_release(text);
-        assert_eq!(r["ID"], "debian");
-        assert_eq!(r["VERSION_ID"], "12");
-        assert_eq!(r["NAME"], "Debian GNU/Linux");
-        assert_eq!(r["PRETTY_NAME"], "Debian GNU/Linux 12 (bookworm)");
-        assert_eq!(r["ESCAPED"], r#"say "hi" \ ok"#);
-        assert_eq!(r["EMPTY"], "");
-        assert!(!r.keys().any(|k| k.contains('#') || k.contains(' ')));
-    }
 
     #[test]
     fn gathers_facts_from_the_config_overrides() {
@@ -252,11 +252,22 @@ not a pair
             os_id: Some("debian".into()),
             os_version: Some("12".into()),
             kernel: Some("6.1 weird kernel".into()),
+            os_like: None,
             scrape_address: "10.0.0.5:12345".into(),
             agent_version: "0.1.0".into(),
+            services: vec![muster_shared::facts::ServiceFact {
+                kind: muster_shared::facts::ServiceKind::Redis,
+                port: Some(0),
+                address: None,
+                path: None,
+                exporter_port: None,
+                evidence: vec![],
+            }],
+            alloy: None,
         };
         check_dropping_optionals(&mut f).unwrap();
         assert_eq!(f.kernel, None);
+        assert!(f.services.is_empty());
         assert_eq!(f.os_id.as_deref(), Some("debian"));
         f.hostname = "a/b".into();
         assert!(check_dropping_optionals(&mut f).is_err());

@@ -8,6 +8,7 @@ pub mod atomic_file;
 pub mod backoff;
 pub mod client;
 pub mod config;
+pub mod detect;
 pub mod enroll;
 pub mod facts;
 pub mod identity;

@@ -58,6 +58,9 @@ pub struct Agent {
     state: AgentState,
     /// The hash sent as `If-None-Match`.
     etag: Option<String>,
+    /// The facts the server last took (`None` until the first check-in,
+    /// which always sends them: an upgraded agent may know more).
+    reported_facts: Option<muster_shared::facts::Facts>,
 }
 
 impl Agent {
@@ -94,6 +97,7 @@ impl Agent {
             client,
             state,
             etag,
+            reported_facts: None,
         })
     }
 
@@ -164,6 +168,35 @@ impl Agent {
         Ok(())
     }
 
+    /// Gathers the facts again and sends them when they changed, so a
+    /// service installed later gets its config on this very check-in. A
+    /// failure is logged and retried next time; a server without the route
+    /// (404: older than this agent) is not asked again until they change.
+    async fn report_facts(&mut self) {
+        let facts = match crate::facts::collect(&self.config, &self.server).await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "cannot gather facts; the server keeps the last ones");
+                return;
+            }
+        };
+        if self.reported_facts.as_ref() == Some(&facts) {
+            return;
+        }
+        match self.client.report_facts(&facts).await {
+            Ok(accepted) => {
+                let services: Vec<&str> = facts.services.iter().map(|s| s.kind.as_str()).collect();
+                info!(hash = %accepted.hash, services = ?services, "facts reported");
+                self.reported_facts = Some(facts);
+            }
+            Err(ClientError::Status { status: 404, .. }) => {
+                debug!("the server does not take fact updates");
+                self.reported_facts = Some(facts);
+            }
+            Err(e) => warn!(error = %e, "cannot report facts; will retry"),
+        }
+    }
+
     /// Applies a config the server sent, records the result and queues the
     /// report. Not cancelled by shutdown: an apply is never left half done.
     async fn take_config(&mut self, config: AgentConfig) -> Result<(), RunError> {
@@ -225,6 +258,7 @@ impl Agent {
         if let Err(e) = cancellable(shutdown, self.flush_report()).await? {
             return Some(Err(e));
         }
+        cancellable(shutdown, self.report_facts()).await?;
         let etag = self.etag.clone();
         let fetched = match cancellable(shutdown, self.client.fetch_config(etag.as_deref())).await?
         {

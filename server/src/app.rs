@@ -61,8 +61,18 @@ impl App {
                 });
             },
         );
+        let overrides_path = settings
+            .overrides_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(crate::overrides::FILE_NAME));
+        let overrides = crate::overrides::Overrides::read(&overrides_path)?;
+        templates
+            .check_overrides(&overrides)
+            .map_err(|m| anyhow::anyhow!("{}: {m}", overrides_path.display()))?;
         let render_settings = RenderSettings {
             loki_url: settings.loki_url.clone(),
+            otlp_endpoint: settings.otlp_endpoint.clone(),
+            overrides,
         };
         let app = App {
             store,

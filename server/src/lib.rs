@@ -6,6 +6,7 @@ pub mod app;
 pub mod ca;
 pub mod cli;
 pub mod init;
+pub mod overrides;
 pub mod render;
 pub mod serve;
 pub mod settings;

@@ -1,31 +1,92 @@
-//! Renders a host's Alloy config from the templates (minijinja), with every
-//! interpolated value written as an escaped Alloy literal, and collects the
-//! Prometheus target groups the templates declare.
+//! Renders a host's Alloy config from the templates (minijinja): the base
+//! template of its OS family, then one snippet per service the host runs (as
+//! detected, and as the operator's overrides say), with every interpolated
+//! value written as an escaped Alloy literal. Collects the Prometheus target
+//! groups the templates declare, and checks the result with the Alloy syntax
+//! checker before anything stores or ships it.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use minijinja::value::{Object, Value, ValueKind};
+use minijinja::value::{Kwargs, Object, Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
+use muster_shared::alloy::{self, escape_string};
 use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
 
+use crate::overrides::{self, Overrides};
 use crate::store::HostRecord;
 use crate::tokens::hex;
 
 /// The templates built into the binary: (name, source).
-const BUILTIN: &[(&str, &str)] = &[(
-    "linux.alloy.j2",
-    include_str!("../../templates/linux.alloy.j2"),
-)];
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "linux.alloy.j2",
+        include_str!("../../templates/linux.alloy.j2"),
+    ),
+    (
+        "windows.alloy.j2",
+        include_str!("../../templates/windows.alloy.j2"),
+    ),
+    (
+        "services/postgres.alloy.j2",
+        include_str!("../../templates/services/postgres.alloy.j2"),
+    ),
+    (
+        "services/mysql.alloy.j2",
+        include_str!("../../templates/services/mysql.alloy.j2"),
+    ),
+    (
+        "services/redis.alloy.j2",
+        include_str!("../../templates/services/redis.alloy.j2"),
+    ),
+    (
+        "services/nginx.alloy.j2",
+        include_str!("../../templates/services/nginx.alloy.j2"),
+    ),
+    (
+        "services/docker.alloy.j2",
+        include_str!("../../templates/services/docker.alloy.j2"),
+    ),
+    (
+        "services/journal.alloy.j2",
+        include_str!("../../templates/services/journal.alloy.j2"),
+    ),
+    (
+        "services/files.alloy.j2",
+        include_str!("../../templates/services/files.alloy.j2"),
+    ),
+    (
+        "services/otlp.alloy.j2",
+        include_str!("../../templates/services/otlp.alloy.j2"),
+    ),
+    (
+        "services/process.alloy.j2",
+        include_str!("../../templates/services/process.alloy.j2"),
+    ),
+];
 
-/// A Prometheus target group a template declared: scraped through Alloy's
-/// component metrics path.
+/// Folder of the service snippets, in the built-ins and in a templates dir.
+const SERVICES_DIR: &str = "services";
+
+/// A Prometheus target group a template declared: an Alloy exporter
+/// component scraped through Alloy's component metrics path, or (for a
+/// service Alloy has no exporter for) a standalone exporter's port on the
+/// host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetGroup {
-    /// Alloy component id, e.g. `prometheus.exporter.unix.default`.
+    /// Alloy component id, e.g. `prometheus.exporter.unix.default`; empty
+    /// for a standalone exporter.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub component: String,
+    /// Port of a standalone exporter on the host (scraped directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Metrics path of a standalone exporter (`/metrics` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Value of the `service` label, for application exporters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -33,7 +94,33 @@ pub struct TargetGroup {
 
 impl TargetGroup {
     pub fn metrics_path(&self) -> String {
-        format!("/api/v0/component/{}/metrics", self.component)
+        match self.port {
+            Some(_) => self.path.clone().unwrap_or_else(|| "/metrics".into()),
+            None => format!("/api/v0/component/{}/metrics", self.component),
+        }
+    }
+
+    /// Where Prometheus scrapes it: the host's Alloy, or the same host at
+    /// the standalone exporter's port.
+    pub fn address(&self, scrape_address: &str) -> String {
+        match self.port {
+            None => scrape_address.to_string(),
+            Some(port) => {
+                let host = scrape_address
+                    .rsplit_once(':')
+                    .map_or(scrape_address, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                overrides::host_port(host, &port.to_string())
+            }
+        }
+    }
+
+    /// What makes two groups the same scrape.
+    fn key(&self) -> String {
+        match self.port {
+            Some(p) => format!("port {p}"),
+            None => self.component.clone(),
+        }
     }
 }
 
@@ -55,20 +142,48 @@ pub enum RenderError {
     },
     #[error("template {name}: {message}")]
     Template { name: String, message: String },
+    #[error("template {name} (host {host_id}): {message}")]
+    Render {
+        name: String,
+        host_id: String,
+        message: String,
+    },
     #[error("no base template for os {os:?} (looked for {name} in {source_name})")]
     NoBase {
         os: String,
         name: String,
         source_name: String,
     },
-    #[error("template {name} rendered for host {host_id} declares no exporter; nothing could be scraped")]
-    NoTargets { name: String, host_id: String },
+    #[error("service {service} is enabled for host {host_id} but there is no template services/{service}.alloy.j2")]
+    NoServiceTemplate { service: String, host_id: String },
+    #[error("templates rendered for host {host_id} declare no exporter; nothing could be scraped")]
+    NoTargets { host_id: String },
+    #[error("template {name} (host {host_id}) declares {key} again; {first} declared it first")]
+    Duplicate {
+        name: String,
+        host_id: String,
+        key: String,
+        first: String,
+    },
+    /// The config is not valid Alloy syntax: the template is broken.
+    #[error("template {name} rendered invalid Alloy syntax for host {host_id}: {line}:{col}: {message} (line {config_line} of the config)")]
+    Syntax {
+        name: String,
+        host_id: String,
+        /// Line and column within this template's output.
+        line: usize,
+        col: usize,
+        message: String,
+        config_line: usize,
+    },
 }
 
-/// Server-wide values templates may use.
-#[derive(Clone, Debug, Default, Serialize)]
+/// Server-wide values and policy rendering uses.
+#[derive(Clone, Debug, Default)]
 pub struct RenderSettings {
     pub loki_url: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub overrides: Overrides,
 }
 
 pub struct Templates {
@@ -80,34 +195,43 @@ pub struct Templates {
 impl Templates {
     /// The templates shipped inside the binary.
     pub fn builtin() -> Result<Templates, RenderError> {
-        let owned = BUILTIN
-            .iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect();
-        Templates::from_sources(owned, "built-in".into())
+        Templates::from_sources(builtin_sources(), "built-in".into())
     }
 
-    /// Every `*.j2` file in `dir`.
+    /// The built-in templates overlaid with every `*.j2` file in `dir` and
+    /// `dir/services/`: a file of the same name replaces a built-in one, a
+    /// new one adds a base (`<family>.alloy.j2`) or a service.
     pub fn from_dir(dir: &Path) -> Result<Templates, RenderError> {
-        let read_err = |source| RenderError::Read {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut sources = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(read_err)? {
-            let path = entry.map_err(read_err)?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
+        let mut sources = builtin_sources();
+        for sub in [None, Some(SERVICES_DIR)] {
+            let folder = sub.map_or_else(|| dir.to_path_buf(), |s| dir.join(s));
+            let read_err = |source| RenderError::Read {
+                path: folder.clone(),
+                source,
             };
-            if name.ends_with(".j2") {
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(e) => e,
+                Err(e) if sub.is_some() && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            for entry in entries {
+                let path = entry.map_err(read_err)?.path();
+                let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if !file.ends_with(".j2") {
+                    continue;
+                }
                 let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
                     path: path.clone(),
                     source,
                 })?;
-                sources.push((name.to_string(), text));
+                let name = sub.map_or_else(|| file.to_string(), |s| format!("{s}/{file}"));
+                sources.retain(|(n, _)| *n != name);
+                sources.push((name, text));
             }
         }
-        Templates::from_sources(sources, dir.display().to_string())
+        Templates::from_sources(sources, format!("{} over the built-ins", dir.display()))
     }
 
     fn from_sources(
@@ -122,6 +246,7 @@ impl Templates {
         env.set_auto_escape_callback(|_| AutoEscape::Custom("alloy"));
         env.set_formatter(alloy_formatter);
         env.add_function("exporter", exporter);
+        env.add_function("standalone", standalone);
         for (name, text) in sources {
             env.add_template_owned(name.clone(), text)
                 .map_err(|e| template_error(&name, &e))?;
@@ -129,68 +254,262 @@ impl Templates {
         Ok(Templates { env, source })
     }
 
-    /// Renders the config for `host`.
+    /// Names of the services there is a template for.
+    pub fn services(&self) -> BTreeSet<String> {
+        self.env
+            .templates()
+            .filter_map(|(name, _)| {
+                name.strip_prefix("services/")?
+                    .strip_suffix(".alloy.j2")
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    /// Checks that every service the overrides mention has a template, so a
+    /// typo fails at start-up rather than at a host's next render.
+    pub fn check_overrides(&self, overrides: &Overrides) -> Result<(), String> {
+        let have = self.services();
+        for name in overrides.services() {
+            if !have.contains(name) {
+                let list: Vec<&str> = have.iter().map(String::as_str).collect();
+                return Err(format!(
+                    "overrides mention service {name:?}, which has no template (services/{name}.alloy.j2); services with templates: {}",
+                    list.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base template for a host: `<family>.alloy.j2`, else `<os>.alloy.j2`.
+    fn base_for(&self, host: &HostRecord) -> Result<String, RenderError> {
+        let family = format!("{}.alloy.j2", host.facts.os_family().as_str());
+        let os = format!("{}.alloy.j2", host.facts.os);
+        [family, os.clone()]
+            .into_iter()
+            .find(|n| self.env.get_template(n).is_ok())
+            .ok_or_else(|| RenderError::NoBase {
+                os: host.facts.os.clone(),
+                name: os,
+                source_name: self.source.clone(),
+            })
+    }
+
+    /// Renders the config for `host`: the base template, then each enabled
+    /// service's snippet in name order, checked as Alloy syntax.
     pub fn render(
         &self,
         host: &HostRecord,
         settings: &RenderSettings,
     ) -> Result<Rendered, RenderError> {
-        let name = format!("{}.alloy.j2", host.facts.os);
-        let template = self
-            .env
-            .get_template(&name)
-            .map_err(|_| RenderError::NoBase {
-                os: host.facts.os.clone(),
-                name: name.clone(),
-                source_name: self.source.clone(),
-            })?;
-        let context = minijinja::context! {
-            host => minijinja::context! {
-                id => &host.id,
-                hostname => &host.facts.hostname,
-                os => &host.facts.os,
-                arch => &host.facts.arch,
-                os_id => &host.facts.os_id,
-                os_version => &host.facts.os_version,
-                kernel => &host.facts.kernel,
-                scrape_address => &host.facts.scrape_address,
-                labels => host.labels(),
-            },
-            settings => settings,
+        let base = self.base_for(host)?;
+        let labels = host.labels();
+        let plan = overrides::plan(&host.id, &labels, &host.facts.services, &settings.overrides);
+        let host_ctx = minijinja::context! {
+            id => &host.id,
+            hostname => &host.facts.hostname,
+            os => &host.facts.os,
+            family => host.facts.os_family().as_str(),
+            arch => &host.facts.arch,
+            os_id => &host.facts.os_id,
+            os_version => &host.facts.os_version,
+            kernel => &host.facts.kernel,
+            scrape_address => &host.facts.scrape_address,
+            labels => labels,
+            services => plan.keys().collect::<Vec<_>>(),
         };
+        let settings_ctx = minijinja::context! {
+            loki_url => &settings.loki_url,
+            otlp_endpoint => &settings.otlp_endpoint,
+        };
+        let mut parts = vec![self.render_part(
+            &base,
+            host,
+            minijinja::context! { host => &host_ctx, settings => &settings_ctx },
+        )?];
+        for (name, params) in &plan {
+            let template = format!("{SERVICES_DIR}/{name}.alloy.j2");
+            if self.env.get_template(&template).is_err() {
+                return Err(RenderError::NoServiceTemplate {
+                    service: name.clone(),
+                    host_id: host.id.clone(),
+                });
+            }
+            let mut service = params.clone();
+            service.insert("name".into(), name.clone().into());
+            parts.push(self.render_part(
+                &template,
+                host,
+                minijinja::context! {
+                    host => &host_ctx,
+                    settings => &settings_ctx,
+                    service => Value::from_serialize(&service),
+                },
+            )?);
+        }
+        assemble(host, parts)
+    }
+
+    fn render_part(
+        &self,
+        name: &str,
+        host: &HostRecord,
+        context: Value,
+    ) -> Result<Part, RenderError> {
+        let render_err = |e: &Error| RenderError::Render {
+            name: name.to_string(),
+            host_id: host.id.clone(),
+            message: describe(e),
+        };
+        let template = self.env.get_template(name).map_err(|e| render_err(&e))?;
         let captured = template
             .render_captured(context)
-            .map_err(|e| template_error(&name, &e))?;
+            .map_err(|e| render_err(&e))?;
         let targets = captured
             .state()
             .get_temp(TARGETS)
             .and_then(|v| v.downcast_object::<Declared>())
             .map(|d| d.take())
             .unwrap_or_default();
-        if targets.is_empty() {
-            return Err(RenderError::NoTargets {
-                name,
-                host_id: host.id.clone(),
-            });
-        }
-        let config = captured.into_output();
-        let hash = hex(digest(&SHA256, config.as_bytes()).as_ref());
-        Ok(Rendered {
-            config,
-            hash,
+        Ok(Part {
+            name: name.to_string(),
+            text: captured.into_output(),
             targets,
         })
     }
 }
 
-fn template_error(name: &str, e: &Error) -> RenderError {
+fn builtin_sources() -> Vec<(String, String)> {
+    BUILTIN
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+/// One template's output.
+struct Part {
+    name: String,
+    text: String,
+    targets: Vec<TargetGroup>,
+}
+
+/// Joins the parts (a blank line between, empty ones left out), merges and
+/// checks their target groups, and checks the syntax of the whole.
+fn assemble(host: &HostRecord, parts: Vec<Part>) -> Result<Rendered, RenderError> {
+    let mut config = String::new();
+    let mut targets: Vec<(TargetGroup, String)> = Vec::new();
+    // (first line in the config, template name) of each part.
+    let mut spans: Vec<(usize, String)> = Vec::new();
+    for part in parts {
+        for group in part.targets {
+            if let Some((_, first)) = targets.iter().find(|(g, _)| g.key() == group.key()) {
+                return Err(RenderError::Duplicate {
+                    name: part.name.clone(),
+                    host_id: host.id.clone(),
+                    key: group.key(),
+                    first: first.clone(),
+                });
+            }
+            targets.push((group, part.name.clone()));
+        }
+        let text = part.text.trim_end();
+        if text.trim().is_empty() {
+            continue;
+        }
+        if !config.is_empty() {
+            config.push('\n');
+        }
+        spans.push((config.matches('\n').count() + 1, part.name));
+        config.push_str(text);
+        config.push('\n');
+    }
+    if targets.is_empty() {
+        return Err(RenderError::NoTargets {
+            host_id: host.id.clone(),
+        });
+    }
+    check_syntax(host, &config, &spans)?;
+    let hash = hex(digest(&SHA256, config.as_bytes()).as_ref());
+    Ok(Rendered {
+        config,
+        hash,
+        targets: targets.into_iter().map(|(g, _)| g).collect(),
+    })
+}
+
+/// The syntax check every rendered config passes before it is stored or
+/// shipped. A failure names the template whose output holds the first
+/// error, with the line within that output.
+fn check_syntax(
+    host: &HostRecord,
+    config: &str,
+    spans: &[(usize, String)],
+) -> Result<(), RenderError> {
+    let Some((line, col, message)) = first_syntax_error(config) else {
+        return Ok(());
+    };
+    let (start, name) = spans
+        .iter()
+        .rev()
+        .find(|(start, _)| *start <= line)
+        .cloned()
+        .unwrap_or((1, "(config)".into()));
+    Err(RenderError::Syntax {
+        name,
+        host_id: host.id.clone(),
+        line: line - start + 1,
+        col,
+        message,
+        config_line: line,
+    })
+}
+
+/// (line, column, message) of the first syntax error in `config` (the
+/// shared Alloy syntax checker: the same check `muster-server alloy check`
+/// runs), or a second block with the same name and label, which Alloy
+/// refuses to load.
+fn first_syntax_error(config: &str) -> Option<(usize, usize, String)> {
+    let file = match alloy::parse(config) {
+        Ok(file) => file,
+        Err(diags) => {
+            return diags.first().map(|d| (d.line, d.col, d.message.clone()));
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for stmt in &file.body {
+        if let alloy::ast::Stmt::Block {
+            name,
+            label,
+            name_offset,
+            ..
+        } = stmt
+        {
+            let id = (name.join("."), label.clone());
+            if !seen.insert(id.clone()) {
+                let line = config[..*name_offset].matches('\n').count() + 1;
+                let col = name_offset - config[..*name_offset].rfind('\n').map_or(0, |i| i + 1) + 1;
+                let label = id.1.map(|l| format!(" {l:?}")).unwrap_or_default();
+                return Some((line, col, format!("block {}{label} is defined twice", id.0)));
+            }
+        }
+    }
+    None
+}
+
+/// A minijinja error with its line, for people.
+fn describe(e: &Error) -> String {
     let mut message = e.to_string();
     if let Some(line) = e.line() {
         message = format!("line {line}: {message}");
     }
+    message
+}
+
+fn template_error(name: &str, e: &Error) -> RenderError {
     RenderError::Template {
         name: name.to_string(),
-        message,
+        message: describe(e),
     }
 }
 
@@ -208,41 +527,99 @@ impl Declared {
 
 impl Object for Declared {}
 
+fn ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Adds a group to the render's declared targets, refusing a second
+/// declaration of the same scrape.
+fn declare(state: &State, group: TargetGroup) -> Result<(), Error> {
+    let declared = state.get_or_set_temp_object(TARGETS, Declared::default);
+    let mut groups = declared.0.lock().unwrap_or_else(|p| p.into_inner());
+    if groups.iter().any(|g| g.key() == group.key()) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{} declared twice", group.key()),
+        ));
+    }
+    groups.push(group);
+    Ok(())
+}
+
 /// `exporter(kind, label, service=none)`: writes the block header
-/// `prometheus.exporter.<kind> "<label>"` and declares its target group.
+/// `prometheus.exporter.<kind> "<label>"` and declares its target group
+/// (scraped through Alloy's component metrics path).
 fn exporter(
     state: &State,
     kind: String,
     label: String,
     service: Option<String>,
+    kwargs: Kwargs,
 ) -> Result<Value, Error> {
-    let ident = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    let service = match service {
+        Some(s) => Some(s),
+        None => kwargs.get::<Option<String>>("service")?,
     };
-    if !ident(&kind) || !ident(&label) {
+    kwargs.assert_all_used()?;
+    if !ident(&kind) || !ident(&label) || !service.as_deref().is_none_or(ident) {
         return Err(Error::new(
             ErrorKind::InvalidOperation,
-            format!("exporter({kind:?}, {label:?}): kind and label must be lowercase identifiers"),
+            format!("exporter({kind:?}, {label:?}, {service:?}): kind, label and service must be lowercase identifiers"),
         ));
     }
-    let group = TargetGroup {
-        component: format!("prometheus.exporter.{kind}.{label}"),
-        service,
-    };
-    let declared = state.get_or_set_temp_object(TARGETS, Declared::default);
-    let mut groups = declared.0.lock().unwrap_or_else(|p| p.into_inner());
-    if groups.iter().any(|g| g.component == group.component) {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("exporter {} declared twice", group.component),
-        ));
-    }
-    groups.push(group);
+    declare(
+        state,
+        TargetGroup {
+            component: format!("prometheus.exporter.{kind}.{label}"),
+            port: None,
+            path: None,
+            service,
+        },
+    )?;
     Ok(Value::from_safe_string(format!(
         "prometheus.exporter.{kind} \"{label}\""
     )))
+}
+
+/// `standalone(service, port, path="/metrics")`: for a service Alloy has no
+/// exporter for. Declares a target group for the standalone exporter on the
+/// host's `port` and writes a comment saying so (nothing runs in Alloy).
+fn standalone(
+    state: &State,
+    service: String,
+    port: u16,
+    path: Option<String>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let path = match path {
+        Some(p) => Some(p),
+        None => kwargs.get::<Option<String>>("path")?,
+    };
+    kwargs.assert_all_used()?;
+    let path = path.unwrap_or_else(|| "/metrics".into());
+    let path_ok =
+        path.starts_with('/') && path.len() <= 256 && path.chars().all(|c| c.is_ascii_graphic());
+    if !ident(&service) || port == 0 || !path_ok {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("standalone({service:?}, {port}, {path:?}): service must be a lowercase identifier, port 1 to 65535, path an absolute URL path"),
+        ));
+    }
+    let comment = format!(
+        "// {service}: Prometheus scrapes the standalone exporter on this host's port {port} at {path}."
+    );
+    declare(
+        state,
+        TargetGroup {
+            component: String::new(),
+            port: Some(port),
+            path: (path != "/metrics").then_some(path),
+            service: Some(service),
+        },
+    )?;
+    Ok(Value::from_safe_string(comment))
 }
 
 /// Writes values as Alloy literals unless marked safe.
@@ -297,31 +674,10 @@ fn write_literal(out: &mut String, value: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-/// A double-quoted Alloy string literal for `s`.
-pub fn escape_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use muster_shared::facts::Facts;
+    use muster_shared::facts::{Facts, ServiceFact, ServiceKind};
     use muster_shared::labels::Labels;
     use muster_shared::wire::HostState;
 
@@ -337,9 +693,9 @@ pub(crate) mod tests {
                 arch: "x86_64".into(),
                 os_id: Some("debian".into()),
                 os_version: Some("12".into()),
-                kernel: None,
                 scrape_address: "10.0.0.5:12345".into(),
                 agent_version: "0.1.0".into(),
+                ..Facts::default()
             },
             operator_labels: labels
                 .iter()
@@ -358,6 +714,37 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn service(kind: ServiceKind, port: Option<u16>) -> ServiceFact {
+        ServiceFact {
+            kind,
+            port,
+            address: port.map(|_| "127.0.0.1".into()),
+            path: None,
+            exporter_port: None,
+            evidence: vec![],
+        }
+    }
+
+    fn unix() -> TargetGroup {
+        TargetGroup {
+            component: "prometheus.exporter.unix.default".into(),
+            port: None,
+            path: None,
+            service: None,
+        }
+    }
+
+    fn templates(sources: &[(&str, &str)]) -> Templates {
+        Templates::from_sources(
+            sources
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+                .collect(),
+            "test".into(),
+        )
+        .expect("parses")
+    }
+
     #[test]
     fn builtin_linux_template_declares_the_unix_exporter() {
         let t = Templates::builtin().expect("built-in templates load");
@@ -365,15 +752,70 @@ pub(crate) mod tests {
             .render(&host(&[]), &RenderSettings::default())
             .expect("renders");
         assert!(r.config.contains("prometheus.exporter.unix \"default\" {"));
-        assert_eq!(
-            r.targets,
-            vec![TargetGroup {
-                component: "prometheus.exporter.unix.default".into(),
-                service: None
-            }]
-        );
+        assert_eq!(r.targets, vec![unix()]);
         assert_eq!(r.hash.len(), 64);
         assert!(!r.config.contains("loki"));
+    }
+
+    #[test]
+    fn detected_services_add_their_snippets_and_target_groups() {
+        let t = Templates::builtin().expect("load");
+        let mut h = host(&[]);
+        h.facts.services = vec![
+            service(ServiceKind::Postgres, Some(5433)),
+            ServiceFact {
+                exporter_port: Some(9114),
+                ..service(ServiceKind::Nginx, Some(80))
+            },
+        ];
+        let r = t.render(&h, &RenderSettings::default()).expect("renders");
+        assert!(r
+            .config
+            .contains("prometheus.exporter.postgres \"default\" {"));
+        assert!(r
+            .config
+            .contains("postgresql://alloy@127.0.0.1:5433/postgres"));
+        assert!(r
+            .config
+            .contains("standalone exporter on this host's port 9114"));
+        let services: Vec<_> = r
+            .targets
+            .iter()
+            .map(|g| (g.service.as_deref(), g.port, g.metrics_path()))
+            .collect();
+        assert_eq!(
+            services,
+            [
+                (None, None, unix().metrics_path()),
+                (Some("nginx"), Some(9114), "/metrics".into()),
+                (
+                    Some("postgres"),
+                    None,
+                    "/api/v0/component/prometheus.exporter.postgres.default/metrics".into()
+                ),
+            ]
+        );
+        assert_eq!(r.targets[1].address("10.0.0.5:12345"), "10.0.0.5:9114");
+        assert_eq!(r.targets[1].address("[fd00::5]:12345"), "[fd00::5]:9114");
+    }
+
+    #[test]
+    fn overrides_disable_detected_services_and_enable_others() {
+        let t = Templates::builtin().expect("load");
+        let mut h = host(&[("env", "prod")]);
+        h.facts.services = vec![service(ServiceKind::Redis, Some(6379))];
+        let settings = RenderSettings {
+            otlp_endpoint: Some("otel.example:4317".into()),
+            overrides: Overrides::from_toml(
+                "[[rule]]\nmatch = { env = \"prod\" }\n[rule.services.redis]\nenabled = false\n[rule.services.otlp]\nenabled = true\n",
+            )
+            .expect("overrides"),
+            ..RenderSettings::default()
+        };
+        let r = t.render(&h, &settings).expect("renders");
+        assert!(!r.config.contains("redis"), "{}", r.config);
+        assert!(r.config.contains("otelcol.receiver.otlp \"default\""));
+        assert!(r.config.contains("endpoint = \"otel.example:4317\""));
     }
 
     #[test]
@@ -381,11 +823,12 @@ pub(crate) mod tests {
         let t = Templates::builtin().expect("load");
         let settings = RenderSettings {
             loki_url: Some("http://loki:3100".into()),
+            ..RenderSettings::default()
         };
         let evil = r#"a" } evil.block "x" { y = "\${env}"#;
-        let r = t
-            .render(&host(&[("team", evil)]), &settings)
-            .expect("renders");
+        let mut h = host(&[("team", evil)]);
+        h.facts.services = vec![service(ServiceKind::Journal, None)];
+        let r = t.render(&h, &settings).expect("renders");
         let expected = format!("\"team\" = {}", escape_string(evil));
         assert!(r.config.contains(&expected), "{}", r.config);
         assert!(!r.config.contains("evil.block \"x\" {\n"));
@@ -409,32 +852,78 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn template_errors_name_the_template_and_line() {
-        let t = Templates::from_sources(
-            vec![(
-                "linux.alloy.j2".into(),
-                "{{ exporter(\"unix\", \"a\") }}\n{{ host.nope }}\n".into(),
-            )],
-            "test".into(),
-        )
-        .expect("parses");
+    fn template_errors_name_the_template_host_and_line() {
+        let t = templates(&[(
+            "linux.alloy.j2",
+            "{{ exporter(\"unix\", \"a\") }}\n{{ host.nope }}\n",
+        )]);
         let err = t
             .render(&host(&[]), &RenderSettings::default())
             .expect_err("undefined");
         let text = err.to_string();
         assert!(
-            text.contains("linux.alloy.j2") && text.contains("line 2"),
+            text.contains("linux.alloy.j2")
+                && text.contains("line 2")
+                && text.contains("web-01-abc123"),
             "{text}"
         );
     }
 
     #[test]
-    fn a_template_without_an_exporter_is_refused() {
-        let t = Templates::from_sources(
-            vec![("linux.alloy.j2".into(), "// nothing\n".into())],
-            "test".into(),
-        )
-        .expect("parses");
+    fn invalid_syntax_names_the_template_host_and_line_within_it() {
+        let t = templates(&[
+            ("linux.alloy.j2", "{{ exporter(\"unix\", \"default\") }} { }\n"),
+            (
+                "services/redis.alloy.j2",
+                "// fine\n{{ exporter(\"redis\", \"default\") }} {\n\tredis_addr = 127.0.0.1:6379\n}\n",
+            ),
+        ]);
+        let mut h = host(&[]);
+        h.facts.services = vec![service(ServiceKind::Redis, Some(6379))];
+        let err = t
+            .render(&h, &RenderSettings::default())
+            .expect_err("bad syntax");
+        let RenderError::Syntax {
+            name,
+            host_id,
+            line,
+            config_line,
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (name.as_str(), host_id.as_str()),
+            ("services/redis.alloy.j2", "web-01-abc123")
+        );
+        assert_eq!((*line, *config_line), (3, 5), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("rendered invalid Alloy syntax for host web-01-abc123: 3:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_block_defined_twice_is_refused() {
+        let t = templates(&[(
+            "linux.alloy.j2",
+            "{{ exporter(\"unix\", \"default\") }} { }\nlogging { }\nlogging { }\n",
+        )]);
+        let err = t
+            .render(&host(&[]), &RenderSettings::default())
+            .expect_err("twice");
+        assert!(
+            err.to_string()
+                .contains("3:1: block logging is defined twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_config_without_an_exporter_is_refused() {
+        let t = templates(&[("linux.alloy.j2", "// nothing\n")]);
         assert!(matches!(
             t.render(&host(&[]), &RenderSettings::default()),
             Err(RenderError::NoTargets { .. })
@@ -442,13 +931,94 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_host_without_a_base_template_is_refused() {
-        let t = Templates::builtin().expect("load");
+    fn two_templates_declaring_the_same_scrape_are_refused() {
+        let t = templates(&[
+            ("linux.alloy.j2", "{{ standalone(\"a\", 9100) }}\n"),
+            (
+                "services/nginx.alloy.j2",
+                "{{ standalone(\"nginx\", 9100) }}\n",
+            ),
+        ]);
         let mut h = host(&[]);
+        h.facts.services = vec![service(ServiceKind::Nginx, Some(80))];
+        let err = t.render(&h, &RenderSettings::default()).expect_err("twice");
+        assert!(matches!(err, RenderError::Duplicate { .. }), "{err}");
+        assert!(err.to_string().contains("services/nginx.alloy.j2"), "{err}");
+    }
+
+    #[test]
+    fn bad_template_function_arguments_are_errors() {
+        for src in [
+            "{{ exporter(\"Unix\", \"a\") }}",
+            "{{ exporter(\"unix\", \"a\", service=\"x y\") }}",
+            "{{ standalone(\"nginx\", 0) }}",
+            "{{ standalone(\"nginx\", 9113, \"metrics\") }}",
+            "{{ standalone(\"nginx\", 9113, \"/m\\n\") }}",
+        ] {
+            let t = templates(&[("linux.alloy.j2", src)]);
+            assert!(
+                t.render(&host(&[]), &RenderSettings::default()).is_err(),
+                "{src} rendered"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_get_the_base_of_their_family_else_their_os() {
+        let t = templates(&[
+            (
+                "linux.alloy.j2",
+                "// linux\n{{ exporter(\"unix\", \"default\") }} { }\n",
+            ),
+            (
+                "rhel.alloy.j2",
+                "// rhel\n{{ exporter(\"unix\", \"default\") }} { }\n",
+            ),
+        ]);
+        let mut h = host(&[]);
+        let r = t.render(&h, &RenderSettings::default()).expect("debian");
+        assert!(r.config.starts_with("// linux"));
+        h.facts.os_id = Some("rocky".into());
+        h.facts.os_like = Some("rhel centos fedora".into());
+        let r = t.render(&h, &RenderSettings::default()).expect("rocky");
+        assert!(r.config.starts_with("// rhel"));
         h.facts.os = "windows".into();
         assert!(matches!(
             t.render(&h, &RenderSettings::default()),
             Err(RenderError::NoBase { .. })
         ));
+        let windows = Templates::builtin()
+            .expect("load")
+            .render(&h, &RenderSettings::default())
+            .expect("windows base");
+        assert!(windows
+            .config
+            .contains("prometheus.exporter.windows \"default\""));
+    }
+
+    #[test]
+    fn operator_templates_overlay_the_builtins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("services")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("services/myapp.alloy.j2"),
+            "{{ standalone(\"myapp\", service.port) }}\n",
+        )
+        .expect("write");
+        let t = Templates::from_dir(dir.path()).expect("load");
+        assert!(t.services().contains("myapp") && t.services().contains("postgres"));
+        let overrides =
+            Overrides::from_toml("[[rule]]\n[rule.services.myapp]\nenabled = true\nport = 8080\n")
+                .expect("overrides");
+        t.check_overrides(&overrides).expect("myapp has a template");
+        let settings = RenderSettings {
+            overrides,
+            ..RenderSettings::default()
+        };
+        let r = t.render(&host(&[]), &settings).expect("renders");
+        assert_eq!(r.targets[1].port, Some(8080));
+        let typo = Overrides::from_toml("[[rule]]\n[rule.services.mypap]\nenabled = true\n")
+            .expect("parses");
+        assert!(t.check_overrides(&typo).is_err());
     }
 }

@@ -34,6 +34,14 @@ pub struct Settings {
     /// Loki base URL; when set, configs ship the host's journal to it.
     #[serde(default)]
     pub loki_url: Option<String>,
+    /// OTLP endpoint (`host:port`, gRPC) that hosts with the `otlp` service
+    /// enabled forward to.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Per-host and per-label service overrides; `<data dir>/overrides.toml`
+    /// when unset (a missing file means none).
+    #[serde(default)]
+    pub overrides_file: Option<PathBuf>,
     /// How often agents poll for their config.
     #[serde(default = "default_checkin", with = "humantime_serde_compat")]
     pub checkin_interval: Duration,
@@ -163,6 +171,12 @@ public_url = "{public_url}"
 
 # Loki to ship host journals to; unset means no log pipeline in configs.
 # loki_url = "http://loki.example.com:3100"
+
+# OTLP endpoint (host:port, gRPC) for hosts whose overrides enable `otlp`.
+# otlp_endpoint = "otel-collector.example.com:4317"
+
+# Service overrides per host or label selector (default: <data dir>/overrides.toml).
+# overrides_file = "/etc/muster-server/overrides.toml"
 
 # How often agents poll for their config.
 checkin_interval = "30s"

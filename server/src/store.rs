@@ -518,6 +518,44 @@ impl Store {
         Ok(())
     }
 
+    /// Takes an enrolled host's new facts and re-renders its config with
+    /// them, holding the database for the whole read-render-write so a
+    /// concurrent label change cannot be lost. The facts are stored even
+    /// when the render fails (the host then keeps its previous config; the
+    /// render error is returned beside the host). `None`: no such host.
+    #[allow(clippy::type_complexity)]
+    pub fn update_facts(
+        &self,
+        host_id: &str,
+        facts: &Facts,
+        render: impl FnOnce(&HostRecord) -> Result<Rendered, RenderError>,
+    ) -> Result<Option<(HostRecord, Result<(), RenderError>)>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut host) = host_by_id(&tx, host_id)? else {
+            return Ok(None);
+        };
+        host.facts = facts.clone();
+        let rendered = render(&host);
+        tx.execute(
+            "UPDATE hosts SET facts = ?2 WHERE id = ?1",
+            params![host_id, to_json(&host.facts)],
+        )?;
+        let outcome = match rendered {
+            Ok(r) => {
+                tx.execute(
+                    "UPDATE hosts SET config = ?2, rendered_hash = ?3, targets = ?4 WHERE id = ?1",
+                    params![host_id, r.config, r.hash, to_json(&r.targets)],
+                )?;
+                set_rendered(&mut host, r);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        tx.commit()?;
+        Ok(Some((host, outcome)))
+    }
+
     // ---- hosts ----
 
     pub fn host(&self, id: &str) -> Result<Option<HostRecord>, StoreError> {

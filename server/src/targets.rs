@@ -15,17 +15,19 @@ use crate::store::HostRecord;
 /// One `file_sd` target group. Field order is alphabetical and labels are a
 /// sorted map, so the same host always gives the same bytes.
 #[derive(Debug, Serialize)]
-struct Group<'a> {
+struct Group {
     labels: BTreeMap<String, String>,
-    targets: [&'a str; 1],
+    targets: [String; 1],
 }
 
 /// The target file content for a host: one group per declared target, each
-/// with the host's labels, the component metrics path and, for application
-/// exporters, a `service` label.
+/// with the host's labels, its metrics path (Alloy's component path, or a
+/// standalone exporter's) and, for application exporters, a `service` label.
+/// Alloy's groups target the host's scrape address; a standalone exporter's
+/// the same host at its own port.
 pub fn file_sd(host: &HostRecord) -> String {
     let labels = host.labels();
-    let groups: Vec<Group<'_>> = host
+    let groups: Vec<Group> = host
         .targets
         .iter()
         .map(|t| {
@@ -36,7 +38,7 @@ pub fn file_sd(host: &HostRecord) -> String {
             }
             Group {
                 labels,
-                targets: [host.facts.scrape_address.as_str()],
+                targets: [t.address(&host.facts.scrape_address)],
             }
         })
         .collect();
@@ -159,9 +161,41 @@ mod tests {
         let mut h = crate::render::tests::host(&[("team", r#"db"}"#)]);
         h.targets = vec![TargetGroup {
             component: "prometheus.exporter.unix.default".into(),
+            port: None,
+            path: None,
             service: None,
         }];
         h
+    }
+
+    #[test]
+    fn standalone_exporters_are_scraped_on_their_own_port() {
+        let mut h = host();
+        h.targets.push(TargetGroup {
+            component: String::new(),
+            port: Some(9113),
+            path: None,
+            service: Some("nginx".into()),
+        });
+        let json: serde_json::Value = serde_json::from_str(&file_sd(&h)).expect("valid JSON");
+        let nginx = &json[1];
+        assert_eq!(nginx["targets"][0], "10.0.0.5:9113");
+        assert_eq!(nginx["labels"]["__metrics_path__"], "/metrics");
+        assert_eq!(nginx["labels"]["service"], "nginx");
+        assert_eq!(nginx["labels"]["host_id"], "web-01-abc123");
+        assert!(json[0]["labels"].get("service").is_none());
+    }
+
+    #[test]
+    fn target_groups_stored_by_older_servers_still_read() {
+        let old: Vec<TargetGroup> =
+            serde_json::from_str(r#"[{"component":"prometheus.exporter.unix.default"}]"#)
+                .expect("issue-2 rows parse");
+        assert_eq!(old[0].port, None);
+        assert_eq!(
+            old[0].metrics_path(),
+            "/api/v0/component/prometheus.exporter.unix.default/metrics"
+        );
     }
 
     #[test]

@@ -78,7 +78,12 @@ async fn label_values_with_quotes_and_braces_render_escaped() {
     });
     let evil = "x\" } loki.write \"evil\" { url = \"${HOME}\\";
     let token = f.token(json!({"labels": {"team": evil}})).await;
-    let agent = TestAgent::new("db-01", "m-escape-1");
+    let mut agent = TestAgent::new("db-01", "m-escape-1");
+    // The journal pipeline, which carries the labels, is rendered for hosts
+    // that report a journal.
+    agent.facts.services =
+        serde_json::from_value(json!([{"kind": "journal", "path": "/var/log/journal"}]))
+            .expect("service facts");
     let (status, body) = f.enroll(&agent.enroll_body(&token, "idem-escape-01")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let config = body["config"]["content"].as_str().expect("config");

@@ -25,15 +25,168 @@ pub struct Facts {
     pub os_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// `ID_LIKE` from os-release (`"rhel centos fedora"`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_like: Option<String>,
     /// Where Prometheus reaches this host's Alloy: `host:port`.
     pub scrape_address: String,
     pub agent_version: String,
+    /// Services the agent detected, each with its evidence and the
+    /// parameters a template needs. Absent from agents before detection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceFact>,
+    /// The Alloy installed on the host, when the agent looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alloy: Option<AlloyFact>,
+}
+
+/// OS family: decides the base template and, on the agent, the install plan.
+/// Derived from other facts ([`Facts::os_family`]), never sent, so an agent
+/// cannot claim one its os-release contradicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OsFamily {
+    Debian,
+    Rhel,
+    Suse,
+    Windows,
+    Other,
+}
+
+impl OsFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsFamily::Debian => "debian",
+            OsFamily::Rhel => "rhel",
+            OsFamily::Suse => "suse",
+            OsFamily::Windows => "windows",
+            OsFamily::Other => "other",
+        }
+    }
+
+    /// The family of an OS (`std::env::consts::OS`) with os-release `ID` and
+    /// `ID_LIKE`: the ID decides when it is known, else the first known
+    /// `ID_LIKE` word (Rocky says `rhel centos fedora`, Amazon Linux says
+    /// `fedora`).
+    pub fn classify(os: &str, id: Option<&str>, id_like: Option<&str>) -> OsFamily {
+        if os == "windows" {
+            return OsFamily::Windows;
+        }
+        let of = |word: &str| match word {
+            "debian" | "ubuntu" | "raspbian" | "linuxmint" | "pop" | "kali" => {
+                Some(OsFamily::Debian)
+            }
+            "rhel" | "centos" | "fedora" | "rocky" | "almalinux" | "ol" | "amzn" => {
+                Some(OsFamily::Rhel)
+            }
+            "suse" | "sles" | "sles_sap" | "sled" | "opensuse" => Some(OsFamily::Suse),
+            w if w.starts_with("opensuse") => Some(OsFamily::Suse),
+            _ => None,
+        };
+        id.into_iter()
+            .chain(id_like.into_iter().flat_map(str::split_whitespace))
+            .find_map(|w| of(&w.to_ascii_lowercase()))
+            .unwrap_or(OsFamily::Other)
+    }
+}
+
+/// A service the agent found on the host. Every field is untrusted like the
+/// rest of the facts; [`Facts::check`] bounds them all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFact {
+    pub kind: ServiceKind,
+    /// The TCP port the service listens on, when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The IP address Alloy on the host reaches it at (loopback when the
+    /// service listens on every address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// A socket or directory that identifies it (Docker's socket, the
+    /// journal's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// nginx: the port of the standalone Prometheus exporter, when one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter_port: Option<u16>,
+    /// What gave it away, for people: `process postgres`, `listen 127.0.0.1:5432`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+}
+
+/// The services Muster has templates for. A kind this server does not know
+/// (from a newer agent) parses as `Unknown` and is ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    Postgres,
+    Mysql,
+    Redis,
+    Nginx,
+    Docker,
+    Journal,
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServiceKind {
+    pub const KNOWN: [ServiceKind; 6] = [
+        ServiceKind::Postgres,
+        ServiceKind::Mysql,
+        ServiceKind::Redis,
+        ServiceKind::Nginx,
+        ServiceKind::Docker,
+        ServiceKind::Journal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Postgres => "postgres",
+            ServiceKind::Mysql => "mysql",
+            ServiceKind::Redis => "redis",
+            ServiceKind::Nginx => "nginx",
+            ServiceKind::Docker => "docker",
+            ServiceKind::Journal => "journal",
+            ServiceKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// The host's Alloy as the agent found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlloyFact {
+    pub installed: bool,
+    /// As `alloy --version` prints it, e.g. `v1.10.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// How the agent checks a config before installing it.
+    pub validation: Validation,
+}
+
+/// `alloy validate` (1.9+), `alloy fmt` (older), or the built-in syntax
+/// checker (no Alloy binary yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validation {
+    Validate,
+    Fmt,
+    Builtin,
+    #[serde(other)]
+    Unknown,
 }
 
 /// Longest hostname accepted (the DNS limit).
 pub const MAX_HOSTNAME_LEN: usize = 253;
 /// Longest short fact (ids, versions) accepted.
 pub const MAX_FACT_LEN: usize = 128;
+/// Most services one host may report.
+pub const MAX_SERVICES: usize = 32;
+/// Most evidence lines per service.
+pub const MAX_EVIDENCE: usize = 8;
+/// Longest evidence line or path.
+pub const MAX_PATH_LEN: usize = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FactError {
@@ -56,7 +209,9 @@ impl Facts {
             c.is_ascii_alphanumeric() || c == '-'
         })?;
         check_token("os", &self.os, |c| c.is_ascii_alphanumeric() || c == '_')?;
-        check_token("arch", &self.arch, |c| c.is_ascii_alphanumeric() || c == '_')?;
+        check_token("arch", &self.arch, |c| {
+            c.is_ascii_alphanumeric() || c == '_'
+        })?;
         let version_char = |c: char| c.is_ascii_alphanumeric() || "._-+~".contains(c);
         if let Some(id) = &self.os_id {
             check_token("os_id", id, version_char)?;
@@ -67,9 +222,78 @@ impl Facts {
         if let Some(k) = &self.kernel {
             check_token("kernel", k, version_char)?;
         }
+        if let Some(like) = &self.os_like {
+            check_token("os_like", like, |c| version_char(c) || c == ' ')?;
+        }
         check_token("agent_version", &self.agent_version, version_char)?;
-        check_scrape_address(&self.scrape_address)
+        check_scrape_address(&self.scrape_address)?;
+        check_services(&self.services)?;
+        if let Some(alloy) = &self.alloy {
+            if let Some(v) = &alloy.version {
+                check_token("alloy.version", v, version_char)?;
+            }
+        }
+        Ok(())
     }
+
+    /// The OS family these facts describe.
+    pub fn os_family(&self) -> OsFamily {
+        OsFamily::classify(&self.os, self.os_id.as_deref(), self.os_like.as_deref())
+    }
+
+    /// The detected service of `kind`, if any.
+    pub fn service(&self, kind: ServiceKind) -> Option<&ServiceFact> {
+        self.services.iter().find(|s| s.kind == kind)
+    }
+}
+
+fn check_services(services: &[ServiceFact]) -> Result<(), FactError> {
+    if services.len() > MAX_SERVICES {
+        return Err(invalid("services", "lists more than 32 services"));
+    }
+    for (i, s) in services.iter().enumerate() {
+        let known = s.kind != ServiceKind::Unknown;
+        if known && services[..i].iter().any(|o| o.kind == s.kind) {
+            return Err(invalid("services", "lists a service kind twice"));
+        }
+        if s.port == Some(0) || s.exporter_port == Some(0) {
+            return Err(invalid("services.port", "must be 1 to 65535"));
+        }
+        if let Some(a) = &s.address {
+            if a.len() > 64 || a.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid("services.address", "must be an IP address"));
+            }
+        }
+        if let Some(p) = &s.path {
+            check_path("services.path", p)?;
+        }
+        if s.evidence.len() > MAX_EVIDENCE {
+            return Err(invalid("services.evidence", "has more than 8 entries"));
+        }
+        for e in &s.evidence {
+            if e.is_empty() || e.len() > MAX_PATH_LEN || e.chars().any(char::is_control) {
+                return Err(invalid(
+                    "services.evidence",
+                    "entries must be 1 to 256 bytes without control characters",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An absolute path of plain characters: it may end up in a config.
+fn check_path(field: &'static str, path: &str) -> Result<(), FactError> {
+    let plain = path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._/-+@:".contains(c));
+    if !path.starts_with('/') || path.len() > MAX_PATH_LEN || !plain || path.contains("..") {
+        return Err(invalid(
+            field,
+            "must be an absolute path of letters, digits and ._/-+@: (no ..)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_token(
@@ -183,9 +407,96 @@ mod tests {
             os_id: Some("debian".into()),
             os_version: Some("12".into()),
             kernel: Some("6.1.0-18-amd64".into()),
+            os_like: None,
             scrape_address: "10.0.0.5:12345".into(),
             agent_version: "0.1.0".into(),
+            services: vec![ServiceFact {
+                kind: ServiceKind::Postgres,
+                port: Some(5432),
+                address: Some("127.0.0.1".into()),
+                path: None,
+                exporter_port: None,
+                evidence: vec!["process postgres".into(), "listen 127.0.0.1:5432".into()],
+            }],
+            alloy: Some(AlloyFact {
+                installed: true,
+                version: Some("v1.10.2".into()),
+                validation: Validation::Validate,
+            }),
         }
+    }
+
+    #[test]
+    fn os_families_come_from_id_then_id_like() {
+        let c = OsFamily::classify;
+        assert_eq!(c("linux", Some("debian"), None), OsFamily::Debian);
+        assert_eq!(c("linux", Some("ubuntu"), Some("debian")), OsFamily::Debian);
+        assert_eq!(
+            c("linux", Some("rocky"), Some("rhel centos fedora")),
+            OsFamily::Rhel
+        );
+        assert_eq!(c("linux", Some("amzn"), Some("fedora")), OsFamily::Rhel);
+        assert_eq!(c("linux", Some("sles"), Some("suse")), OsFamily::Suse);
+        assert_eq!(c("linux", Some("opensuse-leap"), None), OsFamily::Suse);
+        assert_eq!(
+            c("linux", Some("weird"), Some("nothing known")),
+            OsFamily::Other
+        );
+        assert_eq!(c("linux", None, None), OsFamily::Other);
+        assert_eq!(c("windows", None, None), OsFamily::Windows);
+    }
+
+    #[test]
+    fn service_facts_are_bounded() {
+        let ok = sample();
+        assert_eq!(ok.check(), Ok(()));
+        let mutate = |f: &dyn Fn(&mut ServiceFact)| {
+            let mut facts = sample();
+            f(&mut facts.services[0]);
+            facts.check()
+        };
+        assert!(mutate(&|s| s.port = Some(0)).is_err());
+        assert!(mutate(&|s| s.address = Some("localhost\"".into())).is_err());
+        assert!(mutate(&|s| s.path = Some("/run/../etc/shadow".into())).is_err());
+        assert!(mutate(&|s| s.path = Some("relative".into())).is_err());
+        assert!(mutate(&|s| s.path = Some("/a\"b".into())).is_err());
+        assert!(mutate(&|s| s.evidence = vec!["a\nb".into()]).is_err());
+        assert!(mutate(&|s| s.evidence = vec!["x".repeat(257)]).is_err());
+        assert!(mutate(&|s| s.evidence = vec!["x".into(); 9]).is_err());
+        assert!(mutate(&|s| s.path = Some("/var/run/docker.sock".into())).is_ok());
+        let mut twice = sample();
+        twice.services.push(twice.services[0].clone());
+        assert!(twice.check().is_err());
+        let mut many = sample();
+        many.services = vec![
+            ServiceFact {
+                kind: ServiceKind::Unknown,
+                port: None,
+                address: None,
+                path: None,
+                exporter_port: None,
+                evidence: vec![],
+            };
+            33
+        ];
+        assert!(many.check().is_err());
+        let mut bad_alloy = sample();
+        bad_alloy.alloy.as_mut().unwrap().version = Some("v1 \"x\"".into());
+        assert!(bad_alloy.check().is_err());
+    }
+
+    #[test]
+    fn unknown_service_kinds_parse_and_old_facts_still_parse() {
+        let json = r#"{"hostname":"a","machine_id":"m","os":"linux","arch":"x86_64",
+            "scrape_address":"10.0.0.1:12345","agent_version":"0.1.0",
+            "services":[{"kind":"cassandra","port":9042}]}"#;
+        let f: Facts = serde_json::from_str(json).expect("parses");
+        assert_eq!(f.services[0].kind, ServiceKind::Unknown);
+        assert_eq!(f.check(), Ok(()));
+        let old = r#"{"hostname":"a","machine_id":"m","os":"linux","arch":"x86_64",
+            "scrape_address":"10.0.0.1:12345","agent_version":"0.1.0"}"#;
+        let f: Facts = serde_json::from_str(old).expect("issue-2 facts parse");
+        assert!(f.services.is_empty() && f.alloy.is_none());
     }
 
     #[test]

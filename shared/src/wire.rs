@@ -13,6 +13,10 @@ pub const ENROLL_PATH: &str = "/v1/enroll";
 pub const CONFIG_PATH: &str = "/v1/agent/config";
 pub const STATUS_PATH: &str = "/v1/agent/status";
 pub const RENEW_PATH: &str = "/v1/agent/renew";
+/// `POST` [`crate::facts::Facts`]: the agent's facts changed (a service was
+/// installed, say). Answered with [`FactsAccepted`]. Older servers answer
+/// 404, which agents take as "not supported" and carry on.
+pub const FACTS_PATH: &str = "/v1/agent/facts";
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +81,14 @@ pub struct StatusReport {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alloy_version: Option<String>,
+}
+
+/// The answer to `POST /v1/agent/facts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactsAccepted {
+    /// Hash of the config the server now has for the host: when it differs
+    /// from the agent's, the next config fetch brings the new one.
+    pub hash: String,
 }
 
 /// `POST /v1/agent/renew`.

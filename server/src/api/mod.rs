@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agent;
 pub mod enroll;
+pub mod facts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,6 +127,7 @@ pub fn agent_router(app: Shared) -> Router {
         .route(wire::CONFIG_PATH, get(agent::config))
         .route(wire::STATUS_PATH, post(agent::status))
         .route(wire::RENEW_PATH, post(agent::renew))
+        .route(wire::FACTS_PATH, post(facts::facts))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)

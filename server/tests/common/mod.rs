@@ -187,6 +187,7 @@ impl TestAgent {
                 kernel: None,
                 scrape_address: "127.0.0.1:12345".into(),
                 agent_version: "0.1.0".into(),
+                ..Facts::default()
             },
         }
     }

@@ -1,0 +1,128 @@
+//! `/etc/os-release` as plain text in, OS facts out: pure, so every
+//! distribution's file is a table test (`tests/fixtures/os-release/`).
+
+use std::collections::BTreeMap;
+
+use muster_shared::facts::OsFamily;
+
+/// What the facts take from os-release.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OsRelease {
+    /// `ID`, e.g. `debian`, `rhel`, `sles`, `amzn`.
+    pub id: Option<String>,
+    /// `VERSION_ID`, e.g. `12`, `9.4`, `15-SP5`, `2023`.
+    pub version_id: Option<String>,
+    /// `ID_LIKE`, e.g. `rhel centos fedora`.
+    pub id_like: Option<String>,
+    /// `PRETTY_NAME`, for people.
+    pub pretty_name: Option<String>,
+}
+
+impl OsRelease {
+    /// Reads the keys Muster uses out of os-release text.
+    pub fn parse(text: &str) -> OsRelease {
+        let mut keys = parse_os_release(text);
+        let mut take = |k: &str| keys.remove(k).filter(|v| !v.is_empty());
+        OsRelease {
+            id: take("ID"),
+            version_id: take("VERSION_ID"),
+            id_like: take("ID_LIKE"),
+            pretty_name: take("PRETTY_NAME"),
+        }
+    }
+
+    /// The family of a Linux host with this os-release.
+    pub fn family(&self) -> OsFamily {
+        OsFamily::classify("linux", self.id.as_deref(), self.id_like.as_deref())
+    }
+}
+
+/// Parses os-release text (`KEY=value` lines, values optionally in single or
+/// double quotes, `#` comments) into its keys and values.
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(key, _)| !key.is_empty() && !key.contains(char::is_whitespace))
+        .map(|(key, value)| (key.to_string(), unquote(value.trim())))
+        .collect()
+}
+
+/// Removes shell-style quotes: `"..."` with backslash escapes, or `'...'`.
+fn unquote(value: &str) -> String {
+    if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
+        return value[1..value.len() - 1].to_string();
+    }
+    if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        let mut out = String::new();
+        let mut chars = value[1..value.len() - 1].chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        return out;
+    }
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn parses_quoted_unquoted_and_commented_os_release() {
+        let text = r#"
+# a comment
+PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME='Debian GNU/Linux'
+ID=debian
+  VERSION_ID="12"
+ESCAPED="say \"hi\" \\ ok"
+EMPTY=
+not a pair
+"#;
+        let r = parse_os_release(text);
+        assert_eq!(r["ID"], "debian");
+        assert_eq!(r["VERSION_ID"], "12");
+        assert_eq!(r["NAME"], "Debian GNU/Linux");
+        assert_eq!(r["PRETTY_NAME"], "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(r["ESCAPED"], r#"say "hi" \ ok"#);
+        assert_eq!(r["EMPTY"], "");
+        assert!(!r.keys().any(|k| k.contains('#') || k.contains(' ')));
+    }
+
+    /// Every file in `tests/fixtures/os-release/` against what it must give.
+    #[test]
+    fn distribution_fixtures() {
+        let table: &[(&str, &str, &str, OsFamily)] = &[
+            ("debian-12", "debian", "12", OsFamily::Debian),
+            ("ubuntu-24.04", "ubuntu", "24.04", OsFamily::Debian),
+            ("rhel-9", "rhel", "9.4", OsFamily::Rhel),
+            ("rocky-8", "rocky", "8.10", OsFamily::Rhel),
+            ("sles-15", "sles", "15-SP5", OsFamily::Suse),
+            ("amzn-2023", "amzn", "2023", OsFamily::Rhel),
+        ];
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/os-release");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+        let mut names: Vec<&str> = table.iter().map(|t| t.0).collect();
+        names.sort();
+        assert_eq!(files, names, "every fixture has a table row and back");
+        for (file, id, version, family) in table {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let r = OsRelease::parse(&text);
+            assert_eq!(r.id.as_deref(), Some(*id), "{file}");
+            assert_eq!(r.version_id.as_deref(), Some(*version), "{file}");
+            assert_eq!(r.family(), *family, "{file}");
+            assert!(r.pretty_name.is_some(), "{file}");
+        }
+    }
+}

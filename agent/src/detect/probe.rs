@@ -1,0 +1,119 @@
+//! The IO half of detection: takes a [`Snapshot`] of this host (processes
+//! from sysinfo, listening sockets from `/proc/net/tcp{,6}`, socket
+//! ownership from `/proc/<pid>/fd`, a few paths). Every read that fails
+//! (permissions, a process that just exited) is skipped: detection works
+//! with what it can see.
+
+use std::path::Path;
+
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+
+use super::services::{self, Listener, Proc, Snapshot, PROBE_PATHS};
+
+/// A snapshot of this host now.
+pub fn snapshot() -> Snapshot {
+    let mut processes = processes();
+    for p in processes.iter_mut().filter(|p| services::is_candidate(p)) {
+        p.socket_inodes = socket_inodes(p.pid);
+    }
+    Snapshot {
+        processes,
+        listeners: listeners(),
+        paths: PROBE_PATHS
+            .iter()
+            .filter(|p| Path::new(p).exists())
+            .map(|p| p.to_string())
+            .collect(),
+    }
+}
+
+fn processes() -> Vec<Proc> {
+    let Ok(mut system) = System::new() else {
+        tracing::warn!("cannot read the process list; detecting services from sockets only");
+        return Vec::new();
+    };
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::All,
+        true,
+        ProcessRefreshKind::nothing()
+            .with_cmd(UpdateKind::Always)
+            .with_exe(UpdateKind::Always),
+    );
+    let mut out: Vec<Proc> = system
+        .processes()
+        .values()
+        // Threads show up as processes on Linux; their parent is enough.
+        .filter(|p| p.thread_kind().is_none())
+        .map(|p| Proc {
+            pid: p.pid().as_u32(),
+            name: p.name().to_string_lossy().into_owned(),
+            exe: p.exe().map(|e| e.to_string_lossy().into_owned()),
+            cmdline: p
+                .cmd()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            socket_inodes: Vec::new(),
+        })
+        .collect();
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+#[cfg(target_os = "linux")]
+fn listeners() -> Vec<Listener> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            out.extend(services::parse_proc_net_tcp(&text));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+fn listeners() -> Vec<Listener> {
+    Vec::new()
+}
+
+#[cfg(target_os = "linux")]
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u64> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|target| services::socket_inode(&target.to_string_lossy()))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+fn socket_inodes(_pid: u32) -> Vec<u64> {
+    Vec::new()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// This test process listening on a port shows up as the port's owner.
+    #[test]
+    fn a_listening_socket_of_ours_is_found_with_its_owner() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let snap = snapshot();
+        let l = snap
+            .listeners
+            .iter()
+            .find(|l| l.addr == addr)
+            .expect("our listener is in /proc/net/tcp");
+        let ours = socket_inodes(std::process::id());
+        assert!(ours.contains(&l.inode), "{ours:?} lacks {}", l.inode);
+        assert!(snap.processes.iter().any(|p| p.pid == std::process::id()));
+    }
+}

@@ -1,0 +1,577 @@
+//! Service detection as pure functions over a snapshot of the host: its
+//! processes, its listening TCP sockets and a few well-known paths. Each
+//! detection records its evidence and the parameters a template needs (the
+//! port, the address Alloy reaches it at). The snapshot is taken by
+//! [`super::probe`]; everything here is table-tested from
+//! `tests/fixtures/snapshots/`.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use muster_shared::facts::{ServiceFact, ServiceKind};
+use serde::{Deserialize, Serialize};
+
+/// What detection looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    #[serde(default)]
+    pub processes: Vec<Proc>,
+    /// Listening TCP sockets (v4 and v6).
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Those of [`PROBE_PATHS`] that exist.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+/// One process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proc {
+    pub pid: u32,
+    /// The kernel's name for it (`comm`: at most 15 bytes on Linux).
+    pub name: String,
+    #[serde(default)]
+    pub exe: Option<String>,
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+    /// Inodes of the sockets it holds open; filled for candidate processes
+    /// only, and only when the agent may look (root, or the same user).
+    #[serde(default)]
+    pub socket_inodes: Vec<u64>,
+}
+
+/// A listening socket from `/proc/net/tcp{,6}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub inode: u64,
+}
+
+/// Paths whose existence is evidence.
+pub const PROBE_PATHS: &[&str] = &[
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/log/journal",
+    "/var/log/journal",
+];
+
+/// How one service is recognised.
+struct Rule {
+    kind: ServiceKind,
+    /// Program names (process name, executable or argv[0] file name).
+    programs: &'static [&'static str],
+    /// The port it listens on unless configured otherwise.
+    default_port: Option<u16>,
+    /// Command-line flags that carry the port.
+    port_flags: &'static [&'static str],
+    /// Paths that identify it on their own.
+    paths: &'static [&'static str],
+}
+
+const RULES: &[Rule] = &[
+    Rule {
+        kind: ServiceKind::Postgres,
+        programs: &["postgres", "postmaster"],
+        default_port: Some(5432),
+        port_flags: &["-p", "--port"],
+        paths: &[],
+    },
+    Rule {
+        kind: ServiceKind::Mysql,
+        programs: &["mysqld", "mariadbd"],
+        default_port: Some(3306),
+        port_flags: &["--port", "-P"],
+        paths: &[],
+    },
+    Rule {
+        kind: ServiceKind::Redis,
+        programs: &["redis-server", "valkey-server"],
+        default_port: Some(6379),
+        port_flags: &["--port"],
+        paths: &[],
+    },
+    Rule {
+        kind: ServiceKind::Nginx,
+        programs: &["nginx"],
+        default_port: Some(80),
+        port_flags: &[],
+        paths: &[],
+    },
+    Rule {
+        kind: ServiceKind::Docker,
+        programs: &["dockerd"],
+        default_port: None,
+        port_flags: &[],
+        paths: &["/var/run/docker.sock", "/run/docker.sock"],
+    },
+    Rule {
+        kind: ServiceKind::Journal,
+        programs: &["systemd-journald"],
+        default_port: None,
+        port_flags: &[],
+        paths: &["/run/log/journal", "/var/log/journal"],
+    },
+];
+
+/// The standalone nginx exporter (Debian: `prometheus-nginx-exporter`).
+const NGINX_EXPORTER: Rule = Rule {
+    kind: ServiceKind::Nginx,
+    programs: &["prometheus-nginx-exporter", "nginx-prometheus-exporter"],
+    default_port: Some(9113),
+    port_flags: &["--web.listen-address", "-web.listen-address"],
+    paths: &[],
+};
+
+/// Process names that own a port on behalf of a container, so a well-known
+/// port they hold still says which service is behind it.
+const PORT_PROXIES: &[&str] = &["docker-proxy", "rootlessport", "conmon"];
+
+/// Longest process name the Linux kernel keeps (`comm`).
+const COMM_LEN: usize = 15;
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Whether `p` runs one of `programs`: by its name (which the kernel cuts to
+/// 15 bytes), its executable, or its argv[0] (which some servers rewrite to
+/// `redis-server 127.0.0.1:6379`).
+fn runs(p: &Proc, programs: &[&str]) -> bool {
+    let argv0 = p
+        .cmdline
+        .first()
+        .and_then(|a| a.split_whitespace().next())
+        .map(file_name);
+    let exe = p.exe.as_deref().map(file_name);
+    programs.iter().any(|prog| {
+        p.name == *prog
+            || (p.name.len() == COMM_LEN && prog.starts_with(p.name.as_str()))
+            || exe == Some(*prog)
+            || argv0 == Some(*prog)
+    })
+}
+
+/// Whether the agent should look up `p`'s open sockets (only processes that
+/// detection cares about, to keep the scan cheap).
+pub fn is_candidate(p: &Proc) -> bool {
+    RULES
+        .iter()
+        .any(|r| r.default_port.is_some() && runs(p, r.programs))
+        || runs(p, NGINX_EXPORTER.programs)
+        || runs(p, PORT_PROXIES)
+}
+
+/// The port given on a command line: `--port 6380`, `--port=6380`, `-p6380`,
+/// `--web.listen-address=:9113`, or redis's rewritten `redis-server *:6380`.
+fn cmdline_port(p: &Proc, flags: &[&str]) -> Option<u16> {
+    let words: Vec<&str> = p
+        .cmdline
+        .iter()
+        .flat_map(|a| a.split_whitespace())
+        .collect();
+    let port_of = |v: &str| v.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    for (i, w) in words.iter().enumerate() {
+        for flag in flags {
+            if w == flag {
+                if let Some(port) = words.get(i + 1).and_then(|v| port_of(v)) {
+                    return Some(port);
+                }
+            } else if let Some(v) = w.strip_prefix(flag) {
+                let v = v.strip_prefix('=').unwrap_or(v);
+                if let Some(port) = port_of(v).filter(|_| !v.is_empty()) {
+                    return Some(port);
+                }
+            }
+        }
+    }
+    // `redis-server 127.0.0.1:6380` / `*:6380` as the process retitled itself.
+    words
+        .iter()
+        .skip(1)
+        .find(|w| w.contains(':') && !w.starts_with('-'))
+        .and_then(|w| port_of(w))
+        .filter(|_| flags.contains(&"--port") && runs(p, &["redis-server", "valkey-server"]))
+}
+
+/// The address Alloy on the host uses to reach a socket listening on `ip`.
+fn reach(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    }
+}
+
+/// Orders candidate listeners: the default port first, then IPv4 before
+/// IPv6, then the lowest port.
+fn best_listener(listeners: &[Listener], default_port: Option<u16>) -> Option<Listener> {
+    listeners.iter().copied().min_by_key(|l| {
+        (
+            Some(l.addr.port()) != default_port,
+            l.addr.is_ipv6(),
+            l.addr.port(),
+            l.addr.ip(),
+        )
+    })
+}
+
+/// What one rule found: evidence, the port and its address.
+#[derive(Default)]
+struct Found {
+    evidence: BTreeSet<String>,
+    listener: Option<Listener>,
+    port: Option<u16>,
+}
+
+fn apply_rule(rule: &Rule, snap: &Snapshot) -> Option<Found> {
+    let procs: Vec<&Proc> = snap
+        .processes
+        .iter()
+        .filter(|p| runs(p, rule.programs))
+        .collect();
+    let mut found = Found::default();
+    for p in &procs {
+        found.evidence.insert(format!("process {}", p.name));
+    }
+    for path in rule.paths {
+        if snap.paths.iter().any(|p| p == path) {
+            found.evidence.insert(format!("path {path}"));
+        }
+    }
+    if rule.default_port.is_some() {
+        let owned: Vec<Listener> = snap
+            .listeners
+            .iter()
+            .filter(|l| procs.iter().any(|p| p.socket_inodes.contains(&l.inode)))
+            .copied()
+            .collect();
+        if let Some(l) = best_listener(&owned, rule.default_port) {
+            found.listener = Some(l);
+        } else if let Some(port) = procs.iter().find_map(|p| cmdline_port(p, rule.port_flags)) {
+            found.evidence.insert(format!("command line port {port}"));
+            found.port = Some(port);
+        } else if let Some(default) = rule.default_port {
+            // Not owned by anything visible (another user's process while the
+            // agent is not root, or a container's published port): the
+            // well-known port still counts, unless a process we can see owns
+            // it for something else.
+            let unowned = |l: &&Listener| {
+                !snap
+                    .processes
+                    .iter()
+                    .any(|p| p.socket_inodes.contains(&l.inode) && !runs(p, PORT_PROXIES))
+                    || procs.iter().any(|p| p.socket_inodes.contains(&l.inode))
+            };
+            let on_default: Vec<Listener> = snap
+                .listeners
+                .iter()
+                .filter(|l| l.addr.port() == default)
+                .filter(unowned)
+                .copied()
+                .collect();
+            found.listener = best_listener(&on_default, Some(default));
+            if procs.is_empty() && found.listener.is_none() {
+                return None;
+            }
+        }
+    }
+    if let Some(l) = found.listener {
+        found.evidence.insert(format!("listen {}", l.addr));
+    }
+    (!found.evidence.is_empty()).then_some(found)
+}
+
+/// The services `snap` shows, sorted by kind.
+pub fn detect(snap: &Snapshot) -> Vec<ServiceFact> {
+    let mut out = Vec::new();
+    for rule in RULES {
+        let Some(found) = apply_rule(rule, snap) else {
+            continue;
+        };
+        let mut fact = ServiceFact {
+            kind: rule.kind,
+            port: found.listener.map(|l| l.addr.port()).or(found.port),
+            address: found.listener.map(|l| reach(l.addr.ip()).to_string()),
+            path: rule
+                .paths
+                .iter()
+                .find(|p| snap.paths.iter().any(|s| s == *p))
+                .map(|p| p.to_string()),
+            exporter_port: None,
+            evidence: found.evidence.into_iter().collect(),
+        };
+        if rule.kind == ServiceKind::Nginx {
+            // The port nginx serves on is not what Prometheus scrapes; its
+            // exporter's is.
+            if let Some(exp) = apply_rule(&NGINX_EXPORTER, snap) {
+                fact.exporter_port = exp.listener.map(|l| l.addr.port()).or(exp.port);
+                fact.evidence.extend(
+                    exp.evidence
+                        .into_iter()
+                        .filter(|e| e.starts_with("process"))
+                        .map(|e| format!("exporter {e}")),
+                );
+                if let Some(l) = exp.listener {
+                    fact.evidence.push(format!("exporter listen {}", l.addr));
+                }
+            }
+        }
+        fact.evidence.truncate(muster_shared::facts::MAX_EVIDENCE);
+        out.push(fact);
+    }
+    out.sort_by_key(|s| s.kind);
+    out
+}
+
+/// Parses `/proc/net/tcp` or `/proc/net/tcp6`: the sockets in state LISTEN
+/// (`0A`), with their inodes.
+pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
+    let mut out: Vec<Listener> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 || fields[3] != "0A" {
+                return None;
+            }
+            let addr = parse_hex_addr(fields[1])?;
+            let inode = fields[9].parse().ok()?;
+            Some(Listener { addr, inode })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `0100007F:1538` (v4) or 32 hex digits `:port` (v6): the kernel prints the
+/// address as 32-bit words in host byte order (little-endian here).
+fn parse_hex_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::swap_bytes);
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(ip)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                let w = word(&ip[i * 8..i * 8 + 8])?;
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The inode of a `/proc/<pid>/fd/<n>` link target `socket:[12345]`.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, name: &str, cmdline: &[&str], inodes: &[u64]) -> Proc {
+        Proc {
+            pid,
+            name: name.into(),
+            exe: None,
+            cmdline: cmdline.iter().map(|s| s.to_string()).collect(),
+            socket_inodes: inodes.to_vec(),
+        }
+    }
+
+    fn listen(addr: &str, inode: u64) -> Listener {
+        Listener {
+            addr: addr.parse().unwrap(),
+            inode,
+        }
+    }
+
+    #[test]
+    fn parses_proc_net_tcp_listeners_only() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 21641 1 0000000000000000 100 0 0 10 0
+   1: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 23571 1 0000000000000000 100 0 0 10 0
+   2: 0500000A:D3B2 0600000A:01BB 01 00000000:00000000 00:00000000 00000000  1000        0 99999 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(
+            parse_proc_net_tcp(v4),
+            vec![listen("0.0.0.0:80", 23571), listen("127.0.0.1:5432", 21641)]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 21643 1 0000000000000000 100 0 0 10 0
+   1: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 23572 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(
+            parse_proc_net_tcp(v6),
+            vec![listen("[::]:80", 23572), listen("[::1]:5432", 21643)]
+        );
+        assert!(parse_proc_net_tcp("header only\n").is_empty());
+        assert!(parse_proc_net_tcp("h\n 0: zz:1 0 0A a b c d e f\n").is_empty());
+    }
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(socket_inode("socket:[21641]"), Some(21641));
+        assert_eq!(socket_inode("pipe:[1]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn owned_listeners_give_port_and_address() {
+        let snap = Snapshot {
+            processes: vec![
+                proc(
+                    10,
+                    "postgres",
+                    &["/usr/lib/postgresql/15/bin/postgres", "-D", "/x"],
+                    &[1, 2],
+                ),
+                proc(11, "postgres", &["postgres: checkpointer"], &[]),
+            ],
+            listeners: vec![listen("[::1]:5433", 2), listen("127.0.0.1:5433", 1)],
+            paths: vec![],
+        };
+        let s = detect(&snap);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].kind, ServiceKind::Postgres);
+        assert_eq!(s[0].port, Some(5433));
+        assert_eq!(s[0].address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(s[0].evidence, ["listen 127.0.0.1:5433", "process postgres"]);
+    }
+
+    #[test]
+    fn command_line_ports_and_truncated_names() {
+        let snap = Snapshot {
+            processes: vec![
+                proc(
+                    5,
+                    "redis-server",
+                    &["/usr/bin/redis-server 127.0.0.1:6380"],
+                    &[],
+                ),
+                proc(6, "mysqld", &["/usr/sbin/mysqld", "--port=3307"], &[]),
+                proc(
+                    7,
+                    "systemd-journal",
+                    &["/lib/systemd/systemd-journald"],
+                    &[],
+                ),
+            ],
+            listeners: vec![],
+            paths: vec!["/run/log/journal".into()],
+        };
+        let s = detect(&snap);
+        let kinds: Vec<_> = s.iter().map(|s| (s.kind, s.port)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (ServiceKind::Mysql, Some(3307)),
+                (ServiceKind::Redis, Some(6380)),
+                (ServiceKind::Journal, None)
+            ]
+        );
+        assert_eq!(s[2].path.as_deref(), Some("/run/log/journal"));
+    }
+
+    #[test]
+    fn a_well_known_port_owned_by_another_program_is_not_evidence() {
+        let snap = Snapshot {
+            processes: vec![proc(3, "java", &["java"], &[9])],
+            listeners: vec![listen("0.0.0.0:6379", 9)],
+            paths: vec![],
+        };
+        assert!(detect(&snap).is_empty());
+        // ... but an unowned one (a container's published port) is.
+        let snap = Snapshot {
+            processes: vec![proc(3, "docker-proxy", &["docker-proxy"], &[9])],
+            listeners: vec![listen("0.0.0.0:6379", 9)],
+            paths: vec![],
+        };
+        let s = detect(&snap);
+        assert_eq!((s[0].kind, s[0].port), (ServiceKind::Redis, Some(6379)));
+        assert_eq!(s[0].address.as_deref(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn nginx_records_its_exporters_port() {
+        let snap = Snapshot {
+            processes: vec![
+                proc(
+                    20,
+                    "nginx",
+                    &["nginx: master process /usr/sbin/nginx"],
+                    &[30],
+                ),
+                proc(
+                    21,
+                    "prometheus-ngin",
+                    &["/usr/bin/prometheus-nginx-exporter"],
+                    &[31],
+                ),
+            ],
+            listeners: vec![listen("0.0.0.0:80", 30), listen("[::]:9114", 31)],
+            paths: vec![],
+        };
+        let s = detect(&snap);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].port, s[0].exporter_port), (Some(80), Some(9114)));
+        assert!(s[0]
+            .evidence
+            .contains(&"exporter process prometheus-ngin".to_string()));
+    }
+}
+
+/// Every snapshot in `tests/fixtures/snapshots/` against the services it
+/// must give (its `expect`).
+#[cfg(test)]
+mod fixtures {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Fixture {
+        #[allow(dead_code)]
+        about: String,
+        snapshot: Snapshot,
+        expect: Vec<ServiceFact>,
+    }
+
+    #[test]
+    fn snapshot_fixtures() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/snapshots");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let fixture: Fixture =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let got = detect(&fixture.snapshot);
+            assert_eq!(
+                got,
+                fixture.expect,
+                "{}:\n got {}",
+                path.display(),
+                serde_json::to_string_pretty(&got).unwrap()
+            );
+            seen += 1;
+        }
+        assert!(
+            seen >= 3,
+            "found {seen} snapshot fixtures in {}",
+            dir.display()
+        );
+    }
+}
