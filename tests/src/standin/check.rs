@@ -1,8 +1,9 @@
-//! What the stand-in's `fmt`, `validate` and config loads check: syntax, then
-//! (for `validate` and loads) that every top-level block is a component or
-//! config block Alloy knows, as real `alloy validate` does.
+//! What the stand-in's `fmt`, `validate` and config loads check: syntax (with
+//! Muster's own Alloy-syntax checker, `muster_shared::alloy`), then (for
+//! `validate` and loads) that every top-level block is a component or config
+//! block Alloy knows, as real `alloy validate` does.
 
-use super::syntax::{self, Block, Diagnostic};
+use muster_shared::alloy::{self, ast, Diagnostic};
 
 /// Top-level blocks Alloy accepts: the components Muster's templates use
 /// (ALLOY.md) plus Alloy's config blocks. Anything else is an unknown
@@ -42,38 +43,52 @@ pub const KNOWN_BLOCKS: &[&str] = &[
 /// The prefix of the components that serve `/api/v0/component/<id>/metrics`.
 pub const EXPORTER_PREFIX: &str = "prometheus.exporter.";
 
-/// A config that passed the checks: its top-level blocks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A config that passed the checks.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub blocks: Vec<Block>,
+    pub file: ast::File,
 }
 
 impl Config {
     /// Component ids (`<name>.<label>`) of the exporter blocks, in file order.
     pub fn exporters(&self) -> impl Iterator<Item = String> + '_ {
-        self.blocks
-            .iter()
-            .filter(|b| b.name.starts_with(EXPORTER_PREFIX))
-            .map(component_id)
+        alloy::blocks(&self.file)
+            .filter(|(name, _)| name.starts_with(EXPORTER_PREFIX))
+            .map(|(name, label)| match label {
+                Some(label) => format!("{name}.{label}"),
+                None => name,
+            })
     }
 }
 
 /// `alloy fmt`: syntax only.
 pub fn syntax(text: &str) -> Result<Config, Vec<Diagnostic>> {
-    syntax::parse(text).map(|blocks| Config { blocks })
+    alloy::parse(text).map(|file| Config { file })
 }
 
-/// `alloy validate` and config loads: syntax, then unknown components.
+/// `alloy validate` and config loads: syntax, then unknown components, each
+/// reported where its name starts.
 pub fn validate(text: &str) -> Result<Config, Vec<Diagnostic>> {
     let config = syntax(text)?;
     let unknown: Vec<Diagnostic> = config
-        .blocks
+        .file
+        .body
         .iter()
-        .filter(|b| !KNOWN_BLOCKS.contains(&b.name.as_str()))
-        .map(|b| Diagnostic {
-            line: b.line,
-            col: b.col,
-            message: format!("unknown component {:?}", b.name),
+        .filter_map(|stmt| match stmt {
+            ast::Stmt::Block {
+                name, name_offset, ..
+            } => Some((name.join("."), *name_offset)),
+            ast::Stmt::Attribute { .. } => None,
+        })
+        .filter(|(name, _)| !KNOWN_BLOCKS.contains(&name.as_str()))
+        .map(|(name, offset)| {
+            let (line, col) = line_col(text, offset);
+            Diagnostic {
+                line,
+                col,
+                offset,
+                message: format!("unknown component {name:?}"),
+            }
         })
         .collect();
     if unknown.is_empty() {
@@ -83,11 +98,15 @@ pub fn validate(text: &str) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
-fn component_id(block: &Block) -> String {
-    match &block.label {
-        Some(label) => format!("{}.{}", block.name, label),
-        None => block.name.clone(),
-    }
+/// 1-based line and byte column of a byte offset, as the checker counts them.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    (line, offset - line_start + 1)
 }
 
 #[cfg(test)]
@@ -116,6 +135,12 @@ prometheus.scrape "self" {
                 "prometheus.exporter.postgres.main"
             ]
         );
+    }
+
+    #[test]
+    fn syntax_errors_come_from_the_shared_checker() {
+        let diags = syntax("logging {\n").expect_err("unclosed block");
+        assert_eq!(diags[0].to_string(), "2:1: expected }, got EOF");
     }
 
     #[test]

@@ -304,7 +304,11 @@ mod tests {
         .expect("write");
         let r = app.respond("POST", "/-/reload");
         assert_eq!(r.status, 400);
-        assert!(r.body.contains("config.alloy:1:"), "{}", r.body);
+        assert!(
+            r.body.contains("config.alloy:2:1: expected }, got EOF"),
+            "{}",
+            r.body
+        );
         assert_eq!(
             app.respond(
                 "GET",

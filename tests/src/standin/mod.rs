@@ -7,6 +7,5 @@ pub mod cli;
 pub mod exposition;
 mod handle;
 pub mod http;
-pub mod syntax;
 
 pub use handle::Standin;
