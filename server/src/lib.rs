@@ -7,6 +7,7 @@ pub mod ca;
 pub mod cli;
 pub mod init;
 pub mod overrides;
+pub mod preview;
 pub mod render;
 pub mod serve;
 pub mod settings;

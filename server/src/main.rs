@@ -38,6 +38,12 @@ enum Command {
     Init(InitArgs),
     /// Run the server (agent listener + admin listener)
     Serve(ServeArgs),
+    /// Print the Alloy config and Prometheus target groups a host gets (--host)
+    /// or would get (--facts FILE), with the templates and overrides on disk
+    Render(muster_server::preview::RenderArgs),
+    /// Alloy syntax tools: `alloy check FILE...`
+    #[command(subcommand)]
+    Alloy(muster_server::preview::AlloyCommand),
     /// Manage enrollment tokens
     #[command(subcommand)]
     Token(TokenCommand),
@@ -201,6 +207,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve(args) => serve_command(args),
+        Command::Render(args) => {
+            let preview = muster_server::preview::render(&args)?;
+            print!("{}", preview.text(args.json));
+            Ok(())
+        }
+        Command::Alloy(muster_server::preview::AlloyCommand::Check { files }) => {
+            let errors = muster_server::preview::check_files(&files, &mut std::io::stdout())
+                .context("writing to stdout")?;
+            if errors > 0 {
+                return Err(anyhow::anyhow!("{errors} syntax error(s)").into());
+            }
+            Ok(())
+        }
         Command::Token(cmd) => client(|| async move {
             match cmd {
                 TokenCommand::Create {

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::overrides::{self, Overrides};
 use crate::store::HostRecord;
 use crate::tokens::hex;
+use muster_shared::facts::Facts;
+use muster_shared::labels::Labels;
 
 /// The templates built into the binary: (name, source).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -283,14 +285,14 @@ impl Templates {
     }
 
     /// The base template for a host: `<family>.alloy.j2`, else `<os>.alloy.j2`.
-    fn base_for(&self, host: &HostRecord) -> Result<String, RenderError> {
-        let family = format!("{}.alloy.j2", host.facts.os_family().as_str());
-        let os = format!("{}.alloy.j2", host.facts.os);
+    fn base_for(&self, facts: &Facts) -> Result<String, RenderError> {
+        let family = format!("{}.alloy.j2", facts.os_family().as_str());
+        let os = format!("{}.alloy.j2", facts.os);
         [family, os.clone()]
             .into_iter()
             .find(|n| self.env.get_template(n).is_ok())
             .ok_or_else(|| RenderError::NoBase {
-                os: host.facts.os.clone(),
+                os: facts.os.clone(),
                 name: os,
                 source_name: self.source.clone(),
             })
@@ -303,19 +305,31 @@ impl Templates {
         host: &HostRecord,
         settings: &RenderSettings,
     ) -> Result<Rendered, RenderError> {
-        let base = self.base_for(host)?;
-        let labels = host.labels();
-        let plan = overrides::plan(&host.id, &labels, &host.facts.services, &settings.overrides);
+        self.render_facts(&host.id, &host.facts, &host.labels(), settings)
+    }
+
+    /// [`Templates::render`] for a host given by its parts (also one that
+    /// does not exist yet: `muster-server render --facts`). `labels` is the
+    /// full label set, fact labels included.
+    pub fn render_facts(
+        &self,
+        host_id: &str,
+        facts: &Facts,
+        labels: &Labels,
+        settings: &RenderSettings,
+    ) -> Result<Rendered, RenderError> {
+        let base = self.base_for(facts)?;
+        let plan = overrides::plan(host_id, labels, &facts.services, &settings.overrides);
         let host_ctx = minijinja::context! {
-            id => &host.id,
-            hostname => &host.facts.hostname,
-            os => &host.facts.os,
-            family => host.facts.os_family().as_str(),
-            arch => &host.facts.arch,
-            os_id => &host.facts.os_id,
-            os_version => &host.facts.os_version,
-            kernel => &host.facts.kernel,
-            scrape_address => &host.facts.scrape_address,
+            id => host_id,
+            hostname => &facts.hostname,
+            os => &facts.os,
+            family => facts.os_family().as_str(),
+            arch => &facts.arch,
+            os_id => &facts.os_id,
+            os_version => &facts.os_version,
+            kernel => &facts.kernel,
+            scrape_address => &facts.scrape_address,
             labels => labels,
             services => plan.keys().collect::<Vec<_>>(),
         };
@@ -325,7 +339,7 @@ impl Templates {
         };
         let mut parts = vec![self.render_part(
             &base,
-            host,
+            host_id,
             minijinja::context! { host => &host_ctx, settings => &settings_ctx },
         )?];
         for (name, params) in &plan {
@@ -333,14 +347,14 @@ impl Templates {
             if self.env.get_template(&template).is_err() {
                 return Err(RenderError::NoServiceTemplate {
                     service: name.clone(),
-                    host_id: host.id.clone(),
+                    host_id: host_id.to_string(),
                 });
             }
             let mut service = params.clone();
             service.insert("name".into(), name.clone().into());
             parts.push(self.render_part(
                 &template,
-                host,
+                host_id,
                 minijinja::context! {
                     host => &host_ctx,
                     settings => &settings_ctx,
@@ -348,18 +362,13 @@ impl Templates {
                 },
             )?);
         }
-        assemble(host, parts)
+        assemble(host_id, parts)
     }
 
-    fn render_part(
-        &self,
-        name: &str,
-        host: &HostRecord,
-        context: Value,
-    ) -> Result<Part, RenderError> {
+    fn render_part(&self, name: &str, host_id: &str, context: Value) -> Result<Part, RenderError> {
         let render_err = |e: &Error| RenderError::Render {
             name: name.to_string(),
-            host_id: host.id.clone(),
+            host_id: host_id.to_string(),
             message: describe(e),
         };
         let template = self.env.get_template(name).map_err(|e| render_err(&e))?;
@@ -396,7 +405,7 @@ struct Part {
 
 /// Joins the parts (a blank line between, empty ones left out), merges and
 /// checks their target groups, and checks the syntax of the whole.
-fn assemble(host: &HostRecord, parts: Vec<Part>) -> Result<Rendered, RenderError> {
+fn assemble(host_id: &str, parts: Vec<Part>) -> Result<Rendered, RenderError> {
     let mut config = String::new();
     let mut targets: Vec<(TargetGroup, String)> = Vec::new();
     // (first line in the config, template name) of each part.
@@ -406,7 +415,7 @@ fn assemble(host: &HostRecord, parts: Vec<Part>) -> Result<Rendered, RenderError
             if let Some((_, first)) = targets.iter().find(|(g, _)| g.key() == group.key()) {
                 return Err(RenderError::Duplicate {
                     name: part.name.clone(),
-                    host_id: host.id.clone(),
+                    host_id: host_id.to_string(),
                     key: group.key(),
                     first: first.clone(),
                 });
@@ -426,10 +435,10 @@ fn assemble(host: &HostRecord, parts: Vec<Part>) -> Result<Rendered, RenderError
     }
     if targets.is_empty() {
         return Err(RenderError::NoTargets {
-            host_id: host.id.clone(),
+            host_id: host_id.to_string(),
         });
     }
-    check_syntax(host, &config, &spans)?;
+    check_syntax(host_id, &config, &spans)?;
     let hash = hex(digest(&SHA256, config.as_bytes()).as_ref());
     Ok(Rendered {
         config,
@@ -441,11 +450,7 @@ fn assemble(host: &HostRecord, parts: Vec<Part>) -> Result<Rendered, RenderError
 /// The syntax check every rendered config passes before it is stored or
 /// shipped. A failure names the template whose output holds the first
 /// error, with the line within that output.
-fn check_syntax(
-    host: &HostRecord,
-    config: &str,
-    spans: &[(usize, String)],
-) -> Result<(), RenderError> {
+fn check_syntax(host_id: &str, config: &str, spans: &[(usize, String)]) -> Result<(), RenderError> {
     let Some((line, col, message)) = first_syntax_error(config) else {
         return Ok(());
     };
@@ -457,7 +462,7 @@ fn check_syntax(
         .unwrap_or((1, "(config)".into()));
     Err(RenderError::Syntax {
         name,
-        host_id: host.id.clone(),
+        host_id: host_id.to_string(),
         line: line - start + 1,
         col,
         message,

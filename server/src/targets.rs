@@ -26,9 +26,17 @@ struct Group {
 /// Alloy's groups target the host's scrape address; a standalone exporter's
 /// the same host at its own port.
 pub fn file_sd(host: &HostRecord) -> String {
-    let labels = host.labels();
-    let groups: Vec<Group> = host
-        .targets
+    groups_json(&host.labels(), &host.facts.scrape_address, &host.targets)
+}
+
+/// [`file_sd`] from its parts: the host's full label set, its scrape
+/// address and its declared target groups.
+pub fn groups_json(
+    labels: &muster_shared::labels::Labels,
+    scrape_address: &str,
+    targets: &[crate::render::TargetGroup],
+) -> String {
+    let groups: Vec<Group> = targets
         .iter()
         .map(|t| {
             let mut labels = labels.clone();
@@ -38,7 +46,7 @@ pub fn file_sd(host: &HostRecord) -> String {
             }
             Group {
                 labels,
-                targets: [t.address(&host.facts.scrape_address)],
+                targets: [t.address(scrape_address)],
             }
         })
         .collect();

@@ -1,0 +1,222 @@
+//! Against the real `muster-server` binary: an enrolled agent reports new
+//! facts (a service installed after enrollment) and its next config and
+//! target file carry the service; hostile or identity-changing facts are
+//! refused. Also the offline commands `render` and `alloy check`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{answer, Fixture, TestAgent};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn server_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_muster-server"))
+}
+
+/// Enrolls `agent`; returns (host id, certificate PEM, config hash).
+async fn enrolled(f: &Fixture, agent: &TestAgent, key: &str) -> (String, String, String) {
+    let token = f.token(json!({"labels": {"env": "prod"}})).await;
+    let (status, body) = f.enroll(&agent.enroll_body(&token, key)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (
+        body["host_id"].as_str().expect("id").to_string(),
+        body["certificate_pem"].as_str().expect("cert").to_string(),
+        body["config"]["hash"].as_str().expect("hash").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn changed_facts_re_render_the_config_and_the_target_file() {
+    let f = Fixture::start();
+    let agent = TestAgent::new("db-02", "m-facts-1");
+    let (host_id, cert, first_hash) = enrolled(&f, &agent, "idem-facts-0001").await;
+    let client = agent.client(&cert, &f.ca_pem);
+    let facts_url = format!("{}/v1/agent/facts", f.server.agent_url());
+
+    // PostgreSQL was installed after enrollment.
+    let mut facts = serde_json::to_value(&agent.facts).expect("facts");
+    facts["services"] = json!([
+        {"kind": "postgres", "port": 5433, "address": "127.0.0.1", "evidence": ["process postgres"]}
+    ]);
+    let (status, body) = answer(
+        client
+            .post(&facts_url)
+            .json(&facts)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_hash = body["hash"].as_str().expect("hash").to_string();
+    assert_ne!(new_hash, first_hash);
+
+    let config_url = format!("{}/v1/agent/config", f.server.agent_url());
+    let resp = client
+        .get(&config_url)
+        .header("if-none-match", format!("\"{first_hash}\""))
+        .send()
+        .await
+        .expect("config");
+    let (status, config) = answer(resp).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(config["hash"], new_hash);
+    let content = config["content"].as_str().expect("content");
+    assert!(
+        content.contains("prometheus.exporter.postgres \"default\""),
+        "{content}"
+    );
+    assert!(content.contains("127.0.0.1:5433"), "{content}");
+
+    let target_file = f.targets_dir().join(format!("{host_id}.json"));
+    let targets: Value =
+        serde_json::from_str(&std::fs::read_to_string(&target_file).expect("target file"))
+            .expect("json");
+    let services: Vec<&str> = targets
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["labels"]["service"].as_str())
+        .collect();
+    assert_eq!(services, ["postgres"]);
+
+    // The same facts again: same hash.
+    let (_, again) = answer(
+        client
+            .post(&facts_url)
+            .json(&facts)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(again["hash"], new_hash);
+
+    // Untrusted facts are checked: a hostile evidence line, a machine-id change.
+    let mut bad = facts.clone();
+    bad["services"][0]["evidence"] = json!(["a\nb"]);
+    let (status, body) = answer(
+        client
+            .post(&facts_url)
+            .json(&bad)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let mut moved = facts.clone();
+    moved["machine_id"] = json!("fedcba9876543210");
+    let (status, body) = answer(
+        client
+            .post(&facts_url)
+            .json(&moved)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    // Without a client certificate, nothing.
+    let (status, _) = answer(
+        f.anonymous_client()
+            .post(&facts_url)
+            .json(&facts)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let audit = f.audit().await;
+    assert!(audit
+        .iter()
+        .any(|a| a["action"] == "facts" && a["outcome"] == "refused"));
+
+    // `render --host` shows what the host has, read from the data dir.
+    let out = server_bin()
+        .args(["render", "--json", "--host", &host_id, "--data-dir"])
+        .arg(f.data_dir())
+        .output()
+        .expect("run render");
+    assert!(out.status.success(), "{out:?}");
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("render JSON");
+    assert_eq!(shown["hash"], new_hash);
+    assert_eq!(shown["targets"][1]["labels"]["env"], "prod");
+}
+
+#[test]
+fn render_previews_a_host_from_a_facts_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let facts = dir.path().join("facts.json");
+    std::fs::write(
+        &facts,
+        json!({
+            "hostname": "web-5", "machine_id": "abc123", "os": "linux", "arch": "x86_64",
+            "os_id": "ubuntu", "os_like": "debian", "scrape_address": "10.1.1.1:12345",
+            "agent_version": "0.1.0",
+            "services": [{"kind": "nginx", "port": 80, "exporter_port": 9113}]
+        })
+        .to_string(),
+    )
+    .expect("facts file");
+    let out = server_bin()
+        .args(["render", "--label", "env=dev", "--data-dir"])
+        .arg(dir.path())
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .expect("run render");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("prometheus.exporter.unix \"default\""),
+        "{text}"
+    );
+    assert!(text.contains("\"10.1.1.1:9113\""), "{text}");
+    assert!(text.contains("\"env\": \"dev\""), "{text}");
+
+    // Facts the server would refuse are refused here too.
+    std::fs::write(&facts, json!({"hostname": "a\"b"}).to_string()).expect("facts");
+    let out = server_bin()
+        .args(["render", "--data-dir"])
+        .arg(dir.path())
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .expect("run render");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn alloy_check_prints_file_line_col_and_fails_on_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.alloy");
+    let bad = dir.path().join("bad.alloy");
+    std::fs::write(&good, "prometheus.exporter.unix \"default\" { }\n").expect("write");
+    std::fs::write(&bad, "logging {\n\tlevel = info\"\n}\n").expect("write");
+    let out = server_bin()
+        .args(["alloy", "check"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let out = server_bin()
+        .args(["alloy", "check"])
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout.lines().next().expect("a diagnostic");
+    assert!(
+        first.starts_with(&format!("{}:2:", bad.display())),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("syntax error"));
+}
