@@ -130,7 +130,7 @@ pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
         Err(message) => {
             return Outcome {
                 alloy_version: None,
-                result: Err(failed(Step::FindAlloy, message)),
+                result: Err(without_alloy(content, message)),
             }
         }
     };
@@ -138,6 +138,33 @@ pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
     Outcome {
         alloy_version: Some(version.text),
         result,
+    }
+}
+
+/// No usable Alloy yet (not installed, or `--version` fails): the built-in
+/// syntax checker (the server's own) still says whether the config is
+/// sound, so a broken template shows up as a validation failure with its
+/// diagnostic rather than as a missing binary. Nothing is installed: there
+/// is no Alloy to load it; the failed config is applied again when the agent
+/// restarts (after Alloy is installed).
+fn without_alloy(content: &str, find_error: String) -> ApplyError {
+    let diagnostics = muster_shared::alloy::check(content);
+    match diagnostics.first() {
+        Some(d) => failed(
+            Step::Validate,
+            format!(
+                "built-in Alloy syntax check ({find_error}): {d}{}",
+                if diagnostics.len() > 1 {
+                    format!(" (and {} more)", diagnostics.len() - 1)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+        None => failed(
+            Step::FindAlloy,
+            format!("{find_error}; the config passed the built-in syntax check and is applied once Alloy is installed and the agent restarted"),
+        ),
     }
 }
 
@@ -307,6 +334,29 @@ mod tests {
         assert!(
             cut.starts_with('é') && cut.ends_with("(truncated)"),
             "{cut}"
+        );
+    }
+
+    #[test]
+    fn without_alloy_the_builtin_checker_judges_the_config() {
+        let e = without_alloy(
+            "logging {\n\tlevel = \"info\"\n}\n",
+            "alloy not found at x".into(),
+        );
+        assert_eq!(e.step, Step::FindAlloy);
+        assert!(
+            e.message.contains("passed the built-in syntax check"),
+            "{e}"
+        );
+        let e = without_alloy(
+            "logging {\n\tlevel = info\"\n}\n",
+            "alloy not found at x".into(),
+        );
+        assert_eq!(e.step, Step::Validate);
+        assert!(
+            e.message
+                .starts_with("built-in Alloy syntax check (alloy not found at x): 2:"),
+            "{e}"
         );
     }
 

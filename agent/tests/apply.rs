@@ -281,7 +281,9 @@ async fn a_missing_alloy_is_reported_by_path() {
     let missing = host.path("no-such-alloy");
     host.settings.alloy_bin = missing.clone();
     std::fs::write(&host.settings.alloy_config, "old").unwrap();
-    let outcome = apply(&host.settings, "new").await;
+    // A config the built-in syntax checker accepts: the missing binary is
+    // what fails.
+    let outcome = apply(&host.settings, "logging { }\n").await;
     assert_eq!(outcome.alloy_version, None);
     let err = outcome.result.unwrap_err();
     assert_eq!(err.step, Step::FindAlloy);
