@@ -1,0 +1,243 @@
+//! End to end, with detection: the real `muster-server` and `muster-agent`,
+//! the Alloy stand-in, a real Prometheus, and stand-in service processes
+//! (`fake-service` copied to files named `postgres`, `nginx` and
+//! `prometheus-nginx-exporter`, each listening on a loopback port). The
+//! agent detects PostgreSQL at enrollment and nginx with its exporter when
+//! they start later; its config gains both, and Prometheus scrapes the unix
+//! exporter and postgres through Alloy's component paths and nginx's
+//! exporter on its own port, each with its `service` label.
+//!
+//! A test binary of its own: detection sees every process on the machine,
+//! and cargo runs test binaries one after another, so the other end-to-end
+//! tests never see these stand-ins.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server, Standin};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Starts `fake-service` under the name `name` (copied into `dir`, so the
+/// kernel's process name is `name`); returns it and its address.
+fn fake_service(dir: &Path, name: &str) -> (Process, SocketAddr) {
+    let exe = dir.join(name);
+    std::fs::copy(bin_path("fake-service"), &exe).expect("copy fake-service");
+    let mut p = Process::spawn(&mut Command::new(&exe));
+    let line = p.wait_for_line(Duration::from_secs(10), |l| l.starts_with("listening on "));
+    let addr = line["listening on ".len()..]
+        .trim()
+        .parse()
+        .expect("address");
+    (p, addr)
+}
+
+async fn admin(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = server
+        .client()
+        .request(method, format!("{}{path}", server.admin_url()))
+        .bearer_auth(server.admin_token());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin request");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("admin JSON");
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+/// Polls until the live Alloy config satisfies `pred` and the server shows
+/// the host's rendered config applied; returns the config.
+async fn wait_applied(
+    server: &Server,
+    agent: &Process,
+    config: &Path,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let live = std::fs::read_to_string(config).unwrap_or_default();
+        let hosts = admin(server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
+        let applied = hosts.as_array().and_then(|a| a.first()).is_some_and(|h| {
+            h["applied_hash"].is_string() && h["applied_hash"] == h["rendered_hash"]
+        });
+        if applied && pred(&live) {
+            return live;
+        }
+        assert!(
+            Instant::now() < until,
+            "config never got there:\n{live}\n{hosts:#}\n--- agent ---\n{}\n--- server ---\n{}",
+            agent.logs(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn detected_postgres_and_nginx_are_configured_and_scraped() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let out = Server::init(&data, &[]);
+    assert!(out.status.success(), "init failed: {out:?}");
+    let pin = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("server public-key pin: ")
+                .map(String::from)
+        })
+        .expect("pin line");
+    // Check in every second, so a service started later shows up quickly.
+    let settings = data.join("server.toml");
+    let text = std::fs::read_to_string(&settings).expect("server.toml");
+    std::fs::write(
+        &settings,
+        text.replace("checkin_interval = \"30s\"", "checkin_interval = \"1s\""),
+    )
+    .expect("server.toml");
+    let Some(prometheus) = Prometheus::start(&data.join("targets"), root.path()).await else {
+        return;
+    };
+    let server = Server::builder(&data)
+        .args(["--prometheus-url", prometheus.url()])
+        .start();
+
+    let services = root.path().join("services");
+    std::fs::create_dir(&services).expect("services dir");
+    let (_postgres, pg_addr) = fake_service(&services, "postgres");
+
+    // The host: machine id, the Alloy stand-in, the agent.
+    let host = root.path().join("host");
+    std::fs::create_dir(&host).expect("host dir");
+    std::fs::write(
+        host.join("machine-id"),
+        "5e1f0c0ffee0000000000000000000a1\n",
+    )
+    .expect("id");
+    let alloy_config: PathBuf = host.join("config.alloy");
+    std::fs::write(&alloy_config, "logging {\n\tlevel = \"info\"\n}\n").expect("config");
+    let standin = Standin::start(&alloy_config);
+    standin.wait_ready(Duration::from_secs(10)).await;
+    let token = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({"labels": {"env": "e2e"}})),
+    )
+    .await;
+    let agent_toml = host.join("agent.toml");
+    run_ok(
+        Command::new(bin_path("muster-agent"))
+            .arg("enroll")
+            .args(["--server", &server.agent_url()])
+            .args(["--token", token["token"].as_str().expect("token")])
+            .args(["--pin", &pin])
+            .arg("--config")
+            .arg(&agent_toml)
+            .arg("--state-dir")
+            .arg(host.join("state"))
+            .arg("--alloy-config")
+            .arg(&alloy_config)
+            .arg("--alloy-bin")
+            .arg(Standin::bin())
+            .arg("--reload-command")
+            .arg(format!("kill -HUP {}", standin.pid()))
+            .arg("--ready-url")
+            .arg(format!("{}/-/ready", standin.url()))
+            .arg("--scrape-address")
+            .arg(standin.addr().to_string())
+            .arg("--machine-id-file")
+            .arg(host.join("machine-id")),
+    );
+    let agent = Process::spawn(
+        Command::new(bin_path("muster-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(&agent_toml)
+            .env("MUSTER_LOG", "debug"),
+    );
+
+    // PostgreSQL was there at enrollment: its exporter, at its real port.
+    let pg_dsn = format!("postgresql://alloy@{pg_addr}/postgres");
+    let live = wait_applied(&server, &agent, &alloy_config, |c| c.contains(&pg_dsn)).await;
+    assert!(
+        live.contains("prometheus.exporter.postgres \"default\""),
+        "{live}"
+    );
+    assert!(!live.contains("nginx"), "{live}");
+
+    // nginx and its exporter start later: reported as changed facts, the
+    // next config has them.
+    let (_nginx, _) = fake_service(&services, "nginx");
+    let (_exporter, exporter_addr) = fake_service(&services, "prometheus-nginx-exporter");
+    let port_line = format!(
+        "standalone exporter on this host's port {}",
+        exporter_addr.port()
+    );
+    let live = wait_applied(&server, &agent, &alloy_config, |c| c.contains(&port_line)).await;
+    assert!(live.contains(&pg_dsn), "{live}");
+
+    let shown = admin(&server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
+    let host_id = shown[0]["id"].as_str().expect("id").to_string();
+    let kinds: Vec<&str> = shown[0]["facts"]["services"]
+        .as_array()
+        .expect("services in the facts")
+        .iter()
+        .filter_map(|s| s["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"postgres") && kinds.contains(&"nginx"),
+        "{kinds:?}"
+    );
+
+    // Prometheus scrapes all three target groups, each with the host's labels.
+    let up = prometheus
+        .wait_for(
+            &format!("up{{host_id=\"{host_id}\"}}"),
+            |r| r.len() == 3 && r.iter().all(|s| s.1 == 1.0),
+            DEADLINE,
+        )
+        .await;
+    let by_service: BTreeMap<String, (String, String)> = up
+        .iter()
+        .map(|s| {
+            let labels = &s.0;
+            (
+                labels.get("service").cloned().unwrap_or_default(),
+                (
+                    labels["instance"].clone(),
+                    labels.get("env").cloned().unwrap_or_default(),
+                ),
+            )
+        })
+        .collect();
+    let alloy = standin.addr().to_string();
+    assert_eq!(by_service[""], (alloy.clone(), "e2e".into()));
+    assert_eq!(by_service["postgres"], (alloy, "e2e".into()));
+    assert_eq!(
+        by_service["nginx"],
+        (format!("127.0.0.1:{}", exporter_addr.port()), "e2e".into())
+    );
+    let targets = prometheus.targets().await.expect("targets");
+    let paths: Vec<String> = targets["activeTargets"]
+        .as_array()
+        .expect("active targets")
+        .iter()
+        .filter_map(|t| {
+            t["discoveredLabels"]["__metrics_path__"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert!(
+        paths.contains(&"/api/v0/component/prometheus.exporter.postgres.default/metrics".into())
+            && paths.contains(&"/metrics".into()),
+        "{paths:?}"
+    );
+}
