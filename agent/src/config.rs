@@ -48,6 +48,11 @@ pub struct Config {
     pub hostname: Option<String>,
     /// File holding this machine's stable id.
     pub machine_id_file: PathBuf,
+    /// Where `install-alloy` installs Alloy from instead of Grafana's
+    /// repositories (`apt`, `rpm`, `key` URLs); install.sh writes it from the
+    /// server's setting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alloy_mirror: Option<crate::install::AlloyMirror>,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             scrape_address: None,
             hostname: None,
             machine_id_file: PathBuf::from("/etc/machine-id"),
+            alloy_mirror: None,
         }
     }
 }
@@ -347,12 +353,19 @@ mod tests {
             scrape_address = "10.0.0.5:12345"
             hostname = "web-01"
             machine_id_file = "/tmp/machine-id"
+
+            [alloy_mirror]
+            apt = "https://mirror.example/apt"
+            key = "file:///srv/key.asc"
         "#;
         let c = Config::from_toml(text).unwrap();
         assert_eq!(c.server.as_deref(), Some("https://muster.example.com:8443"));
         assert_eq!(c.ready_timeout, Duration::from_secs(90));
         assert_eq!(c.reload_command.len(), 5);
         assert_eq!(c.hostname.as_deref(), Some("web-01"));
+        let mirror = c.alloy_mirror.as_ref().expect("mirror");
+        assert_eq!(mirror.apt.as_deref(), Some("https://mirror.example/apt"));
+        assert_eq!(mirror.rpm, None);
         // What enroll writes reads back the same.
         assert_eq!(Config::from_toml(&c.to_toml().unwrap()).unwrap(), c);
     }

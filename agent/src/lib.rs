@@ -3,6 +3,7 @@
 //! installs and reloads it, and reports back.
 
 pub mod alloy;
+pub mod alloy_env;
 pub mod apply;
 pub mod atomic_file;
 pub mod backoff;
@@ -12,6 +13,7 @@ pub mod detect;
 pub mod enroll;
 pub mod facts;
 pub mod identity;
+pub mod install;
 pub mod run;
 pub mod state;
 pub mod status;

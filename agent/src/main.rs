@@ -42,6 +42,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install Grafana Alloy when it is missing (apt, dnf/yum or zypper, from
+    /// Grafana's repositories or the config's [alloy_mirror]), make it listen
+    /// where Prometheus can scrape it, and enable its service.
+    InstallAlloy(InstallAlloyArgs),
+}
+
+#[derive(Args)]
+struct InstallAlloyArgs {
+    /// Print the plan, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Treat DIR as the filesystem root: files go under it and apt/dpkg/rpm
+    /// use it; no service is touched (image builds, tests).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Where Alloy's HTTP server listens [default: 0.0.0.0:<port of scrape_address, else 12345>].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen_addr: Option<String>,
 }
 
 #[derive(Args)]
@@ -174,7 +192,83 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Enroll(args) => enroll_cmd(&cli.config, &args),
         Command::Run { once } => run_cmd(&cli.config, once),
         Command::Status { json } => status_cmd(&cli.config, json),
+        Command::InstallAlloy(args) => install_alloy_cmd(&cli.config, &args),
     }
+}
+
+fn install_alloy_cmd(
+    config_path: &std::path::Path,
+    args: &InstallAlloyArgs,
+) -> Result<ExitCode, Failure> {
+    use muster_agent::install;
+    let config = match Config::read(config_path) {
+        Ok(c) => c,
+        Err(e) if e.is_missing() => Config::default(),
+        Err(e) => return Err(Failure::Usage(e.into())),
+    };
+    let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    if !root.is_absolute() {
+        return Err(Failure::Usage(anyhow!("--root must be an absolute path")));
+    }
+    let listen_addr = args.listen_addr.clone().unwrap_or_else(|| {
+        let port = config
+            .scrape_address
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(muster_agent::config::ALLOY_PORT);
+        format!("0.0.0.0:{port}")
+    });
+    let os = install::OsFacts::read(&root).map_err(|e| Failure::Runtime(e.into()))?;
+    let mirror = config.alloy_mirror.clone().unwrap_or_default();
+    let found = install::locate_alloy(&config.alloy_bin, &root);
+    let systemd = args.root.is_none() && std::path::Path::new("/run/systemd/system").is_dir();
+    let plan = install::alloy_plan(&install::Request {
+        os: &os,
+        mirror: &mirror,
+        root: &root,
+        alloy_present: found.is_some(),
+        listen_addr: &listen_addr,
+        systemd,
+    })
+    .map_err(|e| Failure::Runtime(e.into()))?;
+    match &found {
+        Some(bin) => println!("Alloy is installed: {}", bin.display()),
+        None => println!(
+            "Alloy is not installed ({} not found): installing it",
+            config.alloy_bin.display()
+        ),
+    }
+    if !systemd {
+        println!("no systemd here (or --root given): Alloy's service is not enabled or started");
+    }
+    if args.dry_run {
+        println!("plan (dry run, nothing is changed):");
+        for step in &plan {
+            let text = step.to_string();
+            println!("  {}", text.trim_end().replace('\n', "\n  "));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    install::execute(&plan).map_err(|e| Failure::Runtime(e.into()))?;
+    let bin = install::locate_alloy(&config.alloy_bin, &root).ok_or_else(|| {
+        Failure::Runtime(anyhow!(
+            "Alloy is still not found after installing it (looked for {} and {})",
+            config.alloy_bin.display(),
+            install::under(&root, install::ALLOY_BIN).display()
+        ))
+    })?;
+    let version = install::alloy_version(&bin).map_err(|e| Failure::Runtime(e.into()))?;
+    let check = match muster_agent::alloy::check_for(Some(&version)) {
+        muster_agent::alloy::Check::Validate => "alloy validate",
+        muster_agent::alloy::Check::Fmt => "alloy fmt (older than 1.9: syntax only)",
+    };
+    println!(
+        "Alloy {} at {}: configs are checked with {check}; it listens on {listen_addr}",
+        version.text,
+        bin.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn enroll_cmd(config_path: &std::path::Path, args: &EnrollArgs) -> Result<ExitCode, Failure> {

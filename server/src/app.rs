@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use muster_shared::pin::Pin;
 
+use crate::api::install::Downloads;
 use crate::ca::{self, Ca};
 use crate::render::{RenderSettings, Templates};
 use crate::settings::Settings;
@@ -23,6 +24,8 @@ pub struct App {
     pub settings: Settings,
     pub targets_dir: PathBuf,
     pub reloader: Reloader,
+    /// Agent binaries served at `/v1/download/`.
+    pub downloads: Downloads,
 }
 
 impl App {
@@ -69,6 +72,13 @@ impl App {
         templates
             .check_overrides(&overrides)
             .map_err(|m| anyhow::anyhow!("{}: {m}", overrides_path.display()))?;
+        let downloads_dir = settings.downloads_dir(data_dir);
+        let downloads = Downloads::load(&downloads_dir)?;
+        if downloads.files.is_empty() {
+            tracing::warn!(dir = %downloads_dir.display(), "no agent binaries to serve: /install.sh cannot install an agent until muster-agent-<os>-<arch> files are put there");
+        } else {
+            tracing::info!(dir = %downloads_dir.display(), files = ?downloads.files.keys().collect::<Vec<_>>(), "serving agent binaries");
+        }
         let render_settings = RenderSettings {
             loki_url: settings.loki_url.clone(),
             otlp_endpoint: settings.otlp_endpoint.clone(),
@@ -83,6 +93,7 @@ impl App {
             settings,
             targets_dir,
             reloader,
+            downloads,
         };
         app.sync_hosts()?;
         Ok(app)

@@ -167,7 +167,13 @@ pub async fn token_create(
         println!("  labels: {}", labels_text(&info.labels));
     }
     println!("Token (shown only now): {}", created.token);
-    println!("Enroll a host by running this on it:");
+    if !created.install_command.is_empty() {
+        println!("Install the agent (and Alloy) on a bare host and enroll it:");
+        println!("  {}", created.install_command);
+        println!("Or, where muster-agent is already installed, run this on the host:");
+    } else {
+        println!("Enroll a host by running this on it:");
+    }
     println!("  {}", created.enroll_command);
     Ok(())
 }

@@ -91,6 +91,14 @@ struct ServeArgs {
     /// Prometheus base URL to reload after target changes (needs --web.enable-lifecycle)
     #[arg(long)]
     prometheus_url: Option<String>,
+    /// URL agents use to reach the agent listener, as written into /install.sh and enroll lines [default: server.toml's public_url]
+    #[arg(long, value_name = "https://HOST:PORT")]
+    public_url: Option<String>,
+    /// Directory of agent binaries served at /v1/download/ for /install.sh: put the
+    /// muster-agent-<os>-<arch> files there (e.g. muster-agent-linux-x86_64, from
+    /// packaging/build); read at start-up [default: server.toml's downloads_dir, else <data dir>/downloads]
+    #[arg(long, value_name = "DIR")]
+    downloads_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -305,6 +313,17 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
     }
     if let Some(u) = args.prometheus_url {
         settings.prometheus_url = Some(u);
+    }
+    if let Some(u) = args.public_url {
+        if !u.starts_with("https://") {
+            return Err(usage(anyhow::anyhow!(
+                "--public-url {u:?} must start with https://"
+            )));
+        }
+        settings.public_url = u;
+    }
+    if let Some(d) = args.downloads_dir {
+        settings.downloads_dir = Some(d);
     }
     runtime()?.block_on(async move {
         let listen = settings.listen;

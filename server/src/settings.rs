@@ -54,6 +54,29 @@ pub struct Settings {
     /// Target changes within this window cause a single Prometheus reload.
     #[serde(default = "default_reload_window", with = "humantime_serde_compat")]
     pub reload_window: Duration,
+    /// Agent binaries (`muster-agent-<os>-<arch>`) served at `/v1/download/`;
+    /// `<data dir>/downloads` when unset.
+    #[serde(default)]
+    pub downloads_dir: Option<PathBuf>,
+    /// Where hosts install Alloy from instead of Grafana's repositories.
+    #[serde(default)]
+    pub alloy_mirror: Option<AlloyMirror>,
+}
+
+/// A mirror of Grafana's package repositories for air-gapped sites, handed
+/// to hosts through `/install.sh`. Unset fields keep Grafana's.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AlloyMirror {
+    /// apt repository base URL (`deb URL stable main`).
+    #[serde(default)]
+    pub apt: Option<String>,
+    /// dnf/yum/zypper repository base URL.
+    #[serde(default)]
+    pub rpm: Option<String>,
+    /// URL of the key that signs the mirror's packages and metadata.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -73,6 +96,24 @@ fn default_token_ttl() -> Duration {
 }
 fn default_reload_window() -> Duration {
     Duration::from_secs(2)
+}
+
+/// A mirror URL goes into a shell script and a repo file: a plain
+/// `http(s)://` or `file://` URL without quotes, spaces or control characters.
+fn check_mirror_url(name: &str, url: &str) -> Result<(), String> {
+    let scheme_ok = ["https://", "http://", "file:///"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    let chars_ok = url
+        .chars()
+        .all(|c| c.is_ascii_graphic() && !"'\"`$\\<>{}|^".contains(c));
+    if scheme_ok && chars_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} {url:?} must be an https://, http:// or file:/// URL without quotes or spaces"
+        ))
+    }
 }
 
 /// Durations written as humantime text (`30s`, `24h`, `30days`).
@@ -135,6 +176,17 @@ impl Settings {
                 }
             }
         }
+        if let Some(mirror) = &self.alloy_mirror {
+            for (name, url) in [
+                ("alloy_mirror.apt", &mirror.apt),
+                ("alloy_mirror.rpm", &mirror.rpm),
+                ("alloy_mirror.key", &mirror.key),
+            ] {
+                if let Some(url) = url {
+                    check_mirror_url(name, url)?;
+                }
+            }
+        }
         if self.checkin_interval < Duration::from_secs(1) {
             return Err("checkin_interval must be at least 1s".into());
         }
@@ -142,6 +194,13 @@ impl Settings {
             return Err("cert_validity must be at least 1h".into());
         }
         Ok(())
+    }
+
+    /// The downloads dir: the configured one, else `<data dir>/downloads`.
+    pub fn downloads_dir(&self, data_dir: &Path) -> PathBuf {
+        self.downloads_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("downloads"))
     }
 
     /// The documented file `init` writes.
@@ -189,6 +248,17 @@ token_ttl = "24h"
 
 # Target changes within this window cause one Prometheus reload.
 reload_window = "2s"
+
+# Agent binaries served at /v1/download/ for install.sh, named
+# muster-agent-<os>-<arch> (e.g. muster-agent-linux-x86_64); read at start-up.
+# downloads_dir = "/var/lib/muster-server/downloads"
+
+# A mirror of Grafana's package repositories for air-gapped sites; hosts
+# installed with /install.sh install Alloy from it.
+# [alloy_mirror]
+# apt = "https://mirror.example.com/grafana/apt"   # deb URL stable main
+# rpm = "https://mirror.example.com/grafana/rpm"   # dnf/yum/zypper baseurl
+# key = "https://mirror.example.com/grafana/gpg.key"
 "#
         )
     }
@@ -207,6 +277,32 @@ mod tests {
         assert_eq!(s.checkin_interval, Duration::from_secs(30));
         assert_eq!(s.cert_validity, Duration::from_secs(30 * 86400));
         assert_eq!(s.prometheus_url, None);
+        assert_eq!(s.alloy_mirror, None);
+        assert_eq!(s.downloads_dir(Path::new("/d")), Path::new("/d/downloads"));
+    }
+
+    #[test]
+    fn an_alloy_mirror_is_read_and_its_urls_checked() {
+        let s = Settings::from_toml(
+            "public_url = \"https://x\"\n[alloy_mirror]\napt = \"https://m/apt\"\nkey = \"file:///srv/key.asc\"\n",
+        )
+        .expect("mirror");
+        let m = s.alloy_mirror.expect("set");
+        assert_eq!(m.apt.as_deref(), Some("https://m/apt"));
+        assert_eq!(m.rpm, None);
+        for bad in [
+            "ftp://m",
+            "https://m/a b",
+            "https://m/'x",
+            "https://m/$(id)",
+        ] {
+            let text = format!("public_url = \"https://x\"\n[alloy_mirror]\nrpm = \"{bad}\"\n");
+            let err = Settings::from_toml(&text).expect_err(bad);
+            assert!(err.contains("alloy_mirror.rpm"), "{err}");
+        }
+        let err = Settings::from_toml("public_url = \"https://x\"\n[alloy_mirror]\nyum = \"x\"\n")
+            .expect_err("unknown key");
+        assert!(err.contains("yum"), "{err}");
     }
 
     #[test]

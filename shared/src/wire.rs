@@ -125,6 +125,10 @@ pub struct TokenCreated {
     pub info: TokenInfo,
     /// A ready-to-paste `muster-agent enroll ...` line.
     pub enroll_command: String,
+    /// A ready-to-paste one-liner that installs the agent (and Alloy) on a
+    /// bare host and enrolls it: `curl … /install.sh | sudo sh -s -- --token …`.
+    #[serde(default)]
+    pub install_command: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

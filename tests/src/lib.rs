@@ -19,6 +19,7 @@ pub mod process;
 pub mod prometheus;
 pub mod server;
 pub mod standin;
+pub mod tools;
 
 pub use process::{bin_path, run, run_fail, run_ok, Process};
 pub use prometheus::{Prometheus, Sample};

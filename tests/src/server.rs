@@ -21,6 +21,7 @@ pub struct Server {
 /// runs it.
 pub struct ServerBuilder {
     data_dir: PathBuf,
+    listen: String,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
 }
@@ -35,6 +36,7 @@ impl Server {
     pub fn builder(data_dir: &Path) -> ServerBuilder {
         ServerBuilder {
             data_dir: data_dir.to_path_buf(),
+            listen: "127.0.0.1:0".to_string(),
             args: Vec::new(),
             envs: Vec::new(),
         }
@@ -108,6 +110,13 @@ impl Server {
 }
 
 impl ServerBuilder {
+    /// The agent listener's address instead of `127.0.0.1:0` (for a URL
+    /// that must be known before start, such as `--public-url`).
+    pub fn listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.listen = addr.to_string();
+        self
+    }
+
     /// An argument appended after the defaults.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
@@ -133,7 +142,12 @@ impl ServerBuilder {
                 .arg("serve")
                 .arg("--data-dir")
                 .arg(&self.data_dir)
-                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .args([
+                    "--listen",
+                    self.listen.as_str(),
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                ])
                 .args(&self.args)
                 .envs(self.envs.iter().map(|(k, v)| (k, v))),
         );

@@ -88,10 +88,16 @@ pub async fn create_token(
         secret.expose(),
         app.pin
     );
+    let install_command = super::install::one_liner(
+        &app.settings.public_url,
+        &app.pin.to_string(),
+        secret.expose(),
+    );
     Ok(Json(TokenCreated {
         token: secret.expose().to_string(),
         info,
         enroll_command,
+        install_command,
     }))
 }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agent;
 pub mod enroll;
+pub mod install;
 pub mod facts;
 
 use std::net::SocketAddr;
@@ -127,6 +128,9 @@ pub fn agent_router(app: Shared) -> Router {
         .route(wire::CONFIG_PATH, get(agent::config))
         .route(wire::STATUS_PATH, post(agent::status))
         .route(wire::RENEW_PATH, post(agent::renew))
+        .route(install::SCRIPT_PATH, get(install::script))
+        .route(install::DOWNLOAD_PREFIX, get(install::index))
+        .route("/v1/download/{name}", get(install::file))
         .route(wire::FACTS_PATH, post(facts::facts))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

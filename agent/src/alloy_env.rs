@@ -1,0 +1,256 @@
+//! Alloy's environment file (`/etc/default/alloy` on Debian,
+//! `/etc/sysconfig/alloy` on RHEL and SUSE): making Alloy's HTTP server
+//! listen where Prometheus can scrape it by setting
+//! `--server.http.listen-addr` in `CUSTOM_ARGS`. Only that flag changes;
+//! every other line, and every other flag, is kept as it was.
+
+use std::path::{Path, PathBuf};
+
+/// The flag Alloy's HTTP listen address is set with.
+pub const LISTEN_FLAG: &str = "--server.http.listen-addr";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvError {
+    #[error("CUSTOM_ARGS on line {line} uses {what}, which this editor does not rewrite: set {LISTEN_FLAG}=ADDR in it by hand")]
+    Unsupported { line: usize, what: &'static str },
+    #[error("the listen address {0:?} is not host:port")]
+    BadAddress(String),
+}
+
+/// Sets `--server.http.listen-addr=<addr>` in the `CUSTOM_ARGS` line of an
+/// environment file's text, adding the line when there is none. Returns the
+/// new text (equal to `text` when the flag already has that value). Pure.
+pub fn set_listen_addr(text: &str, addr: &str) -> Result<String, EnvError> {
+    if addr.is_empty()
+        || addr.contains(|c: char| c.is_whitespace() || "\"'\\$`".contains(c))
+        || !addr.contains(':')
+    {
+        return Err(EnvError::BadAddress(addr.to_string()));
+    }
+    let wanted = format!("{LISTEN_FLAG}={addr}");
+    let mut out = String::with_capacity(text.len() + wanted.len() + 16);
+    let mut found = false;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        let Some((prefix, value)) = custom_args(body) else {
+            out.push_str(line);
+            continue;
+        };
+        found = true;
+        let args = unquote(value).ok_or(EnvError::Unsupported {
+            line: i + 1,
+            what: "quoting, variables or escapes",
+        })?;
+        let mut words: Vec<String> = Vec::new();
+        let mut iter = args.split_whitespace();
+        while let Some(word) = iter.next() {
+            if word == LISTEN_FLAG {
+                iter.next(); // `--flag value`: drop the value too
+            } else if !word.starts_with(&format!("{LISTEN_FLAG}=")) {
+                words.push(word.to_string());
+            }
+        }
+        words.push(wanted.clone());
+        out.push_str(&format!("{prefix}\"{}\"{ending}", words.join(" ")));
+    }
+    if !found {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("CUSTOM_ARGS=\"{wanted}\"\n"));
+    }
+    Ok(out)
+}
+
+/// `(prefix up to and including '=', value)` of a `CUSTOM_ARGS=` line.
+fn custom_args(line: &str) -> Option<(&str, &str)> {
+    let trimmed = line.trim_start();
+    let indent = line.len() - trimmed.len();
+    let after_export = trimmed
+        .strip_prefix("export ")
+        .map(str::trim_start)
+        .unwrap_or(trimmed);
+    let rest = after_export.strip_prefix("CUSTOM_ARGS=")?;
+    let prefix_len = line.len() - rest.len();
+    let _ = indent;
+    Some((&line[..prefix_len], rest))
+}
+
+/// The words of a value in plain, `"..."` or `'...'` form; `None` for
+/// anything with variables, escapes, command substitution or inner quotes.
+fn unquote(value: &str) -> Option<String> {
+    let value = value.trim();
+    let inner = if value.len() >= 2
+        && ((value.starts_with('"') && value.ends_with('"'))
+            || (value.starts_with('\'') && value.ends_with('\'')))
+    {
+        &value[1..value.len() - 1]
+    } else {
+        value
+    };
+    if inner.contains(['"', '\'', '\\', '$', '`']) {
+        return None;
+    }
+    Some(inner.to_string())
+}
+
+/// The listen address currently set in `text`, if any.
+pub fn listen_addr(text: &str) -> Option<String> {
+    text.lines().filter_map(custom_args).find_map(|(_, value)| {
+        let args = unquote(value)?;
+        let mut iter = args.split_whitespace();
+        let mut found = None;
+        while let Some(word) = iter.next() {
+            if let Some(v) = word.strip_prefix(&format!("{LISTEN_FLAG}=")) {
+                found = Some(v.to_string());
+            } else if word == LISTEN_FLAG {
+                found = iter.next().map(str::to_string);
+            }
+        }
+        found
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvFileError {
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {error}", path.display())]
+    Edit { path: PathBuf, error: EnvError },
+    #[error("cannot write {}: {error}", path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Sets the listen address in the file at `path` (created when missing,
+/// mode kept otherwise). Returns whether the file changed.
+pub fn update_file(path: &Path, addr: &str) -> Result<bool, EnvFileError> {
+    let (text, mode) = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644);
+            (text, mode)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), 0o644),
+        Err(error) => {
+            return Err(EnvFileError::Read {
+                path: path.to_path_buf(),
+                error,
+            })
+        }
+    };
+    let new = set_listen_addr(&text, addr).map_err(|error| EnvFileError::Edit {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    if new == text {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|error| EnvFileError::Write {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+    }
+    crate::atomic_file::write_atomic(path, new.as_bytes(), mode).map_err(|error| {
+        EnvFileError::Write {
+            path: path.to_path_buf(),
+            error,
+        }
+    })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file Grafana's packages install (`shared/ALLOY.md`).
+    const PACKAGED: &str = "## Path:\n## Description: Grafana Alloy settings\n\
+        CONFIG_FILE=\"/etc/alloy/config.alloy\"\n\n\
+        # User-defined arguments to pass to the run command.\n\
+        CUSTOM_ARGS=\"\"\n\n\
+        # Restart on system upgrade. Defaults to true.\n\
+        RESTART_ON_UPGRADE=true\n";
+
+    #[test]
+    fn sets_the_flag_in_the_packaged_file_keeping_every_other_line() {
+        let out = set_listen_addr(PACKAGED, "0.0.0.0:12345").unwrap();
+        assert_eq!(
+            out,
+            PACKAGED.replace(
+                "CUSTOM_ARGS=\"\"",
+                "CUSTOM_ARGS=\"--server.http.listen-addr=0.0.0.0:12345\""
+            )
+        );
+        assert_eq!(listen_addr(&out).as_deref(), Some("0.0.0.0:12345"));
+        // Idempotent.
+        assert_eq!(set_listen_addr(&out, "0.0.0.0:12345").unwrap(), out);
+    }
+
+    #[test]
+    fn replaces_either_form_of_the_flag_and_keeps_other_flags() {
+        for line in [
+            "CUSTOM_ARGS=\"--stability.level=public-preview --server.http.listen-addr=127.0.0.1:12345\"",
+            "CUSTOM_ARGS='--stability.level=public-preview --server.http.listen-addr 127.0.0.1:12345'",
+            "CUSTOM_ARGS=--stability.level=public-preview",
+        ] {
+            let out = set_listen_addr(&format!("A=1\n{line}\nB=2"), "10.0.0.5:12345").unwrap();
+            assert_eq!(
+                out,
+                "A=1\nCUSTOM_ARGS=\"--stability.level=public-preview --server.http.listen-addr=10.0.0.5:12345\"\nB=2",
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn adds_the_line_when_missing() {
+        assert_eq!(
+            set_listen_addr("CONFIG_FILE=x", "0.0.0.0:9").unwrap(),
+            "CONFIG_FILE=x\nCUSTOM_ARGS=\"--server.http.listen-addr=0.0.0.0:9\"\n"
+        );
+        assert_eq!(
+            set_listen_addr("", "0.0.0.0:9").unwrap(),
+            "CUSTOM_ARGS=\"--server.http.listen-addr=0.0.0.0:9\"\n"
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_rewrite_faithfully() {
+        let err = set_listen_addr("CUSTOM_ARGS=\"$EXTRA --x\"\n", "0.0.0.0:1").unwrap_err();
+        assert!(
+            matches!(err, EnvError::Unsupported { line: 1, .. }),
+            "{err}"
+        );
+        for bad in ["", "0.0.0.0", "a b:1", "x:1\"", "$(id):1"] {
+            assert!(set_listen_addr("", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn update_file_keeps_the_mode_and_reports_changes() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alloy");
+        std::fs::write(&path, PACKAGED).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(update_file(&path, "0.0.0.0:12345").unwrap());
+        assert!(!update_file(&path, "0.0.0.0:12345").unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let missing = dir.path().join("sysconfig/alloy");
+        assert!(update_file(&missing, "0.0.0.0:1").unwrap());
+        assert!(std::fs::read_to_string(missing)
+            .unwrap()
+            .contains("0.0.0.0:1"));
+    }
+}

@@ -1,0 +1,387 @@
+#!/bin/sh
+# Muster agent installer: served by a Muster server at /install.sh with the
+# server's URL and key pin filled in. Run it on a bare Linux host as root:
+#
+#   curl -fsSk --pinnedpubkey 'sha256//<pin>' https://<server>:8443/install.sh \
+#     | sudo sh -s -- --token <enrollment token>
+#
+# It downloads the agent binary from the same server (same pin), checks it
+# against the SHA-256 the server publishes, installs it as
+# /usr/local/bin/muster-agent, writes /etc/muster/agent.toml, enrolls, has the
+# agent install Grafana Alloy (apt, dnf/yum or zypper), applies the first
+# config, and starts the muster-agent systemd unit. Re-running it is safe:
+# an enrolled host is not enrolled again. POSIX sh (dash, busybox sh, bash).
+set -eu
+
+# BEGIN MUSTER SERVER VALUES
+MUSTER_SERVER=''
+MUSTER_PIN=''
+ALLOY_MIRROR_APT=''
+ALLOY_MIRROR_RPM=''
+ALLOY_MIRROR_KEY=''
+# END MUSTER SERVER VALUES
+
+BIN_PATH=/usr/local/bin/muster-agent
+UNIT_NAME=muster-agent.service
+
+usage() {
+    cat <<'EOF'
+Usage: install.sh --token TOKEN [options]
+       install.sh --uninstall [options]
+
+  --token TOKEN    enrollment token from `muster-server token create`
+                   (or set MUSTER_ENROLL_TOKEN); not needed on an enrolled host
+  --proxy URL      HTTP(S) proxy for the downloads, the agent and the package
+                   manager (also written to the agent's systemd unit)
+  --no-alloy       do not install or configure Grafana Alloy
+  --dry-run        print what would be done, change nothing
+  --uninstall      stop and remove the agent, its config and state
+                   (Alloy and its config stay)
+  --root DIR       install under DIR instead of / (image builds, tests):
+                   no service is started
+  --server URL     Muster server (default: the one that served this script)
+  --pin PIN        its key pin, sha256//BASE64 (default: the served one)
+  -h, --help       this help
+EOF
+}
+
+say() { printf 'muster: %s\n' "$*"; }
+warn() { printf 'muster: warning: %s\n' "$*" >&2; }
+die() {
+    printf 'muster: error: %s\n' "$1" >&2
+    shift
+    for hint in "$@"; do printf 'muster:   %s\n' "$hint" >&2; done
+    exit 1
+}
+
+TOKEN=${MUSTER_ENROLL_TOKEN:-}
+PROXY=''
+DRY_RUN=0
+UNINSTALL=0
+WITH_ALLOY=1
+ROOT=''
+
+need_value() {
+    [ "$2" -ge 2 ] || die "$1 needs a value" "see: install.sh --help"
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --token) need_value "$1" $#; TOKEN=$2; shift 2 ;;
+        --token=*) TOKEN=${1#*=}; shift ;;
+        --proxy) need_value "$1" $#; PROXY=$2; shift 2 ;;
+        --proxy=*) PROXY=${1#*=}; shift ;;
+        --server) need_value "$1" $#; MUSTER_SERVER=$2; shift 2 ;;
+        --server=*) MUSTER_SERVER=${1#*=}; shift ;;
+        --pin) need_value "$1" $#; MUSTER_PIN=$2; shift 2 ;;
+        --pin=*) MUSTER_PIN=${1#*=}; shift ;;
+        --root) need_value "$1" $#; ROOT=$2; shift 2 ;;
+        --root=*) ROOT=${1#*=}; shift ;;
+        --no-alloy) WITH_ALLOY=0; shift ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown option: $1" "see: install.sh --help" ;;
+    esac
+done
+
+ROOT=${ROOT%/}
+case $ROOT in
+    ''|/*) ;;
+    *) die "--root needs an absolute path, not $ROOT" ;;
+esac
+BIN="$ROOT$BIN_PATH"
+CONFIG="$ROOT/etc/muster/agent.toml"
+STATE_DIR="$ROOT/var/lib/muster"
+UNIT_DIR="$ROOT/etc/systemd/system"
+
+# Runs a command, or prints it under --dry-run.
+run() {
+    if [ "$DRY_RUN" = 1 ]; then
+        printf 'would run: %s\n' "$*"
+    else
+        "$@"
+    fi
+}
+
+# Writes stdin to $1 with mode $2, or prints it under --dry-run.
+write_file() {
+    if [ "$DRY_RUN" = 1 ]; then
+        printf 'would write %s (mode %s):\n' "$1" "$2"
+        sed 's/^/    | /'
+        return 0
+    fi
+    mkdir -p "$(dirname "$1")"
+    tmp_file="$1.muster-tmp"
+    cat >"$tmp_file"
+    chmod "$2" "$tmp_file"
+    mv -f "$tmp_file" "$1"
+}
+
+if [ -n "$PROXY" ]; then
+    https_proxy=$PROXY HTTPS_PROXY=$PROXY http_proxy=$PROXY HTTP_PROXY=$PROXY
+    export https_proxy HTTPS_PROXY http_proxy HTTP_PROXY
+fi
+
+# --- what this host is ---------------------------------------------------
+
+[ "$(uname -s)" = Linux ] || die "this installer is for Linux; this host runs $(uname -s)" \
+    "on other systems, install muster-agent by hand and run: muster-agent enroll"
+
+case $(uname -m) in
+    x86_64|amd64) ARCH=x86_64 ;;
+    aarch64|arm64) ARCH=aarch64 ;;
+    *) die "no agent build for the $(uname -m) architecture" \
+        "build muster-agent for it (packaging/build) and put it in the server's downloads dir as muster-agent-linux-$(uname -m)" ;;
+esac
+
+OS_ID=unknown
+OS_LIKE=''
+for f in "$ROOT/etc/os-release" "$ROOT/usr/lib/os-release"; do
+    if [ -r "$f" ]; then
+        OS_ID=$(sed -n 's/^ID=//p' "$f" | tr -d '"'"'" | head -n 1)
+        OS_LIKE=$(sed -n 's/^ID_LIKE=//p' "$f" | tr -d '"'"'" | head -n 1)
+        break
+    fi
+done
+FAMILY=''
+for id in $OS_ID $OS_LIKE; do
+    case $id in
+        debian|ubuntu|raspbian|linuxmint) FAMILY=debian ;;
+        rhel|centos|fedora|rocky|almalinux|amzn|ol) FAMILY=rhel ;;
+        suse|sles|sled|opensuse|opensuse-leap|opensuse-tumbleweed) FAMILY=suse ;;
+        *) continue ;;
+    esac
+    break
+done
+if [ "$UNINSTALL" = 0 ] && [ -z "$FAMILY" ]; then
+    die "unsupported Linux distribution: ID=$OS_ID ID_LIKE=$OS_LIKE" \
+        "supported: Debian/Ubuntu (apt), RHEL/Rocky/Alma/Fedora/Amazon Linux (dnf/yum), SUSE (zypper)" \
+        "elsewhere, install Alloy and muster-agent by hand, then run: muster-agent enroll"
+fi
+
+INIT=other
+if [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    INIT=systemd
+fi
+
+if [ "$DRY_RUN" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+    die "this installer must run as root" "pipe it to: sudo sh -s -- --token ..."
+fi
+
+say "host: $OS_ID ($FAMILY), $ARCH, init: $INIT${ROOT:+, root: $ROOT}${PROXY:+, proxy: $PROXY}"
+
+# --- uninstall -----------------------------------------------------------
+
+if [ "$UNINSTALL" = 1 ]; then
+    host_id=''
+    if [ -x "$BIN" ] && [ -r "$CONFIG" ]; then
+        host_id=$("$BIN" status --json --config "$CONFIG" 2>/dev/null \
+            | sed -n 's/^ *"host_id": *"\([^"]*\)".*/\1/p' | head -n 1) || true
+    fi
+    if [ "$INIT" = systemd ]; then
+        run systemctl disable --now "$UNIT_NAME" || warn "could not stop $UNIT_NAME"
+    fi
+    run rm -f "$UNIT_DIR/$UNIT_NAME"
+    run rm -rf "$UNIT_DIR/$UNIT_NAME.d"
+    if [ "$INIT" = systemd ]; then
+        run systemctl daemon-reload
+    fi
+    run rm -f "$BIN"
+    run rm -rf "$ROOT/etc/muster" "$STATE_DIR"
+    say "removed the agent, its config and its state; Alloy and /etc/alloy were left in place"
+    if [ -n "$host_id" ]; then
+        say "on the server, decommission this host: muster-server hosts decommission $host_id"
+    fi
+    exit 0
+fi
+
+# --- the server ----------------------------------------------------------
+
+case $MUSTER_SERVER in
+    https://*) ;;
+    '') die "no server given" "fetch this script from your Muster server's /install.sh, or pass --server https://HOST:PORT" ;;
+    *) die "the server URL must start with https://, not $MUSTER_SERVER" ;;
+esac
+case $MUSTER_PIN in
+    sha256//?*) ;;
+    *) die "no server key pin (sha256//BASE64) given" \
+        "use the line printed by muster-server token create, or pass --pin" ;;
+esac
+MUSTER_SERVER=${MUSTER_SERVER%/}
+
+command -v curl >/dev/null 2>&1 || die "curl is missing" "install curl with the package manager"
+if command -v sha256sum >/dev/null 2>&1; then
+    sha256() { sha256sum "$1" | cut -d ' ' -f 1; }
+elif command -v openssl >/dev/null 2>&1; then
+    sha256() { openssl dgst -sha256 -r "$1" | cut -d ' ' -f 1; }
+else
+    die "neither sha256sum nor openssl is installed: cannot check the download" \
+        "install coreutils (or openssl)"
+fi
+
+# Fetches $1 (a path on the server) into $2, trusting only the pinned key.
+fetch() {
+    curl -fsS --retry 3 --connect-timeout 10 -k --pinnedpubkey "$MUSTER_PIN" \
+        -o "$2" "$MUSTER_SERVER$1"
+}
+
+# --- the agent binary ----------------------------------------------------
+
+NAME="muster-agent-linux-$ARCH"
+if [ "$DRY_RUN" = 1 ]; then
+    say "would download $MUSTER_SERVER/v1/download/$NAME, check it against $NAME.sha256, install it as $BIN"
+else
+    TMP=$(mktemp -d)
+    trap 'rm -rf "$TMP"' EXIT
+    fetch "/v1/download/$NAME.sha256" "$TMP/sum" || die "cannot download the agent's checksum from $MUSTER_SERVER" \
+        "check that the server is reachable and that the pin is the one muster-server prints" \
+        "and that its downloads dir holds $NAME (see muster-server serve --help)"
+    fetch "/v1/download/$NAME" "$TMP/agent" || die "cannot download the agent from $MUSTER_SERVER/v1/download/$NAME"
+    want=$(cut -d ' ' -f 1 "$TMP/sum")
+    got=$(sha256 "$TMP/agent")
+    if [ -z "$want" ] || [ "$want" != "$got" ]; then
+        die "the downloaded agent's SHA-256 is $got, the server published ${want:-nothing}" \
+            "nothing was installed; try again, and report it if it persists"
+    fi
+    chmod 0755 "$TMP/agent"
+    "$TMP/agent" --version >/dev/null 2>&1 || die "the downloaded agent does not run on this host" \
+        "its glibc may be too old or the architecture wrong; see: $TMP/agent --version"
+    mkdir -p "$(dirname "$BIN")"
+    mv -f "$TMP/agent" "$BIN"
+    say "installed $BIN ($("$BIN" --version), sha256 $got)"
+fi
+
+# --- config and enrollment -----------------------------------------------
+
+if [ -e "$CONFIG" ]; then
+    say "keeping the existing $CONFIG"
+else
+    {
+        echo "# Muster agent configuration, written by install.sh."
+        echo "# \`muster-agent enroll\` merges its flags over this file."
+        echo "server = \"$MUSTER_SERVER\""
+        if [ -n "$ROOT" ]; then
+            echo "state_dir = \"$STATE_DIR\""
+            echo "alloy_config = \"$ROOT/etc/alloy/config.alloy\""
+            echo "machine_id_file = \"$ROOT/etc/machine-id\""
+        fi
+        if [ -n "$ALLOY_MIRROR_APT$ALLOY_MIRROR_RPM$ALLOY_MIRROR_KEY" ]; then
+            echo ""
+            echo "# Where Alloy is installed from instead of Grafana's repositories."
+            echo "[alloy_mirror]"
+            [ -z "$ALLOY_MIRROR_APT" ] || echo "apt = \"$ALLOY_MIRROR_APT\""
+            [ -z "$ALLOY_MIRROR_RPM" ] || echo "rpm = \"$ALLOY_MIRROR_RPM\""
+            [ -z "$ALLOY_MIRROR_KEY" ] || echo "key = \"$ALLOY_MIRROR_KEY\""
+        fi
+    } | write_file "$CONFIG" 0644
+fi
+
+if [ "$DRY_RUN" = 0 ] && "$BIN" status --config "$CONFIG" >/dev/null 2>&1; then
+    say "already enrolled; not enrolling again ($BIN status --config $CONFIG shows the identity)"
+else
+    if [ -z "$TOKEN" ]; then
+        die "no enrollment token" "pass --token (from: muster-server token create) or set MUSTER_ENROLL_TOKEN"
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        say "would run: $BIN enroll --config $CONFIG --server $MUSTER_SERVER --pin $MUSTER_PIN (token in MUSTER_ENROLL_TOKEN)"
+    else
+        MUSTER_ENROLL_TOKEN=$TOKEN "$BIN" enroll --config "$CONFIG" --server "$MUSTER_SERVER" --pin "$MUSTER_PIN" \
+            || die "enrollment failed (the agent's message is above)" \
+                "a used or expired token needs a new one: muster-server token create" \
+                "then run this installer again"
+    fi
+fi
+
+# --- Alloy ---------------------------------------------------------------
+
+if [ "$WITH_ALLOY" = 1 ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+        run "$BIN" install-alloy --config "$CONFIG" ${ROOT:+--root "$ROOT"} --dry-run
+    else
+        "$BIN" install-alloy --config "$CONFIG" ${ROOT:+--root "$ROOT"} \
+            || die "installing or configuring Grafana Alloy failed (the agent's message is above)" \
+                "fix it, then run this installer again, or see: $BIN install-alloy --dry-run"
+    fi
+fi
+
+FIRST_APPLY=ok
+if [ "$DRY_RUN" = 1 ]; then
+    run "$BIN" run --once --config "$CONFIG"
+elif ! "$BIN" run --once --config "$CONFIG"; then
+    FIRST_APPLY=failed
+fi
+
+# --- the service ---------------------------------------------------------
+
+write_file "$UNIT_DIR/$UNIT_NAME" 0644 <<'EOF_UNIT'
+[Unit]
+Description=Muster agent (keeps this host's Grafana Alloy config current)
+After=network-online.target
+Wants=network-online.target
+# Not enrolled yet: nothing to run (`muster-agent enroll` creates it).
+ConditionPathExists=/var/lib/muster/identity.json
+
+[Service]
+Type=simple
+ExecStart=/usr/local/bin/muster-agent run --config /etc/muster/agent.toml
+Restart=always
+# 3: the server revoked this host's certificate (decommissioned); restarting cannot help.
+RestartPreventExitStatus=3
+RestartSec=10s
+# Root, so that it can write /etc/alloy/config.alloy (keeping its owner) and
+# reload the alloy unit; everything else is locked down.
+StateDirectory=muster
+StateDirectoryMode=0700
+ReadWritePaths=-/etc/alloy
+CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_KILL
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+
+[Install]
+WantedBy=multi-user.target
+EOF_UNIT
+
+if [ -n "$PROXY" ]; then
+    printf '[Service]\nEnvironment="HTTPS_PROXY=%s" "HTTP_PROXY=%s"\n' "$PROXY" "$PROXY" \
+        | write_file "$UNIT_DIR/$UNIT_NAME.d/proxy.conf" 0644
+fi
+
+if [ "$INIT" = systemd ]; then
+    run systemctl daemon-reload
+    run systemctl enable "$UNIT_NAME"
+    run systemctl restart "$UNIT_NAME"
+    say "the agent runs as $UNIT_NAME: systemctl status muster-agent; muster-agent status"
+elif [ -n "$ROOT" ]; then
+    say "installed under $ROOT; no service started (--root)"
+else
+    say "systemd is not running here, so no service was set up"
+    say "run the agent under your init system (OpenRC, runit, supervisord, ...) as root:"
+    say "  $BIN_PATH run --config /etc/muster/agent.toml"
+    say "it must keep running: it polls the server and applies config changes"
+fi
+
+if [ "$DRY_RUN" = 1 ]; then
+    say "dry run: nothing was changed"
+elif [ "$FIRST_APPLY" = failed ]; then
+    die "the agent is installed and enrolled, but applying its first config failed (see above)" \
+        "the agent keeps retrying; see: muster-agent status, and the host's state on the server"
+else
+    say "done: this host is enrolled and its Alloy config is applied"
+fi

@@ -1,0 +1,153 @@
+//! Benchmark: the agent's memory when idle. A real server (check-in interval
+//! 1 s instead of 30 s), one enrolled agent with the Alloy stand-in, and
+//! `muster-agent run` left polling; after N check-ins (default 120: an hour
+//! at the default 30 s interval) it prints the agent's resident set size
+//! (VmRSS) and peak (VmHWM), and the size of the agent binary.
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! target/release/bench-idle [POLLS]      # default 120
+//! ```
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use muster_e2e::{bin_path, run_ok, Process, Server, Standin};
+use serde_json::{json, Value};
+
+fn main() {
+    let polls: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse().expect("POLLS must be a number"))
+        .unwrap_or(120);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let init = Server::init(&data, &[]);
+    assert!(init.status.success(), "init failed: {init:?}");
+    let pin = String::from_utf8_lossy(&init.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("server public-key pin: ")
+                .map(str::to_string)
+        })
+        .expect("init prints the pin");
+    let settings = data.join("server.toml");
+    let text = std::fs::read_to_string(&settings).expect("server.toml");
+    std::fs::write(
+        &settings,
+        text.replace("checkin_interval = \"30s\"", "checkin_interval = \"1s\""),
+    )
+    .expect("server.toml");
+    let server = Server::start(&data);
+    let token = runtime.block_on(create_token(&server));
+
+    let host = root.path().join("host");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("machine-id"), format!("{:032x}\n", 42)).expect("machine-id");
+    let alloy_config = host.join("config.alloy");
+    std::fs::write(&alloy_config, "logging {\n\tlevel = \"info\"\n}\n").expect("alloy config");
+    let standin = Standin::start(&alloy_config);
+    runtime.block_on(standin.wait_ready(Duration::from_secs(10)));
+    let agent_config = host.join("agent.toml");
+    run_ok(
+        Command::new(bin_path("muster-agent"))
+            .arg("enroll")
+            .args([
+                "--server",
+                &server.agent_url(),
+                "--token",
+                &token,
+                "--pin",
+                &pin,
+            ])
+            .arg("--config")
+            .arg(&agent_config)
+            .arg("--state-dir")
+            .arg(host.join("state"))
+            .arg("--alloy-config")
+            .arg(&alloy_config)
+            .arg("--alloy-bin")
+            .arg(Standin::bin())
+            .arg("--reload-command")
+            .arg(format!("kill -HUP {}", standin.pid()))
+            .arg("--ready-url")
+            .arg(format!("{}/-/ready", standin.url()))
+            .arg("--scrape-address")
+            .arg(standin.addr().to_string())
+            .arg("--machine-id-file")
+            .arg(host.join("machine-id")),
+    );
+
+    let agent = Process::spawn(
+        Command::new(bin_path("muster-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(&agent_config)
+            .env("MUSTER_LOG", "muster_agent=debug"),
+    );
+    let start = Instant::now();
+    let mut after_first = None;
+    loop {
+        let done = agent.stderr().matches("next check-in").count();
+        if done >= 1 && after_first.is_none() {
+            after_first = Some(memory(agent.pid()));
+        }
+        if done >= polls {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(polls as u64 * 3 + 60),
+            "only {done} check-ins\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (rss, hwm) = memory(agent.pid());
+    let (first_rss, _) = after_first.expect("a first check-in");
+    let size = std::fs::metadata(bin_path("muster-agent"))
+        .expect("agent binary")
+        .len();
+    println!(
+        "agent idle after {polls} check-ins ({:.0} s): RSS {:.1} MiB (after the first: {:.1} MiB), peak {:.1} MiB; binary {} ({:.1} MiB)",
+        start.elapsed().as_secs_f64(),
+        kib(rss),
+        kib(first_rss),
+        kib(hwm),
+        bin_path("muster-agent").display(),
+        size as f64 / 1048576.0
+    );
+}
+
+fn kib(k: u64) -> f64 {
+    k as f64 / 1024.0
+}
+
+/// `(VmRSS, VmHWM)` in KiB from `/proc/<pid>/status`.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
+        .expect("/proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn create_token(server: &Server) -> String {
+    let resp = server
+        .client()
+        .post(format!("{}/v1/admin/tokens", server.admin_url()))
+        .bearer_auth(server.admin_token())
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create token");
+    let body: Value = resp.json().await.expect("token JSON");
+    body["token"].as_str().expect("token").to_string()
+}

@@ -1,0 +1,263 @@
+//! `muster-agent install-alloy` with the real `apt-get` and `dpkg`: a small
+//! local apt repository (built with `dpkg-deb`, `dpkg-scanpackages`, signed
+//! with a throw-away `gpg` key) holds a stand-in `alloy` package (the Alloy
+//! stand-in as `/usr/bin/alloy`, the packaged env file and unit). The agent's
+//! `[alloy_mirror]` points at it, and `--root` keeps every apt and dpkg file
+//! in a temp dir: the machine's own sources, lists and dpkg database are
+//! untouched (checked).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use muster_e2e::{bin_path, run_fail, run_ok, tools, Standin};
+
+const TOOLS: &[&str] = &[
+    "apt-get",
+    "dpkg",
+    "dpkg-deb",
+    "dpkg-scanpackages",
+    "gpg",
+    "gpgconf",
+    "sha256sum",
+    "curl",
+];
+
+/// The environment file Grafana's deb installs (`shared/ALLOY.md`).
+const ENV_FILE: &str = "## Path:\n## Description: Grafana Alloy settings\n\
+    CONFIG_FILE=\"/etc/alloy/config.alloy\"\n\n\
+    # User-defined arguments to pass to the run command.\n\
+    CUSTOM_ARGS=\"\"\n\n\
+    # Restart on system upgrade. Defaults to true.\n\
+    RESTART_ON_UPGRADE=true\n";
+
+/// Its unit (`shared/ALLOY.md`).
+const UNIT: &str = "[Unit]\nDescription=Vendor-agnostic OpenTelemetry Collector distribution with programmable pipelines\n\
+    [Service]\nUser=alloy\nEnvironmentFile=/etc/default/alloy\n\
+    ExecStart=/usr/bin/alloy run $CUSTOM_ARGS --storage.path=/var/lib/alloy/data $CONFIG_FILE\n\
+    ExecReload=/usr/bin/env kill -HUP $MAINPID\nRestart=always\n\
+    [Install]\nWantedBy=multi-user.target\n";
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// A signed apt repository at `dir/repo` with the stand-in `alloy`, and its
+/// key at `dir/<key_name>.asc`.
+fn build_repo(dir: &Path, key_name: &str) -> PathBuf {
+    let arch = tools::dpkg_arch();
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(pkg.join("usr/bin")).expect("mkdir");
+    std::fs::copy(Standin::bin(), pkg.join("usr/bin/alloy")).expect("copy stand-in");
+    write(&pkg.join("etc/default/alloy"), ENV_FILE);
+    write(
+        &pkg.join("etc/alloy/config.alloy"),
+        "logging {\n\tlevel = \"info\"\n}\n",
+    );
+    write(&pkg.join("usr/lib/systemd/system/alloy.service"), UNIT);
+    write(
+        &pkg.join("DEBIAN/control"),
+        &format!(
+            "Package: alloy\nVersion: 1.10.0-1\nArchitecture: {arch}\n\
+             Maintainer: Muster tests <tests@muster.invalid>\n\
+             Description: Grafana Alloy stand-in for Muster's tests (not Alloy)\n"
+        ),
+    );
+    write(
+        &pkg.join("DEBIAN/conffiles"),
+        "/etc/default/alloy\n/etc/alloy/config.alloy\n",
+    );
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("pool")).expect("mkdir");
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["-Zgzip", "-z1", "--root-owner-group", "--build"])
+            .arg(&pkg)
+            .arg(repo.join(format!("pool/alloy_1.10.0-1_{arch}.deb"))),
+    );
+    let packages = run_ok(
+        Command::new("dpkg-scanpackages")
+            .args(["--multiversion", "pool"])
+            .current_dir(&repo),
+    );
+    let index = format!("main/binary-{arch}/Packages");
+    let dists = repo.join("dists/stable");
+    write(&dists.join(&index), &packages);
+    let sum = run_ok(Command::new("sha256sum").arg(dists.join(&index)));
+    let date = run_ok(Command::new("date").arg("-Ru"));
+    write(
+        &dists.join("Release"),
+        &format!(
+            "Origin: Muster tests\nLabel: Muster tests\nSuite: stable\nCodename: stable\n\
+             Architectures: {arch}\nComponents: main\nDate: {}\nSHA256:\n {} {} {index}\n",
+            date.trim(),
+            sum.split_whitespace().next().expect("hash"),
+            packages.len()
+        ),
+    );
+    // A throw-away signing key in a private GNUPGHOME.
+    let home = dir.join("gnupg");
+    std::fs::create_dir_all(&home).expect("gnupg dir");
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    let gpg = |args: &[&str]| {
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", &home)
+            .args(["--batch", "--quiet"])
+            .args(args);
+        cmd
+    };
+    run_ok(&mut gpg(&[
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "Muster test repo <repo@muster.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]));
+    let key = run_ok(&mut gpg(&["--armor", "--export"]));
+    write(&dir.join(format!("{key_name}.asc")), &key);
+    run_ok(
+        gpg(&["--yes", "--clearsign", "-o"])
+            .arg(dists.join("InRelease"))
+            .arg(dists.join("Release")),
+    );
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+    repo
+}
+
+/// An empty Debian "host" under `root` with the agent's config naming the mirror.
+fn prepare_root(root: &Path, repo: &Path, key: &Path) -> PathBuf {
+    for dir in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+        "var/log/apt",
+        "etc/apt/trusted.gpg.d",
+        "etc/apt/preferences.d",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+    }
+    write(&root.join("var/lib/dpkg/status"), "");
+    write(
+        &root.join("etc/os-release"),
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+    );
+    let config = root.join("etc/muster/agent.toml");
+    write(
+        &config,
+        &format!(
+            "[alloy_mirror]\napt = \"file://{}\"\nkey = \"file://{}\"\n",
+            repo.display(),
+            key.display()
+        ),
+    );
+    config
+}
+
+/// What must not change on the machine itself.
+fn host_apt_state() -> String {
+    let mut out = std::fs::read_to_string("/var/lib/dpkg/status").unwrap_or_default();
+    for dir in ["/etc/apt/sources.list.d", "/etc/apt/keyrings"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut names: Vec<String> = entries
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            out.push_str(&format!("{dir}: {names:?}\n"));
+        }
+    }
+    out
+}
+
+fn install_alloy(config: &Path, root: &Path) -> Command {
+    let mut cmd = Command::new(bin_path("muster-agent"));
+    cmd.arg("install-alloy")
+        .arg("--config")
+        .arg(config)
+        .arg("--root")
+        .arg(root);
+    cmd
+}
+
+#[test]
+fn install_alloy_installs_from_a_signed_mirror_with_real_apt_into_a_private_root() {
+    if !tools::require("install-alloy with apt", TOOLS, true) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = build_repo(dir.path(), "key");
+    let root = dir.path().join("root");
+    let config = prepare_root(&root, &repo, &dir.path().join("key.asc"));
+    let before = host_apt_state();
+
+    let plan = run_ok(install_alloy(&config, &root).arg("--dry-run"));
+    assert!(
+        plan.contains("apt-get install") && plan.contains("file://"),
+        "{plan}"
+    );
+    assert!(!root.join("usr/bin/alloy").exists(), "dry run installed");
+
+    let out = run_ok(&mut install_alloy(&config, &root));
+    assert!(out.contains("Alloy v1.10.0"), "{out}");
+    assert!(out.contains("alloy validate"), "{out}");
+    let alloy = root.join("usr/bin/alloy");
+    let version = run_ok(Command::new(&alloy).arg("--version"));
+    assert!(version.contains("stand-in"), "{version}");
+    let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).expect("status");
+    assert!(
+        status.contains("Package: alloy") && status.contains("Status: install ok installed"),
+        "{status}"
+    );
+    // Only the listen address changed in the packaged env file.
+    let env = std::fs::read_to_string(root.join("etc/default/alloy")).expect("env file");
+    assert_eq!(
+        env,
+        ENV_FILE.replace(
+            "CUSTOM_ARGS=\"\"",
+            "CUSTOM_ARGS=\"--server.http.listen-addr=0.0.0.0:12345\""
+        )
+    );
+    let list = std::fs::read_to_string(root.join("etc/apt/sources.list.d/grafana.list"))
+        .expect("source list");
+    assert!(
+        list.contains("signed-by=") && list.contains("file://"),
+        "{list}"
+    );
+
+    // A second run finds Alloy and changes nothing.
+    let again = run_ok(&mut install_alloy(&config, &root));
+    assert!(again.contains("Alloy is installed"), "{again}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/default/alloy")).expect("env file"),
+        env
+    );
+    assert_eq!(
+        host_apt_state(),
+        before,
+        "the machine's apt/dpkg state changed"
+    );
+}
+
+#[test]
+fn a_mirror_signed_by_another_key_is_refused_by_apt() {
+    if !tools::require("install-alloy with a wrong key", TOOLS, true) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = build_repo(dir.path(), "key");
+    // A second, unrelated key: apt must refuse the repository's signature.
+    let other = tempfile::tempdir().expect("temp dir");
+    build_repo(other.path(), "other");
+    let root = dir.path().join("root");
+    let config = prepare_root(&root, &repo, &other.path().join("other.asc"));
+    let out = run_fail(&mut install_alloy(&config, &root));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!root.join("usr/bin/alloy").exists(), "installed anyway");
+    assert!(stderr.contains("apt-get"), "{stderr}");
+}
