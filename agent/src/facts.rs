@@ -149,14 +149,35 @@ pub fn read_machine_id(path: &Path) -> Result<String, FactsError> {
     Ok(id.to_string())
 }
 
-/// `/etc/os-release`, falling back to `/usr/lib/os-release`; empty when
-/// neither exists (Windows, say).
+/// `/etc/os-release`, falling back to `/usr/lib/os-release`; where neither
+/// exists (Windows, macOS), what os_info says.
 fn read_os_release() -> OsRelease {
     ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
         .map(|text| OsRelease::parse(&text))
-        .unwrap_or_default()
+        .unwrap_or_else(os_info_release)
+}
+
+#[cfg(target_os = "linux")]
+fn os_info_release() -> OsRelease {
+    OsRelease::default()
+}
+
+/// The OS name and version from os_info, shaped like os-release's `ID` and
+/// `VERSION_ID` (`windows`, `10.0.20348`); odd values are dropped later by
+/// the same check as everything else.
+#[cfg(not(target_os = "linux"))]
+fn os_info_release() -> OsRelease {
+    let info = os_info::get();
+    let id = info.os_type().to_string().to_lowercase().replace(' ', "_");
+    let version = info.version().to_string();
+    OsRelease {
+        id: Some(id),
+        version_id: (version != "Unknown").then_some(version),
+        id_like: None,
+        pretty_name: Some(info.to_string()),
+    }
 }
 
 /// The kernel release (`uname -r`), where the OS exposes it as a file.

@@ -131,8 +131,10 @@ const PORT_PROXIES: &[&str] = &["docker-proxy", "rootlessport", "conmon"];
 /// Longest process name the Linux kernel keeps (`comm`).
 const COMM_LEN: usize = 15;
 
+/// The program name in a path, without a Windows `.exe`.
 fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    name.strip_suffix(".exe").unwrap_or(name)
 }
 
 /// Whether `p` runs one of `programs`: by its name (which the kernel cuts to
@@ -145,9 +147,10 @@ fn runs(p: &Proc, programs: &[&str]) -> bool {
         .and_then(|a| a.split_whitespace().next())
         .map(file_name);
     let exe = p.exe.as_deref().map(file_name);
+    let name = file_name(&p.name);
     programs.iter().any(|prog| {
-        p.name == *prog
-            || (p.name.len() == COMM_LEN && prog.starts_with(p.name.as_str()))
+        name == *prog
+            || (name.len() == COMM_LEN && prog.starts_with(name))
             || exe == Some(*prog)
             || argv0 == Some(*prog)
     })
@@ -481,6 +484,17 @@ mod tests {
             ]
         );
         assert_eq!(s[2].path.as_deref(), Some("/run/log/journal"));
+    }
+
+    #[test]
+    fn windows_program_names_match_without_exe() {
+        let mut p = proc(4, "postgres.exe", &[], &[]);
+        p.exe = Some("C:\\Program Files\\PostgreSQL\\16\\bin\\postgres.exe".into());
+        let s = detect(&Snapshot {
+            processes: vec![p],
+            ..Snapshot::default()
+        });
+        assert_eq!((s[0].kind, s[0].port), (ServiceKind::Postgres, None));
     }
 
     #[test]

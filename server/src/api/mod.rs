@@ -5,8 +5,8 @@
 pub mod admin;
 pub mod agent;
 pub mod enroll;
-pub mod install;
 pub mod facts;
+pub mod install;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
