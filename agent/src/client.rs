@@ -70,6 +70,16 @@ impl ClientError {
             }
         )
     }
+
+    /// The server revoked this agent's certificate (its host was
+    /// decommissioned or taken over): retrying cannot help.
+    pub fn is_revoked(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Status { status: 403, code: Some(code), .. }
+                if code == muster_shared::wire::CODE_REVOKED
+        )
+    }
 }
 
 /// An HTTP client for local plain-HTTP checks (Alloy's readiness). HTTPS URLs

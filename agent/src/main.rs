@@ -1,6 +1,7 @@
 //! The `muster-agent` command line: parses arguments, sets up logging and the
 //! runtime, wires signals, and turns results into exit codes (0 ok, 1 runtime
-//! failure, 64 bad config or usage). Everything else lives in the library.
+//! failure, 3 certificate revoked, 64 bad config or usage). Everything else
+//! lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     /// the server (trusted by its key pin), store the certificate.
     Enroll(Box<EnrollArgs>),
     /// Run the agent: poll for config, apply it, report, renew the certificate.
+    /// Stops with exit code 3 when the server revoked its certificate (host
+    /// decommissioned or replaced).
     Run {
         /// Check in once (poll, apply, report), then exit: 0 ok, 1 failure.
         #[arg(long)]
@@ -306,9 +309,16 @@ fn run_cmd(config_path: &std::path::Path, once: bool) -> Result<ExitCode, Failur
         } else {
             agent.run(shutdown_signal()).await
         };
-        result
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(|e| Failure::Runtime(e.into()))
+        match result {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) if e.is_revoked() => {
+                // Its own exit code, so a service manager does not restart it
+                // (RestartPreventExitStatus=3 in the systemd unit).
+                eprintln!("muster-agent: {e}");
+                Ok(ExitCode::from(muster_agent::run::EXIT_REVOKED))
+            }
+            Err(e) => Err(Failure::Runtime(e.into())),
+        }
     })
 }
 

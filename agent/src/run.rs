@@ -21,6 +21,8 @@ use crate::state::{AgentState, StateError};
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest error text sent in a status report.
 pub const MAX_REPORT_ERROR: usize = 4096;
+/// Exit code of `run` when the server revoked this agent's certificate.
+pub const EXIT_REVOKED: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -38,12 +40,23 @@ pub enum RunError {
     ApplyFailed { hash: String, error: String },
     #[error("the status report for config {hash} could not be delivered yet")]
     ReportPending { hash: String },
+    /// The server revoked this agent's certificate: polling stops.
+    #[error("host {host_id} was decommissioned or replaced: the server revoked this agent's certificate ({source}); polling stopped. To bring the host back, re-enroll it with a new token (muster-agent enroll)")]
+    Revoked {
+        host_id: String,
+        source: ClientError,
+    },
 }
 
 impl RunError {
     /// Fixable by the operator before starting again (exit code 64).
     pub fn is_usage(&self) -> bool {
         matches!(self, RunError::Config(_) | RunError::NotEnrolled { .. })
+    }
+
+    /// The certificate is revoked: the agent must stop, not retry.
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, RunError::Revoked { .. })
     }
 }
 
@@ -279,6 +292,7 @@ impl Agent {
     pub async fn run_once(&mut self) -> Result<(), RunError> {
         let mut never = std::future::pending::<()>();
         let result = self.check_in(&mut never).await.unwrap_or(Ok(()));
+        let result = self.revoked(result);
         self.explain(&result);
         result?;
         match &self.state.pending_report {
@@ -298,7 +312,11 @@ impl Agent {
             let Some(result) = self.check_in(&mut shutdown).await else {
                 break;
             };
+            let result = self.revoked(result);
             self.explain(&result);
+            if let Err(e @ RunError::Revoked { .. }) = result {
+                return Err(e);
+            }
             let wait = match result {
                 Err(RunError::Client(_)) => backoff.fail(random_unit()),
                 // Apply failures are reported; the server decides what comes next.
@@ -324,8 +342,23 @@ impl Agent {
         Ok(())
     }
 
+    /// Turns a refusal for a revoked certificate into [`RunError::Revoked`].
+    fn revoked(&self, result: Result<(), RunError>) -> Result<(), RunError> {
+        match result {
+            Err(RunError::Client(e)) if e.is_revoked() => Err(RunError::Revoked {
+                host_id: self.host_id().to_string(),
+                source: e,
+            }),
+            other => other,
+        }
+    }
+
     /// Logs what an operator should do about a failed check-in.
     fn explain(&self, result: &Result<(), RunError>) {
+        if let Err(e @ RunError::Revoked { .. }) = result {
+            error!(error = %e, "certificate revoked; stopping");
+            return;
+        }
         let Err(RunError::Client(e)) = result else {
             return;
         };
@@ -448,5 +481,33 @@ mod tests {
             error: "e".into(),
         };
         assert!(!failed.is_usage());
+    }
+
+    #[test]
+    fn only_a_revoked_certificate_stops_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path());
+        let status = |status, code: Option<&str>| {
+            Err(RunError::Client(ClientError::Status {
+                url: "u".into(),
+                status,
+                code: code.map(str::to_string),
+                message: "m".into(),
+            }))
+        };
+        let revoked = agent.revoked(status(403, Some(muster_shared::wire::CODE_REVOKED)));
+        let err = revoked.unwrap_err();
+        assert!(err.is_revoked());
+        assert!(
+            err.to_string().contains("web-01-abc was decommissioned"),
+            "{err}"
+        );
+        for other in [
+            status(403, Some("forbidden")),
+            status(401, None),
+            status(503, None),
+        ] {
+            assert!(!agent.revoked(other).unwrap_err().is_revoked());
+        }
     }
 }

@@ -96,6 +96,13 @@ impl App {
             downloads,
         };
         app.sync_hosts()?;
+        if let Some(url) = &app.settings.prometheus_url {
+            crate::scrape::spawn(
+                app.store.clone(),
+                url.clone(),
+                app.settings.scrape_check_interval,
+            );
+        }
         Ok(app)
     }
 
@@ -120,6 +127,14 @@ impl App {
             }
             if self.write_target_file(&host) {
                 changed += 1;
+            }
+        }
+        // A decommissioned host's file that is still live (the rename
+        // failed, or the database was restored) is retired now.
+        for host in self.store.hosts_all()?.iter().filter(|h| !h.is_active()) {
+            let live = targets::path_for(&self.targets_dir, &host.id).is_some_and(|p| p.exists());
+            if live && crate::api::fleet::retire_target_file(self, host).is_ok() {
+                self.reloader.removed();
             }
         }
         if changed > 0 {

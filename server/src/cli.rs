@@ -1,9 +1,12 @@
-//! The admin CLI's client side: `muster-server token …` and `hosts …` talk
-//! to the admin API over TLS (trusting the Muster CA) and print tables for
-//! people or JSON for scripts.
+//! The admin CLI's client side: `muster-server token …`, `hosts …`,
+//! `labels check`, `audit` (and `batch …`, in `cli/batch.rs`) talk to the
+//! admin API over TLS (trusting the Muster CA) and print tables for people or
+//! JSON for scripts.
+
+pub mod batch;
 
 use std::path::PathBuf;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use muster_shared::labels::Labels;
@@ -13,8 +16,10 @@ use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::admin_wire::{Decommissioned, LabelCheck, LabelEdit, LabelEdited, ReplaceArmed};
 use crate::init::ADMIN_TOKEN_FILE;
 use crate::settings::{self, Settings};
+use crate::store::AuditRow;
 use crate::tokens::Secret;
 
 /// Where the admin API is and how to authenticate to it.
@@ -132,6 +137,18 @@ impl AdminClient {
             .await
     }
 
+    pub async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))
+            .with_context(|| format!("bad admin API URL {}", self.base))?;
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        self.call(self.http.get(url)).await
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         self.call(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
@@ -212,8 +229,28 @@ pub async fn token_revoke(args: &AdminArgs, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn hosts_list(args: &AdminArgs) -> Result<()> {
-    let hosts: Vec<HostInfo> = AdminClient::new(args)?.get("/v1/admin/hosts").await?;
+/// `hosts list` filters.
+#[derive(Clone, Debug, Default)]
+pub struct HostFilter {
+    pub selector: Option<String>,
+    pub state: Option<String>,
+    pub all: bool,
+}
+
+pub async fn hosts_list(args: &AdminArgs, filter: &HostFilter) -> Result<()> {
+    let mut query = Vec::new();
+    if let Some(s) = &filter.selector {
+        query.push(("selector", s.clone()));
+    }
+    if let Some(s) = &filter.state {
+        query.push(("state", s.clone()));
+    }
+    if filter.all {
+        query.push(("all", "true".into()));
+    }
+    let hosts: Vec<HostInfo> = AdminClient::new(args)?
+        .get_query("/v1/admin/hosts", &query)
+        .await?;
     if args.json {
         return print_json(&hosts);
     }
@@ -226,14 +263,35 @@ pub async fn hosts_list(args: &AdminArgs) -> Result<()> {
                 enum_text(&h.state),
                 applied_text(h),
                 time(h.last_seen),
+                h.alloy_version.clone().unwrap_or_else(|| "-".into()),
+                os_text(h),
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["ID", "HOSTNAME", "STATE", "CONFIG", "LAST SEEN"], rows)
+        table(
+            &[
+                "ID",
+                "HOSTNAME",
+                "STATE",
+                "CONFIG",
+                "LAST SEEN",
+                "ALLOY",
+                "OS"
+            ],
+            rows
+        )
     );
     Ok(())
+}
+
+fn os_text(h: &HostInfo) -> String {
+    match (&h.facts.os_id, &h.facts.os_version) {
+        (Some(id), Some(v)) => format!("{id} {v}"),
+        (Some(id), None) => id.clone(),
+        _ => h.facts.os.clone(),
+    }
 }
 
 pub async fn hosts_show(args: &AdminArgs, id: &str) -> Result<()> {
@@ -242,45 +300,236 @@ pub async fn hosts_show(args: &AdminArgs, id: &str) -> Result<()> {
     if args.json {
         return print_json(&h);
     }
+    print_host(&h);
+    Ok(())
+}
+
+fn print_host(h: &HostInfo) {
     let os = match (&h.facts.os_id, &h.facts.os_version) {
         (Some(id), Some(v)) => format!("{} ({id} {v})", h.facts.os),
         _ => h.facts.os.clone(),
     };
-    let lines = [
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let scrape = match &h.scrape {
+        Some(s) => format!(
+            "{} at {}{}",
+            s.state.as_str(),
+            time(s.checked_at),
+            s.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+        None => "-".into(),
+    };
+    let mut lines = vec![
         ("id", h.id.clone()),
         ("hostname", h.hostname.clone()),
         ("state", enum_text(&h.state)),
-        ("config", applied_text(&h)),
+        ("config state", enum_text(&h.config_state)),
+        ("config", applied_text(h)),
         ("rendered hash", h.rendered_hash.clone()),
-        (
-            "applied hash",
-            h.applied_hash.clone().unwrap_or_else(|| "-".into()),
-        ),
-        (
-            "last error",
-            h.last_error.clone().unwrap_or_else(|| "-".into()),
-        ),
+        ("applied hash", dash(&h.applied_hash)),
+        ("last error", dash(&h.last_error)),
+        ("scrape", scrape),
         ("labels", labels_text(&h.labels)),
         ("os", os),
         ("arch", h.facts.arch.clone()),
         ("scrape address", h.facts.scrape_address.clone()),
-        (
-            "alloy",
-            h.alloy_version.clone().unwrap_or_else(|| "-".into()),
-        ),
+        ("alloy", dash(&h.alloy_version)),
         ("agent", h.facts.agent_version.clone()),
         ("enrolled", time(h.enrolled_at)),
         ("last seen", time(h.last_seen)),
         ("cert expires", time(h.cert_expires_at)),
     ];
+    if let Some(b) = &h.batch_id {
+        lines.push(("batch", b.clone()));
+    }
+    if let Some(p) = &h.previous_host_id {
+        lines.push(("previously", p.clone()));
+    }
+    if let Some(t) = h.replace_until {
+        lines.push(("replace until", time(t)));
+    }
+    if let Some(c) = &h.last_conflict {
+        lines.push(("refused claim", c.clone()));
+    }
+    if let Some(t) = h.decommissioned_at {
+        lines.push(("decommissioned", time(t)));
+    }
     for (k, v) in lines {
         println!("{:<15} {v}", format!("{k}:"));
+    }
+}
+
+/// Where a label edit applies.
+pub enum LabelTarget {
+    Host(String),
+    Selector(String),
+}
+
+pub async fn hosts_label(
+    args: &AdminArgs,
+    target: LabelTarget,
+    set: Labels,
+    remove: Vec<String>,
+) -> Result<()> {
+    let client = AdminClient::new(args)?;
+    let (path, selector) = match target {
+        LabelTarget::Host(id) => (
+            format!("/v1/admin/hosts/{}/labels", path_segment(&id)?),
+            None,
+        ),
+        LabelTarget::Selector(s) => ("/v1/admin/hosts/labels".to_string(), Some(s)),
+    };
+    let edit = LabelEdit {
+        set,
+        remove,
+        selector,
+    };
+    let done: LabelEdited = client.post(&path, &edit).await?;
+    if args.json {
+        return print_json(&done);
+    }
+    println!(
+        "{} host(s) matched, {} changed: configs re-rendered, target files rewritten, Prometheus reload requested",
+        done.matched,
+        done.hosts.len()
+    );
+    for h in &done.hosts {
+        println!(
+            "  {}  {}  rendered {} (agents pick it up on their next poll; `hosts show` tells when applied)",
+            h.id,
+            labels_text(&h.labels),
+            short(&h.rendered_hash)
+        );
     }
     Ok(())
 }
 
+pub async fn hosts_decommission(args: &AdminArgs, id: &str) -> Result<()> {
+    let path = format!("/v1/admin/hosts/{}/decommission", path_segment(id)?);
+    let done: Decommissioned = AdminClient::new(args)?.post(&path, &()).await?;
+    if args.json {
+        return print_json(&done);
+    }
+    println!("decommissioned {}", done.host.id);
+    println!(
+        "  revoked {} certificate(s): the agent is refused from now on",
+        done.revoked_certs
+    );
+    match &done.target_file {
+        Some(f) => println!("  target file renamed to {f}: Prometheus stops scraping it"),
+        None => println!("  there was no target file to rename"),
+    }
+    println!("  still listed with `hosts list --all`; its audit trail stays");
+    Ok(())
+}
+
+pub async fn hosts_replace(args: &AdminArgs, id: &str) -> Result<()> {
+    let path = format!("/v1/admin/hosts/{}/replace", path_segment(id)?);
+    let armed: ReplaceArmed = AdminClient::new(args)?.post(&path, &()).await?;
+    if args.json {
+        return print_json(&armed);
+    }
+    println!(
+        "{}: the next enrollment of machine-id {} with a new key (and a valid token) takes this host over, until {}.",
+        armed.host.id,
+        armed.host.facts.machine_id,
+        time(armed.until)
+    );
+    println!("  The old key's certificates are revoked when that happens. Run the enroll command on the new machine now.");
+    Ok(())
+}
+
+/// `labels check`: exits 1 when a host does not fit.
+pub async fn labels_check(args: &AdminArgs) -> Result<bool> {
+    let check: LabelCheck = AdminClient::new(args)?
+        .get("/v1/admin/labels/check")
+        .await?;
+    if args.json {
+        print_json(&check)?;
+        return Ok(check.misfits.is_empty());
+    }
+    if check.misfits.is_empty() {
+        println!("all {} active hosts fit the label schema", check.checked);
+        return Ok(true);
+    }
+    let rows = check
+        .misfits
+        .iter()
+        .map(|m| vec![m.host_id.clone(), m.hostname.clone(), m.problems.join("; ")])
+        .collect();
+    print!("{}", table(&["ID", "HOSTNAME", "PROBLEMS"], rows));
+    println!(
+        "{} of {} hosts do not fit; fix them with `muster-server hosts label ID name=value [--remove name]`",
+        check.misfits.len(),
+        check.checked
+    );
+    Ok(false)
+}
+
+/// Parses `--since`: a duration ago (`1h`, `30m`) or an RFC 3339 time.
+pub fn parse_since(text: &str, now: SystemTime) -> Result<i64, String> {
+    let at = match humantime::parse_duration(text) {
+        Ok(ago) => now.checked_sub(ago).unwrap_or(UNIX_EPOCH),
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            format!(
+                "{text:?} is neither a duration (30m, 2h, 7days) nor a time (2024-05-01T12:00:00Z)"
+            )
+        })?,
+    };
+    Ok(at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64))
+}
+
+pub async fn audit(
+    args: &AdminArgs,
+    host: Option<&str>,
+    since: Option<i64>,
+    limit: u32,
+) -> Result<()> {
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(h) = host {
+        query.push(("host", h.to_string()));
+    }
+    if let Some(s) = since {
+        query.push(("since", s.to_string()));
+    }
+    let rows: Vec<AuditRow> = AdminClient::new(args)?
+        .get_query("/v1/admin/audit", &query)
+        .await?;
+    if args.json {
+        return print_json(&rows);
+    }
+    let cells = rows
+        .iter()
+        .map(|r| {
+            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            vec![
+                time(r.at),
+                r.actor.clone(),
+                r.action.clone(),
+                dash(&r.target),
+                r.outcome.clone(),
+                dash(&r.source),
+                dash(&r.detail),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["TIME", "WHO", "ACTION", "TARGET", "OUTCOME", "SOURCE", "DETAIL"],
+            cells
+        )
+    );
+    Ok(())
+}
+
 /// Ids go into URL paths: refuse anything that is not a plain id.
-fn path_segment(id: &str) -> Result<&str> {
+pub fn path_segment(id: &str) -> Result<&str> {
     if id.is_empty()
         || !id
             .chars()
@@ -295,7 +544,7 @@ fn applied_text(h: &HostInfo) -> String {
     match &h.applied_hash {
         Some(a) if *a == h.rendered_hash => format!("current ({})", short(a)),
         Some(a) => format!(
-            "pending (applied {}, rendered {})",
+            "outdated (applied {}, rendered {})",
             short(a),
             short(&h.rendered_hash)
         ),
@@ -303,18 +552,18 @@ fn applied_text(h: &HostInfo) -> String {
     }
 }
 
-fn short(hash: &str) -> &str {
+pub fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-fn enum_text<T: Serialize>(value: &T) -> String {
+pub fn enum_text<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
 
-fn labels_text(labels: &Labels) -> String {
+pub fn labels_text(labels: &Labels) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -328,7 +577,7 @@ pub fn time(unix: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -376,6 +625,16 @@ mod tests {
         assert!(path_segment("../x").is_err());
         assert!(path_segment("a/b").is_err());
         assert_eq!(path_segment("web-01-abc").ok(), Some("web-01-abc"));
+    }
+
+    #[test]
+    fn since_takes_a_duration_ago_or_a_time() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        assert_eq!(parse_since("1h", now), Ok(10_000 - 3600));
+        assert_eq!(parse_since("1970-01-01T00:01:40Z", now), Ok(100));
+        assert!(parse_since("yesterday", now)
+            .unwrap_err()
+            .contains("neither a duration"));
     }
 
     #[test]

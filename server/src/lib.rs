@@ -1,14 +1,18 @@
 //! Muster's central server: private CA, enrollment, config rendering,
 //! Prometheus target files, the admin API and its CLI client.
 
+pub mod admin_wire;
 pub mod api;
 pub mod app;
+pub mod batch;
 pub mod ca;
 pub mod cli;
 pub mod init;
 pub mod overrides;
 pub mod preview;
 pub mod render;
+pub mod schema;
+pub mod scrape;
 pub mod serve;
 pub mod settings;
 pub mod store;

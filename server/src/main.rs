@@ -47,9 +47,29 @@ enum Command {
     /// Manage enrollment tokens
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Inspect enrolled hosts
+    /// List, inspect, label, decommission and replace hosts
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// The label schema ([labels] in server.toml)
+    #[command(subcommand)]
+    Labels(LabelsCommand),
+    /// Batch enrollment from a spreadsheet: import, status, retry
+    #[command(subcommand)]
+    Batch(BatchCommand),
+    /// The audit log: every admin action and enrollment attempt, with its source address
+    Audit {
+        /// Only entries about or by this host (or any other target: a token or batch id)
+        #[arg(long, value_name = "ID")]
+        host: Option<String>,
+        /// Only entries since a time ago (30m, 2h, 7days) or a time (2024-05-01T12:00:00Z)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most this many entries (the newest)
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -133,15 +153,150 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum HostsCommand {
-    /// List hosts with their state and config rollout
+    /// List hosts: state, last seen, applied vs rendered config, Alloy version, OS
+    #[command(
+        after_help = "States: enrolled, config_applied, config_failed, scrape_ok, scrape_failing \
+        (Prometheus was asked), stale (no check-in for stale_after), decommissioned (only with --all \
+        or --state decommissioned). Pending hosts are batch rows: see `batch status`."
+    )]
+    List {
+        /// Only hosts whose labels match, e.g. environment=production,location=rack-2
+        #[arg(long, value_name = "NAME=VALUE,...")]
+        selector: Option<String>,
+        /// Only hosts in this state
+        #[arg(long)]
+        state: Option<String>,
+        /// Include decommissioned hosts
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one host in detail, including whether it applied its current config
+    Show {
+        /// Host id, as `hosts list` shows it
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set or remove labels on one host (ID) or every host a --selector matches
+    #[command(
+        after_help = "Examples:\n  muster-server hosts label web-01-3fa2c1 maintainers=ops;dba location=rack-2\n  \
+        muster-server hosts label --selector environment=staging owner=web --remove legacy\n\n\
+        Labels are checked against the label schema ([labels] in server.toml); nothing is changed \
+        if any host would break it. Each changed host's config is re-rendered and its target file \
+        rewritten (Prometheus is reloaded once); agents pick the config up on their next poll."
+    )]
+    Label {
+        /// Host id, then NAME=VALUE pairs (with --selector: only pairs)
+        #[arg(value_name = "ID | NAME=VALUE")]
+        args: Vec<String>,
+        /// Edit every active host whose labels match, instead of one host
+        #[arg(long, value_name = "NAME=VALUE,...")]
+        selector: Option<String>,
+        /// Remove this label; repeatable
+        #[arg(long = "remove", value_name = "NAME")]
+        remove: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Retire a host: revoke its certificates (its agent is refused and stops), rename its
+    /// target file to <id>.json.deleted.<UTC time> (Prometheus stops scraping), keep its history
+    Decommission {
+        /// Host id, as `hosts list` shows it
+        id: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Let a new key take a host over (a reinstalled machine keeping its machine-id)
+    #[command(
+        after_help = "A second key claiming an enrolled machine-id is refused (409) until \
+        this is run; then the next enrollment from that machine-id (within token_ttl) takes the \
+        host over and the old key's certificates are revoked. A cloned VM should get its own \
+        machine-id instead (systemd-machine-id-setup)."
+    )]
+    Replace {
+        /// Host id, as `hosts list` shows it
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabelsCommand {
+    /// Check every active host against the label schema; exits 1 when one does not fit
+    Check {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BatchCommand {
+    /// Pre-register hosts from a CSV (with a header) or JSON file; prints each host's enroll line
+    #[command(
+        after_help = "CSV: a header naming the columns: hostname (required), address \
+        (optional, where the host is expected), every other column a label; empty cells set \
+        nothing. Lines starting with # are skipped. Example:\n\n  \
+        hostname,address,environment,location\n  web-01,10.0.0.11,production,rack-2\n\n\
+        JSON: [{\"hostname\": \"web-01\", \"labels\": {\"environment\": \"production\"}, \"address\": \"10.0.0.11\"}]\n\n\
+        The whole file is checked first (hostnames, labels against the schema, duplicates); \
+        errors are listed with their line numbers and nothing is imported, unless --skip-invalid. \
+        Each row gets a one-time token bound to its hostname."
+    )]
+    Import {
+        /// The CSV or JSON file
+        file: PathBuf,
+        /// The file's format [default: from the extension, else sniffed]
+        #[arg(long, value_enum)]
+        input: Option<muster_server::batch::Format>,
+        /// Import the valid rows and list the invalid ones instead of refusing the file
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Lifetime of the tokens, e.g. 7days [default: server.toml's token_ttl]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// How to print the enrollment lines
+        #[arg(long, value_enum, default_value = "lines")]
+        format: cli::batch::Output,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List batches
     List {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Show one host in detail
-    Show {
-        /// Host id, as `hosts list` shows it
+    /// Per-host state of a batch (pending -> enrolled -> config_applied -> scrape_ok, or failed and why) and totals
+    Status {
+        /// Batch id, as `batch import` and `batch list` print it
         id: String,
+        /// Refresh until every host has settled; exits 1 if any failed
+        #[arg(long)]
+        watch: bool,
+        /// Refresh interval for --watch
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// New tokens for rows that failed to enroll or whose token expired (old tokens are revoked)
+    Retry {
+        /// Batch id
+        id: String,
+        /// Only this row (by hostname)
+        #[arg(long)]
+        host: Option<String>,
+        /// Lifetime of the new tokens [default: server.toml's token_ttl]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// How to print the enrollment lines
+        #[arg(long, value_enum, default_value = "lines")]
+        format: cli::batch::Output,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -243,13 +398,153 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 TokenCommand::Revoke { id, admin } => cli::token_revoke(&admin, &id).await,
             }
         }),
+        Command::Hosts(HostsCommand::Label {
+            args,
+            selector,
+            remove,
+            admin,
+        }) => {
+            let (target, pairs) = label_target(args, selector).map_err(usage)?;
+            let set = pairs
+                .iter()
+                .map(|p| labels::parse_pair(p))
+                .collect::<Result<Labels, _>>()
+                .map_err(|e| usage(e.into()))?;
+            client(|| async move { cli::hosts_label(&admin, target, set, remove).await })
+        }
+        Command::Hosts(HostsCommand::Decommission { id, yes, admin }) => {
+            confirm(&id, yes).map_err(usage)?;
+            client(|| async move { cli::hosts_decommission(&admin, &id).await })
+        }
         Command::Hosts(cmd) => client(|| async move {
             match cmd {
-                HostsCommand::List { admin } => cli::hosts_list(&admin).await,
+                HostsCommand::List {
+                    selector,
+                    state,
+                    all,
+                    admin,
+                } => {
+                    let filter = cli::HostFilter {
+                        selector,
+                        state,
+                        all,
+                    };
+                    cli::hosts_list(&admin, &filter).await
+                }
                 HostsCommand::Show { id, admin } => cli::hosts_show(&admin, &id).await,
+                HostsCommand::Replace { id, admin } => cli::hosts_replace(&admin, &id).await,
+                HostsCommand::Label { .. } | HostsCommand::Decommission { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }),
+        Command::Labels(LabelsCommand::Check { admin }) => {
+            let fits = runtime()?.block_on(cli::labels_check(&admin))?;
+            if fits {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: 1,
+                    error: anyhow::anyhow!("some hosts do not fit the label schema"),
+                })
+            }
+        }
+        Command::Batch(BatchCommand::Status {
+            id,
+            watch,
+            interval,
+            admin,
+        }) => {
+            let ok = runtime()?.block_on(cli::batch::status(&admin, &id, watch, interval))?;
+            if ok {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: 1,
+                    error: anyhow::anyhow!(
+                        "some hosts of batch {id} failed; see the PROBLEM column"
+                    ),
+                })
+            }
+        }
+        Command::Batch(cmd) => client(|| async move {
+            match cmd {
+                BatchCommand::Import {
+                    file,
+                    input,
+                    skip_invalid,
+                    ttl,
+                    format,
+                    admin,
+                } => cli::batch::import(&admin, &file, input, skip_invalid, ttl, format).await,
+                BatchCommand::List { admin } => cli::batch::list(&admin).await,
+                BatchCommand::Retry {
+                    id,
+                    host,
+                    ttl,
+                    format,
+                    admin,
+                } => cli::batch::retry(&admin, &id, host, ttl, format).await,
+                BatchCommand::Status { .. } => unreachable!("handled above"),
+            }
+        }),
+        Command::Audit {
+            host,
+            since,
+            limit,
+            admin,
+        } => {
+            let since = since
+                .map(|s| cli::parse_since(&s, SystemTime::now()))
+                .transpose()
+                .map_err(|e| usage(anyhow::anyhow!(e)))?;
+            client(|| async move { cli::audit(&admin, host.as_deref(), since, limit).await })
+        }
     }
+}
+
+/// `hosts label`'s positionals: a host id then pairs, or (with a selector)
+/// only pairs.
+fn label_target(
+    args: Vec<String>,
+    selector: Option<String>,
+) -> Result<(cli::LabelTarget, Vec<String>)> {
+    match selector {
+        Some(s) => {
+            if let Some(id) = args.iter().find(|a| !a.contains('=')) {
+                anyhow::bail!("{id:?} is not NAME=VALUE; with --selector, give no host id");
+            }
+            Ok((cli::LabelTarget::Selector(s), args))
+        }
+        None => {
+            let mut args = args.into_iter();
+            match args.next() {
+                Some(id) if !id.contains('=') => Ok((cli::LabelTarget::Host(id), args.collect())),
+                _ => anyhow::bail!(
+                    "give a host id first (hosts label ID NAME=VALUE...), or --selector NAME=VALUE"
+                ),
+            }
+        }
+    }
+}
+
+/// Decommissioning cannot be undone: ask, unless --yes.
+fn confirm(id: &str, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("decommissioning {id} cannot be undone: pass --yes to confirm");
+    }
+    print!("Decommission {id}? Its agent is cut off and its target file retired. Type the host id to confirm: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != id {
+        anyhow::bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
 }
 
 fn print_initialized(dir: &Path, done: &init::Initialized) {

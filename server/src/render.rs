@@ -716,6 +716,7 @@ pub(crate) mod tests {
             enrolled_at: 0,
             last_seen: 0,
             cert_expires_at: 0,
+            lifecycle: Default::default(),
         }
     }
 

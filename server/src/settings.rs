@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::schema::{LabelSchema, SchemaSpec};
+
 /// File name of the settings inside the data dir.
 pub const FILE_NAME: &str = "server.toml";
 
@@ -54,6 +56,16 @@ pub struct Settings {
     /// Target changes within this window cause a single Prometheus reload.
     #[serde(default = "default_reload_window", with = "humantime_serde_compat")]
     pub reload_window: Duration,
+    /// A host with no check-in for this long is shown as `stale`.
+    #[serde(default = "default_stale_after", with = "humantime_serde_compat")]
+    pub stale_after: Duration,
+    /// How often Prometheus's `/api/v1/targets` is asked whether hosts are
+    /// scraped (only with `prometheus_url`).
+    #[serde(default = "default_scrape_check", with = "humantime_serde_compat")]
+    pub scrape_check_interval: Duration,
+    /// The label schema: `[labels]`.
+    #[serde(default)]
+    pub labels: SchemaSpec,
     /// Agent binaries (`muster-agent-<os>-<arch>`) served at `/v1/download/`;
     /// `<data dir>/downloads` when unset.
     #[serde(default)]
@@ -96,6 +108,12 @@ fn default_token_ttl() -> Duration {
 }
 fn default_reload_window() -> Duration {
     Duration::from_secs(2)
+}
+fn default_stale_after() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_scrape_check() -> Duration {
+    Duration::from_secs(15)
 }
 
 /// A mirror URL goes into a shell script and a repo file: a plain
@@ -193,7 +211,19 @@ impl Settings {
         if self.cert_validity < Duration::from_secs(3600) {
             return Err("cert_validity must be at least 1h".into());
         }
+        if self.stale_after < Duration::from_secs(1) {
+            return Err("stale_after must be at least 1s".into());
+        }
+        if self.scrape_check_interval < Duration::from_secs(1) {
+            return Err("scrape_check_interval must be at least 1s".into());
+        }
+        self.label_schema()?;
         Ok(())
+    }
+
+    /// The compiled `[labels]` schema; errors name the setting.
+    pub fn label_schema(&self) -> Result<LabelSchema, String> {
+        LabelSchema::compile(&self.labels)
     }
 
     /// The downloads dir: the configured one, else `<data dir>/downloads`.
@@ -248,6 +278,27 @@ token_ttl = "24h"
 
 # Target changes within this window cause one Prometheus reload.
 reload_window = "2s"
+
+# A host that has not checked in for this long is shown as `stale`.
+stale_after = "5m"
+
+# With prometheus_url: how often to ask Prometheus (/api/v1/targets) whether
+# each host's targets are up (recorded as scrape_ok / scrape_failing).
+scrape_check_interval = "15s"
+
+# The label schema: every label given on a token, a batch row or a host edit
+# is checked against it (`muster-server labels check` checks existing hosts).
+# Names must be Prometheus label names not starting with "__". Without this
+# section any such name and value is accepted.
+# [labels]
+# required = ["environment", "maintainers"]   # every host must have them
+# allowed = ["location", "team"]              # only these, plus the names below
+# [labels.defaults]                           # filled in when not given
+# environment = "production"
+# [labels.rules.environment]                  # allowed values ...
+# values = ["production", "staging", "dev"]
+# [labels.rules.location]                     # ... or a pattern (whole value)
+# pattern = "rack-[0-9]+"
 
 # Agent binaries served at /v1/download/ for install.sh, named
 # muster-agent-<os>-<arch> (e.g. muster-agent-linux-x86_64); read at start-up.
@@ -318,5 +369,26 @@ mod tests {
             err.contains("\"soon\"") && err.contains("checkin_interval"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_documented_label_schema_example_parses() {
+        let text = Settings::default_file("https://x");
+        // The commented-out [labels] example, from its header to the blank line.
+        let example: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "# [labels]")
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.trim_start_matches("# ").split("   #").next().unwrap_or(l))
+            .collect();
+        assert!(example.len() > 5, "example not found in {text}");
+        let toml = format!("public_url = \"https://x\"\n{}\n", example.join("\n"));
+        let s = Settings::from_toml(&toml).expect("example parses");
+        assert_eq!(s.labels.required, vec!["environment", "maintainers"]);
+        assert_eq!(s.stale_after, default_stale_after());
+        let err =
+            Settings::from_toml("public_url = \"https://x\"\n[labels.rules.x]\npattern = \"(\"\n")
+                .expect_err("bad pattern");
+        assert!(err.contains("labels.rules.x.pattern"), "{err}");
     }
 }

@@ -1,13 +1,16 @@
 //! The embedded SQLite store: the only module that talks to the database.
 //! Every write is one transaction; the target files and rendered configs are
-//! derived from what is here.
+//! derived from what is here. The schema and its migrations are in
+//! `store/schema.rs`, batch pre-registration in `store/batch.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use muster_shared::facts::{self, Facts};
 use muster_shared::labels::Labels;
-use muster_shared::wire::{ApplyResult, HostInfo, HostState, StatusReport, TokenInfo, TokenState};
+use muster_shared::wire::{
+    ApplyResult, HostInfo, HostState, ScrapeInfo, StatusReport, TokenInfo, TokenState,
+};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::ca::{CsrError, IssuedCert};
@@ -17,68 +20,11 @@ use crate::tokens::{self, Kind, Secret};
 /// File name of the database inside the data dir.
 pub const FILE_NAME: &str = "muster.db";
 
-const SCHEMA_VERSION: i32 = 1;
-const SCHEMA: &str = r#"
-CREATE TABLE admin_tokens (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    hash BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE TABLE enroll_tokens (
-    id TEXT PRIMARY KEY,
-    hash BLOB NOT NULL,
-    labels TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    uses_allowed INTEGER NOT NULL,
-    uses INTEGER NOT NULL DEFAULT 0,
-    revoked_at INTEGER,
-    created_by TEXT NOT NULL
-);
-CREATE TABLE hosts (
-    id TEXT PRIMARY KEY,
-    machine_id TEXT NOT NULL UNIQUE,
-    public_key_sha256 TEXT NOT NULL,
-    facts TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    state TEXT NOT NULL,
-    config TEXT NOT NULL,
-    rendered_hash TEXT NOT NULL,
-    targets TEXT NOT NULL,
-    applied_hash TEXT,
-    last_error TEXT,
-    alloy_version TEXT,
-    enrolled_at INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    cert_expires_at INTEGER NOT NULL
-);
-CREATE TABLE certs (
-    fingerprint TEXT PRIMARY KEY,
-    host_id TEXT NOT NULL REFERENCES hosts(id),
-    serial TEXT NOT NULL,
-    issued_at INTEGER NOT NULL,
-    not_after INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE TABLE enrollments (
-    idempotency_key TEXT PRIMARY KEY,
-    host_id TEXT NOT NULL REFERENCES hosts(id),
-    token_id TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-CREATE TABLE audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT,
-    outcome TEXT NOT NULL,
-    detail TEXT,
-    source TEXT
-);
-"#;
+mod batch;
+mod schema;
+
+pub use batch::{BatchEntry, BatchRecord, NewBatchHost};
+pub use schema::VERSION as SCHEMA_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,6 +56,11 @@ pub struct Enrolled {
     pub cert: IssuedCert,
     /// False when an existing host was enrolled again.
     pub created: bool,
+    /// True when another key took the host over after `hosts replace`; the
+    /// old key's certificates are revoked.
+    pub replaced: bool,
+    /// The token that was used.
+    pub token_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +71,10 @@ pub enum EnrollError {
     Token(&'static str),
     #[error("machine-id {machine_id} is already enrolled as {host_id} with a different key")]
     MachineConflict { machine_id: String, host_id: String },
+    /// A batch token used by a host whose hostname is not the one it was
+    /// issued for.
+    #[error("the enrollment token is bound to hostname {bound:?}, not {claimed:?}")]
+    HostnameMismatch { bound: String, claimed: String },
     #[error(transparent)]
     Csr(#[from] CsrError),
     #[error(transparent)]
@@ -154,6 +109,39 @@ pub struct HostRecord {
     pub enrolled_at: i64,
     pub last_seen: i64,
     pub cert_expires_at: i64,
+    /// Everything beyond enrollment and config: scrape check, decommission,
+    /// batch, replacement.
+    pub lifecycle: Lifecycle,
+}
+
+/// The parts of a host that fleet operations add.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub scrape: Option<ScrapeInfo>,
+    pub decommissioned_at: Option<i64>,
+    pub previous_host_id: Option<String>,
+    pub batch_id: Option<String>,
+    /// `hosts replace` lets another key take the host over until then.
+    pub replace_until: Option<i64>,
+    /// The last refused claim by another key, as text for operators.
+    pub last_conflict: Option<String>,
+}
+
+/// The state an operator sees, from the stored config state and the rest.
+/// Order matters: a decommissioned host is that whatever else; a host that
+/// stopped checking in is stale whatever it last said; a failed or not yet
+/// applied config comes before what Prometheus says.
+pub fn headline(host: &HostRecord, now: i64, stale_after: i64) -> HostState {
+    if host.lifecycle.decommissioned_at.is_some() {
+        return HostState::Decommissioned;
+    }
+    if now - host.last_seen > stale_after {
+        return HostState::Stale;
+    }
+    match (host.state, &host.lifecycle.scrape) {
+        (HostState::ConfigApplied, Some(scrape)) => scrape.state,
+        (state, _) => state,
+    }
 }
 
 impl HostRecord {
@@ -167,11 +155,24 @@ impl HostRecord {
         labels
     }
 
-    pub fn info(&self) -> HostInfo {
+    pub fn is_active(&self) -> bool {
+        self.lifecycle.decommissioned_at.is_none()
+    }
+
+    /// The admin view, with the state at `now`.
+    pub fn info(&self, now: i64, stale_after: i64) -> HostInfo {
+        let l = &self.lifecycle;
         HostInfo {
             id: self.id.clone(),
             hostname: self.facts.hostname.clone(),
-            state: self.state,
+            state: headline(self, now, stale_after),
+            config_state: self.state,
+            scrape: l.scrape.clone(),
+            decommissioned_at: l.decommissioned_at,
+            previous_host_id: l.previous_host_id.clone(),
+            batch_id: l.batch_id.clone(),
+            replace_until: l.replace_until,
+            last_conflict: l.last_conflict.clone(),
             labels: self.labels(),
             facts: self.facts.clone(),
             rendered_hash: self.rendered_hash.clone(),
@@ -190,6 +191,7 @@ impl HostRecord {
 pub enum CertLookup {
     Host(String),
     Revoked,
+    Expired,
     Unknown,
 }
 
@@ -231,22 +233,13 @@ impl Store {
         Store::setup(conn)
     }
 
-    fn setup(conn: Connection) -> Result<Store, StoreError> {
+    fn setup(mut conn: Connection) -> Result<Store, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit that returned survives a power cut, not only a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        schema::migrate(&mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match version {
-            0 => {
-                conn.execute_batch(&format!(
-                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                ))?;
-            }
-            SCHEMA_VERSION => {}
-            newer => return Err(StoreError::TooNew(newer)),
-        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -326,7 +319,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
-             FROM enroll_tokens ORDER BY created_at, id",
+             FROM enroll_tokens WHERE batch_id IS NULL ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |r| token_row(r, now))?;
         rows.map(|r| r?).collect()
@@ -355,6 +348,12 @@ impl Store {
     /// Checks the token, maps the machine to its host (new or existing),
     /// signs the agent's CSR for it and renders its config, all in one
     /// transaction: a refusal or failure at any step stores nothing.
+    ///
+    /// The machine maps to its active host. A different key claiming that
+    /// machine-id is refused unless an admin ran `hosts replace` for the
+    /// host; then the new key takes the host over and the old key's
+    /// certificates are revoked. A machine whose host was decommissioned
+    /// becomes a new host, linked to the old one.
     pub fn enroll(
         &self,
         attempt: &EnrollAttempt<'_>,
@@ -367,7 +366,8 @@ impl Store {
             tokens::parse(Kind::Enroll, attempt.token).ok_or(EnrollError::Token("malformed"))?;
         let replay: Option<(String, String)> = tx
             .query_row(
-                "SELECT host_id, token_id FROM enrollments WHERE idempotency_key = ?1",
+                "SELECT e.host_id, e.token_id FROM enrollments e JOIN hosts h ON h.id = e.host_id
+                 WHERE e.idempotency_key = ?1 AND h.decommissioned_at IS NULL",
                 [attempt.idempotency_key],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -376,24 +376,54 @@ impl Store {
             Some((host_id, token_id)) if token_id == id => Some(host_id.clone()),
             _ => None,
         };
-        let token_labels = check_enroll_token(&tx, id, secret, replay_host.is_some(), attempt.now)?;
+        // A replay (same key, same token) may reuse a spent token and
+        // spends nothing; any other attempt is a fresh use.
+        let is_replay = replay_host.is_some();
+        let grant = check_enroll_token(&tx, id, secret, is_replay, attempt.now)?;
+        if let Some(bound) = &grant.hostname {
+            if !batch::hostname_matches(bound, &attempt.facts.hostname) {
+                return Err(EnrollError::HostnameMismatch {
+                    bound: bound.clone(),
+                    claimed: attempt.facts.hostname.clone(),
+                });
+            }
+        }
 
-        let existing = host_by_machine_id(&tx, &attempt.facts.machine_id)?;
+        let existing = active_host_by_machine_id(&tx, &attempt.facts.machine_id)?;
         let host_id = match (&existing, replay_host) {
             (Some(host), _) => host.id.clone(),
             (None, Some(host_id)) => host_id,
             (None, None) => new_host_id(&tx, &attempt.facts.hostname)?,
         };
         let cert = sign(&host_id)?;
+        let mut replaced = false;
         if let Some(host) = &existing {
             if host.public_key_sha256 != cert.public_key_sha256 {
-                return Err(EnrollError::MachineConflict {
-                    machine_id: host.machine_id.clone(),
-                    host_id: host.id.clone(),
-                });
+                let armed = host
+                    .lifecycle
+                    .replace_until
+                    .is_some_and(|until| until >= attempt.now);
+                if !armed {
+                    return Err(EnrollError::MachineConflict {
+                        machine_id: host.machine_id.clone(),
+                        host_id: host.id.clone(),
+                    });
+                }
+                replaced = true;
             }
         }
         let created = existing.is_none();
+        let previous_host_id = if created {
+            tx.query_row(
+                "SELECT id FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NOT NULL
+                 ORDER BY decommissioned_at DESC LIMIT 1",
+                [&attempt.facts.machine_id],
+                |r| r.get(0),
+            )
+            .optional()?
+        } else {
+            None
+        };
         let mut host = existing.unwrap_or_else(|| HostRecord {
             id: host_id.clone(),
             machine_id: attempt.facts.machine_id.clone(),
@@ -410,31 +440,60 @@ impl Store {
             enrolled_at: attempt.now,
             last_seen: attempt.now,
             cert_expires_at: cert.not_after,
+            lifecycle: Lifecycle {
+                previous_host_id,
+                ..Lifecycle::default()
+            },
         });
+        if replaced {
+            // A new machine behind the same host: nothing it reports yet.
+            tx.execute(
+                "UPDATE certs SET revoked_at = ?2 WHERE host_id = ?1 AND revoked_at IS NULL",
+                params![host.id, attempt.now],
+            )?;
+            host.public_key_sha256 = cert.public_key_sha256.clone();
+            host.state = HostState::Enrolled;
+            host.applied_hash = None;
+            host.last_error = None;
+            host.lifecycle.replace_until = None;
+            host.lifecycle.last_conflict = None;
+            host.lifecycle.scrape = None;
+        }
         host.facts = attempt.facts.clone();
-        host.operator_labels.extend(token_labels);
+        host.operator_labels.extend(grant.labels);
         host.last_seen = attempt.now;
         host.cert_expires_at = cert.not_after;
+        if grant.batch_id.is_some() {
+            host.lifecycle.batch_id = grant.batch_id;
+        }
         let rendered = render(&host)?;
         set_rendered(&mut host, rendered);
 
         upsert_host(&tx, &host)?;
         insert_cert(&tx, &host.id, &cert, attempt.now)?;
-        if replay.is_none() {
+        if !is_replay {
             tx.execute(
                 "UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?1",
                 [id],
             )?;
             tx.execute(
-                "INSERT INTO enrollments (idempotency_key, host_id, token_id, at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO enrollments (idempotency_key, host_id, token_id, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(idempotency_key) DO UPDATE SET host_id = excluded.host_id,
+                 token_id = excluded.token_id, at = excluded.at",
                 params![attempt.idempotency_key, host.id, id, attempt.now],
             )?;
         }
+        tx.execute(
+            "UPDATE batch_hosts SET host_id = ?2, last_error = NULL WHERE token_id = ?1",
+            params![id, host.id],
+        )?;
         tx.commit()?;
         Ok(Enrolled {
             host,
             cert,
             created,
+            replaced,
+            token_id: id.to_string(),
         })
     }
 
@@ -453,7 +512,7 @@ impl Store {
         Ok(match row {
             None => CertLookup::Unknown,
             Some((_, Some(_), _)) => CertLookup::Revoked,
-            Some((_, None, not_after)) if not_after < now => CertLookup::Revoked,
+            Some((_, None, not_after)) if not_after < now => CertLookup::Expired,
             Some((host_id, None, _)) => CertLookup::Host(host_id),
         })
     }
@@ -562,11 +621,14 @@ impl Store {
         host_by_id(&self.conn(), id)
     }
 
+    /// Active hosts (not decommissioned), by id.
     pub fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id"))?;
-        let rows = stmt.query_map([], host_row)?;
-        rows.map(|r| r?).collect()
+        query_hosts(&self.conn(), "WHERE decommissioned_at IS NULL")
+    }
+
+    /// Every host ever enrolled, decommissioned ones included, by id.
+    pub fn hosts_all(&self) -> Result<Vec<HostRecord>, StoreError> {
+        query_hosts(&self.conn(), "")
     }
 
     /// Stores a newly rendered config for a host.
@@ -581,6 +643,115 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// Applies `edit` to every active host `select` picks, in one
+    /// transaction: the first error from `edit` stores nothing at all.
+    /// `edit` returns whether it changed the host; changed hosts are written
+    /// and returned.
+    pub fn update_hosts<E: From<StoreError>>(
+        &self,
+        select: impl Fn(&HostRecord) -> bool,
+        mut edit: impl FnMut(&mut HostRecord) -> Result<bool, E>,
+    ) -> Result<Vec<HostRecord>, E> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(StoreError::from)?;
+        let mut changed = Vec::new();
+        for mut host in query_hosts(&tx, "WHERE decommissioned_at IS NULL")? {
+            if select(&host) && edit(&mut host)? {
+                upsert_host(&tx, &host)?;
+                changed.push(host);
+            }
+        }
+        tx.commit().map_err(StoreError::from)?;
+        Ok(changed)
+    }
+
+    /// Decommissions a host: marks it, revokes every certificate it has.
+    pub fn decommission(&self, host_id: &str, now: i64) -> Result<Decommission, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut host) = host_by_id(&tx, host_id)? else {
+            return Ok(Decommission::NotFound);
+        };
+        if !host.is_active() {
+            return Ok(Decommission::Already(host));
+        }
+        let revoked = tx.execute(
+            "UPDATE certs SET revoked_at = ?2 WHERE host_id = ?1 AND revoked_at IS NULL",
+            params![host_id, now],
+        )?;
+        host.lifecycle.decommissioned_at = Some(now);
+        host.lifecycle.replace_until = None;
+        upsert_host(&tx, &host)?;
+        tx.commit()?;
+        Ok(Decommission::Done { host, revoked })
+    }
+
+    /// Lets another key take over an active host until `until`
+    /// (`hosts replace`). `None` when there is no such active host.
+    pub fn arm_replace(&self, host_id: &str, until: i64) -> Result<Option<HostRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE hosts SET replace_until = ?2 WHERE id = ?1 AND decommissioned_at IS NULL",
+            params![host_id, until],
+        )?;
+        Ok(host_by_id(&conn, host_id)?.filter(HostRecord::is_active))
+    }
+
+    /// Remembers a refused claim of the host's machine-id, for `hosts show`.
+    pub fn note_conflict(&self, host_id: &str, text: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE hosts SET last_conflict = ?2 WHERE id = ?1",
+            params![host_id, text],
+        )?;
+        Ok(())
+    }
+
+    /// Records what Prometheus said about hosts: `Some` sets the scrape
+    /// result, `None` clears it (no target of the host is known to
+    /// Prometheus). Unchanged rows are not rewritten. Returns the ids whose
+    /// scrape state changed.
+    pub fn record_scrape(
+        &self,
+        results: &[(String, Option<ScrapeInfo>)],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut changed = Vec::new();
+        for (host_id, scrape) in results {
+            let old: Option<(Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT scrape_state, scrape_error FROM hosts WHERE id = ?1",
+                    [host_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((old_state, old_error)) = old else {
+                continue;
+            };
+            let new_state = scrape.as_ref().map(|s| s.state.as_str().to_string());
+            let new_error = scrape.as_ref().and_then(|s| s.error.clone());
+            if old_state != new_state {
+                changed.push(host_id.clone());
+            }
+            if old_state == new_state && old_error == new_error {
+                // Keep checked_at moving only when something changed: fewer writes.
+                continue;
+            }
+            tx.execute(
+                "UPDATE hosts SET scrape_state = ?2, scrape_error = ?3, scrape_checked_at = ?4
+                 WHERE id = ?1",
+                params![
+                    host_id,
+                    new_state,
+                    new_error,
+                    scrape.as_ref().map(|s| s.checked_at)
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed)
     }
 
     // ---- audit ----
@@ -602,36 +773,61 @@ impl Store {
         Ok(())
     }
 
-    /// The newest `limit` audit entries, oldest first, as
-    /// (at, actor, action, target, outcome, detail).
-    pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+    /// The newest `limit` audit entries matching `filter`, oldest first.
+    pub fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT at, actor, action, target, outcome, detail FROM
-             (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            "SELECT id, at, actor, action, target, outcome, detail, source FROM
+             (SELECT * FROM audit
+              WHERE (?1 IS NULL OR target = ?1 OR actor = ?1) AND (?2 IS NULL OR at >= ?2)
+              ORDER BY id DESC LIMIT ?3)
+             ORDER BY id",
         )?;
-        let rows = stmt.query_map([limit], |r| {
+        let rows = stmt.query_map(params![filter.host, filter.since, filter.limit], |r| {
             Ok(AuditRow {
-                at: r.get(0)?,
-                actor: r.get(1)?,
-                action: r.get(2)?,
-                target: r.get(3)?,
-                outcome: r.get(4)?,
-                detail: r.get(5)?,
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                outcome: r.get(5)?,
+                detail: r.get(6)?,
+                source: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+/// The outcome of [`Store::decommission`].
+#[derive(Debug)]
+pub enum Decommission {
+    Done { host: HostRecord, revoked: usize },
+    Already(HostRecord),
+    NotFound,
+}
+
+/// Which audit entries to read.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Entries about this host (as target) or by it (as actor).
+    pub host: Option<String>,
+    /// Unix seconds; entries at or after.
+    pub since: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {
+    pub id: i64,
     pub at: i64,
     pub actor: String,
     pub action: String,
     pub target: Option<String>,
     pub outcome: String,
     pub detail: Option<String>,
+    /// The peer address of the request, when there was one.
+    pub source: Option<String>,
 }
 
 fn token_state(
@@ -674,7 +870,15 @@ fn token_row(r: &rusqlite::Row<'_>, now: i64) -> rusqlite::Result<Result<TokenIn
         }))
 }
 
-/// The token's preset labels when it may enroll now. A replay of an earlier
+/// What a valid enrollment token grants.
+struct Grant {
+    labels: Labels,
+    /// Set for batch tokens: only this hostname may use it.
+    hostname: Option<String>,
+    batch_id: Option<String>,
+}
+
+/// What the token grants when it may enroll now. A replay of an earlier
 /// enrollment (same idempotency key, same token) may use an exhausted token.
 fn check_enroll_token(
     tx: &Transaction<'_>,
@@ -682,7 +886,7 @@ fn check_enroll_token(
     secret: &str,
     replay: bool,
     now: i64,
-) -> Result<Labels, EnrollError> {
+) -> Result<Grant, EnrollError> {
     struct Row {
         hash: Vec<u8>,
         labels: String,
@@ -690,11 +894,13 @@ fn check_enroll_token(
         uses_allowed: u32,
         uses: u32,
         revoked: bool,
+        hostname: Option<String>,
+        batch_id: Option<String>,
     }
     let row = tx
         .query_row(
-            "SELECT hash, labels, expires_at, uses_allowed, uses, revoked_at IS NOT NULL
-             FROM enroll_tokens WHERE id = ?1",
+            "SELECT hash, labels, expires_at, uses_allowed, uses, revoked_at IS NOT NULL,
+             hostname, batch_id FROM enroll_tokens WHERE id = ?1",
             [id],
             |r| {
                 Ok(Row {
@@ -704,33 +910,31 @@ fn check_enroll_token(
                     uses_allowed: r.get(3)?,
                     uses: r.get(4)?,
                     revoked: r.get(5)?,
+                    hostname: r.get(6)?,
+                    batch_id: r.get(7)?,
                 })
             },
         )
         .optional()?;
-    let Some(Row {
-        hash,
-        labels,
-        expires_at,
-        uses_allowed,
-        uses,
-        revoked,
-    }) = row
-    else {
+    let Some(row) = row else {
         // Spend the same work as a real comparison.
         tokens::verify(secret, &[0u8; 32]);
         return Err(EnrollError::Token("unknown"));
     };
-    if !tokens::verify(secret, &hash) {
+    if !tokens::verify(secret, &row.hash) {
         return Err(EnrollError::Token("wrong secret"));
     }
-    match token_state(expires_at, uses_allowed, uses, revoked, now) {
+    match token_state(row.expires_at, row.uses_allowed, row.uses, row.revoked, now) {
         TokenState::Revoked => return Err(EnrollError::Token("revoked")),
         TokenState::Expired => return Err(EnrollError::Token("expired")),
         TokenState::Exhausted if !replay => return Err(EnrollError::Token("exhausted")),
         _ => {}
     }
-    Ok(serde_json::from_str(&labels).map_err(corrupt("token labels"))?)
+    Ok(Grant {
+        labels: serde_json::from_str(&row.labels).map_err(corrupt("token labels"))?,
+        hostname: row.hostname,
+        batch_id: row.batch_id,
+    })
 }
 
 fn new_host_id(tx: &Transaction<'_>, hostname: &str) -> Result<String, StoreError> {
@@ -755,27 +959,41 @@ fn set_rendered(host: &mut HostRecord, rendered: Rendered) {
 
 const HOST_COLUMNS: &str = "id, machine_id, public_key_sha256, facts, labels, state, config,
     rendered_hash, targets, applied_hash, last_error, alloy_version, enrolled_at, last_seen,
-    cert_expires_at";
+    cert_expires_at, scrape_state, scrape_error, scrape_checked_at, decommissioned_at,
+    previous_host_id, batch_id, replace_until, last_conflict";
 
 fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRecord, StoreError>> {
     let facts: String = r.get(3)?;
     let labels: String = r.get(4)?;
     let state: String = r.get(5)?;
     let targets: String = r.get(8)?;
+    let scrape_state: Option<String> = r.get(15)?;
     let parsed = (|| {
+        let state_of = |text: &str| {
+            HostState::parse(text).ok_or(StoreError::Corrupt {
+                what: "host state",
+                message: text.to_string(),
+            })
+        };
         Ok::<_, StoreError>((
             serde_json::from_str(&facts).map_err(corrupt("host facts"))?,
             serde_json::from_str(&labels).map_err(corrupt("host labels"))?,
-            HostState::parse(&state).ok_or(StoreError::Corrupt {
-                what: "host state",
-                message: state.clone(),
-            })?,
+            state_of(&state)?,
             serde_json::from_str(&targets).map_err(corrupt("host targets"))?,
+            scrape_state.as_deref().map(state_of).transpose()?,
         ))
     })();
-    let (facts, operator_labels, state, targets) = match parsed {
+    let (facts, operator_labels, state, targets, scrape_state) = match parsed {
         Ok(parts) => parts,
         Err(e) => return Ok(Err(e)),
+    };
+    let scrape = match scrape_state {
+        Some(state) => Some(ScrapeInfo {
+            state,
+            error: r.get(16)?,
+            checked_at: r.get::<_, Option<i64>>(17)?.unwrap_or(0),
+        }),
+        None => None,
     };
     Ok(Ok(HostRecord {
         id: r.get(0)?,
@@ -793,6 +1011,14 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRecord, StoreE
         enrolled_at: r.get(12)?,
         last_seen: r.get(13)?,
         cert_expires_at: r.get(14)?,
+        lifecycle: Lifecycle {
+            scrape,
+            decommissioned_at: r.get(18)?,
+            previous_host_id: r.get(19)?,
+            batch_id: r.get(20)?,
+            replace_until: r.get(21)?,
+            last_conflict: r.get(22)?,
+        },
     }))
 }
 
@@ -806,12 +1032,14 @@ fn host_by_id(conn: &Connection, id: &str) -> Result<Option<HostRecord>, StoreEr
     .transpose()
 }
 
-fn host_by_machine_id(
+fn active_host_by_machine_id(
     conn: &Connection,
     machine_id: &str,
 ) -> Result<Option<HostRecord>, StoreError> {
     conn.query_row(
-        &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE machine_id = ?1"),
+        &format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NULL"
+        ),
         [machine_id],
         host_row,
     )
@@ -819,16 +1047,34 @@ fn host_by_machine_id(
     .transpose()
 }
 
+fn query_hosts(conn: &Connection, filter: &str) -> Result<Vec<HostRecord>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {HOST_COLUMNS} FROM hosts {filter} ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], host_row)?;
+    rows.map(|r| r?).collect()
+}
+
+/// Inserts a host or updates everything about it but its id, machine and
+/// enrollment time.
 fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
+    let l = &h.lifecycle;
     tx.execute(
         &format!(
             "INSERT INTO hosts ({HOST_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23)
              ON CONFLICT(id) DO UPDATE SET public_key_sha256 = excluded.public_key_sha256,
              facts = excluded.facts, labels = excluded.labels, state = excluded.state,
              config = excluded.config, rendered_hash = excluded.rendered_hash,
-             targets = excluded.targets, last_seen = excluded.last_seen,
-             cert_expires_at = excluded.cert_expires_at"
+             targets = excluded.targets, applied_hash = excluded.applied_hash,
+             last_error = excluded.last_error, alloy_version = excluded.alloy_version,
+             last_seen = excluded.last_seen, cert_expires_at = excluded.cert_expires_at,
+             scrape_state = excluded.scrape_state, scrape_error = excluded.scrape_error,
+             scrape_checked_at = excluded.scrape_checked_at,
+             decommissioned_at = excluded.decommissioned_at,
+             previous_host_id = excluded.previous_host_id, batch_id = excluded.batch_id,
+             replace_until = excluded.replace_until, last_conflict = excluded.last_conflict"
         ),
         params![
             h.id,
@@ -845,7 +1091,15 @@ fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
             h.alloy_version,
             h.enrolled_at,
             h.last_seen,
-            h.cert_expires_at
+            h.cert_expires_at,
+            l.scrape.as_ref().map(|s| s.state.as_str()),
+            l.scrape.as_ref().and_then(|s| s.error.clone()),
+            l.scrape.as_ref().map(|s| s.checked_at),
+            l.decommissioned_at,
+            l.previous_host_id,
+            l.batch_id,
+            l.replace_until,
+            l.last_conflict,
         ],
     )?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Prometheus `file_sd` target files: their content (pure, byte-stable), the
-//! atomic write, and the coalesced Prometheus reload after changes.
+//! atomic write, the rename that retires a decommissioned host's file, and
+//! the coalesced Prometheus reload after changes.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -98,6 +99,38 @@ pub fn write_host(dir: &Path, host: &HostRecord) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// `20240102T030405Z`: a UTC timestamp that sorts and is file-name safe.
+pub fn compact_utc(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// Retires a decommissioned host's target file: renames `<id>.json` to
+/// `<id>.json.deleted.<UTC timestamp>`, which Prometheus's `*.json` glob no
+/// longer matches, so the targets dir keeps every host ever enrolled.
+/// Returns the new path, or `None` when there was no file.
+pub fn retire_host(
+    dir: &Path,
+    host_id: &str,
+    now: std::time::SystemTime,
+) -> std::io::Result<Option<PathBuf>> {
+    let path = path_for(dir, host_id).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("host id {host_id:?} is not a safe file name"),
+        )
+    })?;
+    let retired = dir.join(format!("{host_id}.json.deleted.{}", compact_utc(now)));
+    match std::fs::rename(&path, &retired) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(Some(retired))
+}
+
 /// Asks Prometheus to reload after target changes, at most once per window:
 /// many enrollments in a burst cause one reload. A failed reload is logged
 /// and handed to `on_failure`, never fatal (Prometheus also re-reads
@@ -105,6 +138,23 @@ pub fn write_host(dir: &Path, host: &HostRecord) -> std::io::Result<bool> {
 #[derive(Clone)]
 pub struct Reloader {
     notify: Arc<Notify>,
+    /// When a target file was last removed (decommission).
+    removed_at: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+}
+
+/// How long reloads are held back after a target file is removed.
+/// Prometheus before 2.51 keeps a removed `file_sd` target for good when a
+/// reload lands before its discovery manager has passed the removal on to
+/// the scrape manager (every 5 s): prometheus/prometheus#12007, fixed by
+/// #13622. Prometheus notices the removal by itself (it watches the files).
+pub const QUIET_AFTER_REMOVAL: Duration = Duration::from_secs(10);
+
+/// How much longer a reload due at `now` must wait after a removal at
+/// `removed_at`.
+pub fn hold_back(now: tokio::time::Instant, removed_at: Option<tokio::time::Instant>) -> Duration {
+    removed_at.map_or(Duration::ZERO, |at| {
+        (at + QUIET_AFTER_REMOVAL).saturating_duration_since(now)
+    })
 }
 
 impl Reloader {
@@ -116,9 +166,11 @@ impl Reloader {
         on_failure: impl Fn(&str) + Send + 'static,
     ) -> Reloader {
         let notify = Arc::new(Notify::new());
+        let removed_at = Arc::new(std::sync::Mutex::new(None));
         if let Some(base) = prometheus_url {
             let url = format!("{}/-/reload", base.trim_end_matches('/'));
             let wake = notify.clone();
+            let removed = removed_at.clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -133,6 +185,15 @@ impl Reloader {
                 loop {
                     wake.notified().await;
                     tokio::time::sleep(window).await;
+                    loop {
+                        let last = *removed.lock().unwrap_or_else(|p| p.into_inner());
+                        let wait = hold_back(tokio::time::Instant::now(), last);
+                        if wait.is_zero() {
+                            break;
+                        }
+                        tracing::debug!(wait = ?wait, "holding the Prometheus reload back after a target file removal");
+                        tokio::time::sleep(wait).await;
+                    }
                     match client.post(&url).send().await {
                         Ok(r) if r.status().is_success() => {
                             tracing::info!(url = %url, "reloaded Prometheus")
@@ -151,12 +212,18 @@ impl Reloader {
                 }
             });
         }
-        Reloader { notify }
+        Reloader { notify, removed_at }
     }
 
     /// Asks for a reload within the window.
     pub fn request(&self) {
         self.notify.notify_one();
+    }
+
+    /// A target file was removed: reloads wait [`QUIET_AFTER_REMOVAL`].
+    pub fn removed(&self) {
+        *self.removed_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::time::Instant::now());
     }
 }
 
@@ -255,5 +322,37 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("web-01-abc123.json")]);
+    }
+
+    #[test]
+    fn retiring_renames_the_file_out_of_prometheus_glob() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = host();
+        write_host(dir.path(), &h).expect("write");
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let retired = retire_host(dir.path(), &h.id, at)
+            .expect("rename")
+            .expect("there was a file");
+        assert_eq!(
+            retired.file_name().and_then(|n| n.to_str()),
+            Some("web-01-abc123.json.deleted.20231114T221320Z")
+        );
+        assert!(retired.exists());
+        assert!(!dir.path().join("web-01-abc123.json").exists());
+        assert_eq!(retire_host(dir.path(), &h.id, at).expect("no file"), None);
+        assert!(retire_host(dir.path(), "../x", at).is_err());
+    }
+
+    #[test]
+    fn reloads_are_held_back_after_a_removal() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(hold_back(now, None), Duration::ZERO);
+        assert_eq!(hold_back(now, Some(now)), QUIET_AFTER_REMOVAL);
+        let later = now + Duration::from_secs(4);
+        assert_eq!(hold_back(later, Some(now)), Duration::from_secs(6));
+        assert_eq!(
+            hold_back(now + QUIET_AFTER_REMOVAL, Some(now)),
+            Duration::ZERO
+        );
     }
 }

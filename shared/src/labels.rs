@@ -1,5 +1,7 @@
 //! Label rules: what a Prometheus label name and value may be, which names
-//! Muster sets itself from host facts, and the `key=value` form the CLIs take.
+//! Muster sets itself from host facts, the `key=value` form the CLIs take,
+//! label selectors (`environment=production,location=rack-2`), and the
+//! "did you mean" suggestion for a misspelt name.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,7 @@ pub const MAX_LABELS: usize = 64;
 /// cannot set them.
 pub const FACT_LABELS: &[&str] = &["host_id", "hostname", "os", "arch"];
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LabelError {
     #[error("label name {0:?} is not a valid Prometheus label name (letters, digits and '_', not starting with a digit)")]
     BadName(String),
@@ -36,6 +38,8 @@ pub enum LabelError {
     NotPair(String),
     #[error("too many labels: at most {MAX_LABELS}")]
     TooMany,
+    #[error("selector {0:?} is empty; give name=value[,name=value...]")]
+    EmptySelector(String),
 }
 
 /// Checks a label name against Prometheus's rule `[a-zA-Z_][a-zA-Z0-9_]*`,
@@ -99,6 +103,65 @@ pub fn parse_pair(text: &str) -> Result<(String, String), LabelError> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// A label selector: every pair must match (equality only).
+pub type Selector = Labels;
+
+/// Parses `name=value[,name=value...]`. Values cannot contain `,` here; a
+/// selector names the labels operators filter by, which are plain words.
+pub fn parse_selector(text: &str) -> Result<Selector, LabelError> {
+    let mut selector = Selector::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = parse_pair(part)?;
+        selector.insert(name, value);
+    }
+    if selector.is_empty() {
+        return Err(LabelError::EmptySelector(text.to_string()));
+    }
+    Ok(selector)
+}
+
+/// Whether `labels` carries every pair of `selector`.
+pub fn matches(selector: &Selector, labels: &Labels) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+}
+
+/// The candidate nearest to `name` by edit distance, when it is near enough
+/// to be a plausible typo (at most a third of the name's length, and at most
+/// 3 edits). Ties go to the first candidate in iteration order.
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| {
+            (
+                edit_distance(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                c,
+            )
+        })
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over chars.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +172,10 @@ mod tests {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
         for bad in ["", "1a", "a-b", "a.b", "ä", "a b"] {
-            assert!(matches!(check_name(bad), Err(LabelError::BadName(_))), "{bad}");
+            assert!(
+                matches!(check_name(bad), Err(LabelError::BadName(_))),
+                "{bad}"
+            );
         }
         assert!(matches!(
             check_name("__metrics_path__"),
@@ -124,7 +190,10 @@ mod tests {
             check_value("a", "x\ny"),
             Err(LabelError::ValueControl { .. })
         ));
-        assert!(matches!(check_value("a", ""), Err(LabelError::ValueEmpty { .. })));
+        assert!(matches!(
+            check_value("a", ""),
+            Err(LabelError::ValueEmpty { .. })
+        ));
         let long = "x".repeat(MAX_VALUE_LEN + 1);
         assert!(matches!(
             check_value("a", &long),
@@ -145,5 +214,40 @@ mod tests {
     fn parses_pairs_with_equals_in_the_value() {
         assert_eq!(parse_pair("team=a=b"), Ok(("team".into(), "a=b".into())));
         assert!(matches!(parse_pair("team"), Err(LabelError::NotPair(_))));
+    }
+
+    #[test]
+    fn selectors_parse_and_match_every_pair() {
+        let s = parse_selector("environment=production, location=rack-2").expect("parses");
+        assert_eq!(s.len(), 2);
+        let mut labels = Labels::from([
+            ("environment".to_string(), "production".to_string()),
+            ("location".to_string(), "rack-2".to_string()),
+            ("team".to_string(), "db".to_string()),
+        ]);
+        assert!(matches(&s, &labels));
+        labels.insert("location".into(), "rack-3".into());
+        assert!(!matches(&s, &labels));
+        assert!(matches!(
+            parse_selector(" , "),
+            Err(LabelError::EmptySelector(_))
+        ));
+        assert!(matches!(parse_selector("env"), Err(LabelError::NotPair(_))));
+        assert!(matches!(
+            parse_selector("a-b=1"),
+            Err(LabelError::BadName(_))
+        ));
+    }
+
+    #[test]
+    fn near_names_are_suggested_and_far_ones_are_not() {
+        let allowed = ["maintainers", "environment", "location"];
+        assert_eq!(suggest("maintainer", allowed), Some("maintainers"));
+        assert_eq!(suggest("enviroment", allowed), Some("environment"));
+        assert_eq!(suggest("Location", allowed), Some("location"));
+        assert_eq!(suggest("colour", allowed), None);
+        assert_eq!(suggest("x", allowed), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

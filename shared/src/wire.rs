@@ -18,6 +18,10 @@ pub const RENEW_PATH: &str = "/v1/agent/renew";
 /// 404, which agents take as "not supported" and carry on.
 pub const FACTS_PATH: &str = "/v1/agent/facts";
 
+/// The error code of a 403 to an agent whose certificate was revoked (its
+/// host decommissioned or taken over): the agent stops instead of retrying.
+pub const CODE_REVOKED: &str = "certificate_revoked";
+
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -154,32 +158,66 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A host's state. The server stores the config state (`enrolled`,
+/// `config_applied`, `config_failed`) as reported by the agent; the state
+/// shown to operators (`HostInfo::state`) is derived from it together with
+/// the scrape check, check-ins and decommission, see `HostInfo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostState {
+    /// Pre-registered by a batch import; not enrolled yet.
+    Pending,
     Enrolled,
     ConfigApplied,
     ConfigFailed,
+    /// Config applied and Prometheus scrapes every target of the host.
+    ScrapeOk,
+    /// Config applied but Prometheus reports a target down.
+    ScrapeFailing,
+    /// No check-in for longer than the server's `stale_after`.
+    Stale,
+    Decommissioned,
 }
 
 impl HostState {
+    pub const ALL: [HostState; 8] = [
+        HostState::Pending,
+        HostState::Enrolled,
+        HostState::ConfigApplied,
+        HostState::ConfigFailed,
+        HostState::ScrapeOk,
+        HostState::ScrapeFailing,
+        HostState::Stale,
+        HostState::Decommissioned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            HostState::Pending => "pending",
             HostState::Enrolled => "enrolled",
             HostState::ConfigApplied => "config_applied",
             HostState::ConfigFailed => "config_failed",
+            HostState::ScrapeOk => "scrape_ok",
+            HostState::ScrapeFailing => "scrape_failing",
+            HostState::Stale => "stale",
+            HostState::Decommissioned => "decommissioned",
         }
     }
 
     pub fn parse(text: &str) -> Option<HostState> {
-        [
-            HostState::Enrolled,
-            HostState::ConfigApplied,
-            HostState::ConfigFailed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        HostState::ALL.into_iter().find(|s| s.as_str() == text)
     }
+}
+
+/// What Prometheus said about a host's targets at the last check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrapeInfo {
+    /// `scrape_ok` or `scrape_failing`.
+    pub state: HostState,
+    /// Prometheus's `lastError` of a failing target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub checked_at: i64,
 }
 
 /// Admin: a host as listed and shown.
@@ -187,7 +225,29 @@ impl HostState {
 pub struct HostInfo {
     pub id: String,
     pub hostname: String,
+    /// The state at a glance: `decommissioned`, else `stale`, else
+    /// `config_failed` / `enrolled`, else (config applied) `scrape_ok` /
+    /// `scrape_failing` when Prometheus was asked, else `config_applied`.
     pub state: HostState,
+    /// The last apply result the agent reported (or `enrolled`).
+    #[serde(default = "enrolled")]
+    pub config_state: HostState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<ScrapeInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decommissioned_at: Option<i64>,
+    /// The decommissioned host this machine was enrolled as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_host_id: Option<String>,
+    /// The batch that pre-registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    /// Until when `hosts replace` lets another key take this host over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_until: Option<i64>,
+    /// The last refused claim of this host's machine-id by another key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_conflict: Option<String>,
     /// The full label set, fact labels included.
     pub labels: Labels,
     pub facts: Facts,
@@ -205,6 +265,10 @@ pub struct HostInfo {
     pub cert_expires_at: i64,
 }
 
+fn enrolled() -> HostState {
+    HostState::Enrolled
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +279,11 @@ mod tests {
         assert_eq!(json, "\"config_failed\"");
         assert_eq!(HostState::parse("config_applied"), Some(HostState::ConfigApplied));
         assert_eq!(HostState::parse("nope"), None);
+        for state in HostState::ALL {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(HostState::parse(state.as_str()), Some(state));
+        }
     }
 
     #[test]

@@ -7,11 +7,11 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::{Extension, Json};
 use muster_shared::labels;
-use muster_shared::wire::{HostInfo, TokenCreate, TokenCreated, TokenInfo};
+use muster_shared::wire::{HostInfo, HostState, TokenCreate, TokenCreated, TokenInfo};
 use serde::Deserialize;
 
 use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
-use crate::store::{AuditEntry, AuditRow};
+use crate::store::{AuditEntry, AuditFilter, AuditRow};
 
 /// Longest enrollment token lifetime.
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86400);
@@ -26,20 +26,61 @@ impl FromRequestParts<Shared> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
         const MISSING: &str = "missing or invalid admin token (Authorization: Bearer <token>)";
+        let source = parts
+            .extensions
+            .get::<ConnInfo>()
+            .map(|c| c.peer.ip().to_string());
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthenticated(MISSING))?
-            .trim()
-            .to_string();
+            .map(|t| t.trim().to_string());
+        let Some(token) = token else {
+            refused_admin(app, source.as_deref(), "no bearer token");
+            return Err(ApiError::Unauthenticated(MISSING));
+        };
         match blocking(app, move |app| app.store.verify_admin_token(&token)).await? {
             Ok(Some(name)) => Ok(Admin(name)),
-            Ok(None) => Err(ApiError::Unauthenticated(MISSING)),
+            Ok(None) => {
+                refused_admin(app, source.as_deref(), "invalid or revoked admin token");
+                Err(ApiError::Unauthenticated(MISSING))
+            }
             Err(e) => Err(ApiError::internal("admin token lookup failed", e)),
         }
     }
+}
+
+/// Audits a refused admin request (never the token itself).
+fn refused_admin(app: &Shared, source: Option<&str>, reason: &str) {
+    tracing::warn!(
+        source = source.unwrap_or("-"),
+        reason,
+        "admin request refused"
+    );
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: "anonymous",
+        action: "admin.auth",
+        target: None,
+        outcome: "refused",
+        detail: Some(reason),
+        source,
+    });
+}
+
+/// The token lifetime a request asks for (the server's default when absent),
+/// within bounds.
+pub fn token_ttl(app: &Shared, secs: Option<u64>) -> Result<Duration, ApiError> {
+    let ttl = secs
+        .map(Duration::from_secs)
+        .unwrap_or(app.settings.token_ttl);
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ApiError::BadRequest(
+            "ttl must be between 1 second and 365 days".into(),
+        ));
+    }
+    Ok(ttl)
 }
 
 pub async fn create_token(
@@ -48,16 +89,14 @@ pub async fn create_token(
     Admin(admin): Admin,
     ApiJson(req): ApiJson<TokenCreate>,
 ) -> Result<Json<TokenCreated>, ApiError> {
-    labels::check_operator_labels(&req.labels).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let ttl = req
-        .ttl_secs
-        .map(Duration::from_secs)
-        .unwrap_or(app.settings.token_ttl);
-    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-        return Err(ApiError::BadRequest(
-            "ttl must be between 1 second and 365 days".into(),
-        ));
-    }
+    // The schema fills in defaults: the token carries the labels its hosts get.
+    let labels = app
+        .settings
+        .label_schema()
+        .map_err(|e| ApiError::internal("the label schema does not compile", e))?
+        .check(&req.labels)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let ttl = token_ttl(&app, req.ttl_secs)?;
     let uses = req.uses.unwrap_or(1);
     if uses == 0 || uses > MAX_TOKEN_USES {
         return Err(ApiError::BadRequest(format!(
@@ -68,7 +107,7 @@ pub async fn create_token(
     let (secret, info) = blocking(&app, move |app| {
         let now = unix_now();
         app.store
-            .create_enroll_token(&req.labels, now + ttl.as_secs() as i64, uses, &actor, now)
+            .create_enroll_token(&labels, now + ttl.as_secs() as i64, uses, &actor, now)
     })
     .await?
     .map_err(|e| ApiError::internal("cannot create token", e))?;
@@ -137,14 +176,72 @@ pub async fn revoke_token(
     Ok(Json(info))
 }
 
+/// `GET /v1/admin/hosts` filters.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsQuery {
+    /// `name=value[,name=value]` over the full label set.
+    #[serde(default)]
+    selector: Option<String>,
+    /// Only hosts in this state (as shown).
+    #[serde(default)]
+    state: Option<String>,
+    /// Include decommissioned hosts.
+    #[serde(default)]
+    all: bool,
+}
+
 pub async fn list_hosts(
     State(app): State<Shared>,
     _admin: Admin,
+    Query(q): Query<HostsQuery>,
 ) -> Result<Json<Vec<HostInfo>>, ApiError> {
-    let hosts = blocking(&app, |app| app.store.hosts())
-        .await?
-        .map_err(|e| ApiError::internal("cannot list hosts", e))?;
-    Ok(Json(hosts.iter().map(|h| h.info()).collect()))
+    let selector = q
+        .selector
+        .as_deref()
+        .map(labels::parse_selector)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some("pending") => {
+            return Err(ApiError::BadRequest(
+                "pending hosts are batch rows that have not enrolled yet: see `muster-server batch status BATCH` (GET /v1/admin/batches/{id})".into(),
+            ))
+        }
+        Some(text) => Some(HostState::parse(text).ok_or_else(|| {
+            let names: Vec<&str> = HostState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "unknown state {text:?}; states are {}",
+                names.join(", ")
+            ))
+        })?),
+    };
+    // Asking for decommissioned hosts implies including them.
+    let all = q.all || state == Some(HostState::Decommissioned);
+    let hosts = blocking(&app, move |app| {
+        if all {
+            app.store.hosts_all()
+        } else {
+            app.store.hosts()
+        }
+    })
+    .await?
+    .map_err(|e| ApiError::internal("cannot list hosts", e))?;
+    let now = unix_now();
+    let stale = app.settings.stale_after.as_secs() as i64;
+    Ok(Json(
+        hosts
+            .iter()
+            .filter(|h| {
+                selector
+                    .as_ref()
+                    .is_none_or(|s| labels::matches(s, &h.labels()))
+            })
+            .map(|h| h.info(now, stale))
+            .filter(|h| state.is_none_or(|s| h.state == s))
+            .collect(),
+    ))
 }
 
 pub async fn show_host(
@@ -153,31 +250,44 @@ pub async fn show_host(
     Path(id): Path<String>,
 ) -> Result<Json<HostInfo>, ApiError> {
     let lookup = id.clone();
+    let stale = app.settings.stale_after.as_secs() as i64;
     blocking(&app, move |app| app.store.host(&lookup))
         .await?
         .map_err(|e| ApiError::internal("cannot read host", e))?
-        .map(|h| Json(h.info()))
+        .map(|h| Json(h.info(unix_now(), stale)))
         .ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))
 }
 
+/// `GET /v1/admin/audit` filters.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[serde(default = "default_limit")]
     limit: u32,
+    /// Entries about or by this host (or batch, or token: any target).
+    #[serde(default)]
+    host: Option<String>,
+    /// Unix seconds: entries at or after.
+    #[serde(default)]
+    since: Option<i64>,
 }
 
 fn default_limit() -> u32 {
     100
 }
 
-/// The newest audit entries, oldest first.
+/// The newest matching audit entries, oldest first.
 pub async fn audit(
     State(app): State<Shared>,
     _admin: Admin,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditRow>>, ApiError> {
-    let limit = q.limit.min(10_000);
-    blocking(&app, move |app| app.store.audit_tail(limit))
+    let filter = AuditFilter {
+        host: q.host,
+        since: q.since,
+        limit: q.limit.clamp(1, 10_000),
+    };
+    blocking(&app, move |app| app.store.audit_query(&filter))
         .await?
         .map(Json)
         .map_err(|e| ApiError::internal("cannot read audit log", e))

@@ -32,8 +32,9 @@ impl FromRequestParts<Shared> for AgentHost {
         let fp = fingerprint(&cert);
         match blocking(app, move |app| app.store.host_for_cert(&fp, unix_now())).await? {
             Ok(CertLookup::Host(id)) => Ok(AgentHost(id)),
-            Ok(CertLookup::Revoked) => Err(ApiError::Forbidden(
-                "this agent's certificate is revoked or expired: re-enroll with a new token",
+            Ok(CertLookup::Revoked) => Err(ApiError::Revoked),
+            Ok(CertLookup::Expired) => Err(ApiError::Forbidden(
+                "this agent's certificate has expired: re-enroll with a new token",
             )),
             Ok(CertLookup::Unknown) => Err(ApiError::Unauthenticated(
                 "this client certificate belongs to no enrolled host",

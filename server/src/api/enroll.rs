@@ -7,6 +7,7 @@ use muster_shared::wire::{AgentConfig, EnrollRequest, EnrollResponse};
 
 use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
 use crate::store::{AuditEntry, EnrollAttempt, EnrollError};
+use crate::tokens::{self, Kind};
 
 fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
     let ok = (8..=128).contains(&key.len())
@@ -55,29 +56,36 @@ pub async fn enroll(
             },
             |host| app.templates.render(host, &app.render_settings),
         );
-        (outcome, req.facts.hostname)
+        let token_id = tokens::parse(Kind::Enroll, &req.token).map(|(id, _)| id.to_string());
+        (outcome, req.facts.hostname, token_id)
     })
     .await?;
 
-    let (outcome, hostname) = result;
+    let (outcome, hostname, token_id) = result;
     let enrolled = match outcome {
         Ok(enrolled) => enrolled,
-        Err(e) => return Err(refused(&app, &source, &hostname, e).await),
+        Err(e) => return Err(refused(&app, &source, &hostname, token_id, e).await),
     };
     let host = &enrolled.host;
-    let detail = if enrolled.created {
-        "new host"
-    } else {
-        "existing host"
+    let what = match (
+        &host.lifecycle.previous_host_id,
+        enrolled.created,
+        enrolled.replaced,
+    ) {
+        (_, _, true) => "existing host taken over by a new key (hosts replace)".to_string(),
+        (Some(previous), true, _) => format!("new host; this machine was {previous}"),
+        (None, true, _) => "new host".to_string(),
+        (_, false, _) => "existing host".to_string(),
     };
-    tracing::info!(host = %host.id, hostname = %hostname, source = %source, detail, "enrolled");
+    let detail = format!("{what}; token {}", enrolled.token_id);
+    tracing::info!(host = %host.id, hostname = %hostname, source = %source, detail = %detail, "enrolled");
     app.audit(AuditEntry {
         at: unix_now(),
         actor: &host.id,
         action: "enroll",
         target: Some(&host.id),
         outcome: "accepted",
-        detail: Some(detail),
+        detail: Some(&detail),
         source: Some(&source),
     });
     if app.write_target_file(host) {
@@ -97,14 +105,48 @@ pub async fn enroll(
 
 /// Audits a refused enrollment and turns its cause into the answer. Every
 /// token problem gets the same answer; the audit log keeps the reason.
-async fn refused(app: &Shared, source: &str, hostname: &str, e: EnrollError) -> ApiError {
+async fn refused(
+    app: &Shared,
+    source: &str,
+    hostname: &str,
+    token_id: Option<String>,
+    e: EnrollError,
+) -> ApiError {
+    let mut target = hostname.to_string();
+    // Only a holder of the token's secret may mark its batch row as failed.
+    let secret_checked = !matches!(
+        e,
+        EnrollError::Token("malformed" | "unknown" | "wrong secret")
+    );
     let (reason, answer) = match e {
         EnrollError::Token(why) => (format!("token {why}"), ApiError::InvalidToken),
-        EnrollError::MachineConflict { .. } => (
+        EnrollError::MachineConflict {
+            ref machine_id,
+            ref host_id,
+        } => {
+            // Refused, not merged: the host keeps its key until an admin
+            // decides. Shown on the host so the admin sees the claim.
+            let note = format!(
+                "{} from {source}: another key claimed this machine-id (hostname {hostname:?}); refused",
+                crate::cli::time(unix_now())
+            );
+            let (store, id) = (app.store.clone(), host_id.clone());
+            let _ = blocking(app, move |_| store.note_conflict(&id, &note)).await;
+            target = host_id.clone();
+            (
+                format!("machine-id {machine_id} claimed by a different key"),
+                ApiError::Conflict(format!(
+                    "{e}. If this machine is a reinstall of {host_id}, an admin runs \
+                     `muster-server hosts replace {host_id}` and you enroll again; if it is a \
+                     clone, give it its own machine-id (systemd-machine-id-setup) and enroll again"
+                )),
+            )
+        }
+        EnrollError::HostnameMismatch { .. } => (
             e.to_string(),
-            ApiError::Conflict(format!(
-                "{e}; if this is a reinstall or a cloned machine, an operator must decide"
-            )),
+            ApiError::Forbidden(
+                "this enrollment token was issued for another hostname (batch enrollment): use the token issued for this host",
+            ),
         ),
         EnrollError::Csr(csr) if csr.is_bad_request() => (
             format!("bad CSR: {csr}"),
@@ -132,8 +174,17 @@ async fn refused(app: &Shared, source: &str, hostname: &str, e: EnrollError) -> 
             )
         }
     };
+    let reason = match &token_id {
+        Some(id) => format!("{reason}; token {id}"),
+        None => reason,
+    };
     tracing::warn!(hostname = %hostname, source = %source, reason = %reason, "enrollment refused");
-    refuse(app, source, hostname, &reason).await;
+    if let Some(id) = token_id.filter(|_| secret_checked) {
+        // A batch row remembers why its host is not enrolled.
+        let (store, why) = (app.store.clone(), reason.clone());
+        let _ = blocking(app, move |_| store.note_token_refusal(&id, &why)).await;
+    }
+    refuse(app, source, &target, &reason).await;
     answer
 }
 

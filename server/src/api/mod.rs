@@ -6,6 +6,7 @@ pub mod admin;
 pub mod agent;
 pub mod enroll;
 pub mod facts;
+pub mod fleet;
 pub mod install;
 
 use std::net::SocketAddr;
@@ -48,6 +49,16 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The agent's certificate was revoked (host decommissioned or taken
+    /// over): the agent must stop, not retry.
+    #[error("this agent's certificate is revoked (the host was decommissioned or replaced): stop, and re-enroll with a new token if the host should come back")]
+    Revoked,
+    /// A batch file with bad rows: the summary, and each row's problem.
+    #[error("{summary}")]
+    InvalidRows {
+        summary: String,
+        rows: Vec<crate::batch::RowError>,
+    },
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
     #[error("{0}")]
@@ -72,6 +83,8 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Revoked => (StatusCode::FORBIDDEN, wire::CODE_REVOKED),
+            ApiError::InvalidRows { .. } => (StatusCode::BAD_REQUEST, "invalid_rows"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unsupported(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -84,10 +97,22 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let mut message = self.to_string();
+        if let ApiError::InvalidRows { rows, .. } = &self {
+            // The message alone tells a person everything; `rows` is for scripts.
+            for row in rows {
+                message.push_str(&format!("\n  {row}"));
+            }
+            let body = serde_json::json!({
+                "error": {"code": code, "message": message},
+                "rows": rows,
+            });
+            return (status, Json(body)).into_response();
+        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_string(),
-                message: self.to_string(),
+                message,
             },
         };
         (status, Json(body)).into_response()
@@ -115,6 +140,22 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::Unsupported(rejection.body_text()),
         _ => ApiError::BadRequest(rejection.body_text()),
     }
+}
+
+/// Largest batch import body: 10 000 rows of a few hundred bytes.
+pub const BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where the admin listener serves its OpenAPI description.
+pub const OPENAPI_PATH: &str = "/v1/admin/openapi.json";
+
+/// The admin API's OpenAPI 3 description (no token needed: it holds no data).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -146,8 +187,22 @@ pub fn admin_router(app: Shared) -> Router {
         )
         .route("/v1/admin/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/v1/admin/hosts", get(admin::list_hosts))
+        .route("/v1/admin/hosts/labels", post(fleet::edit_labels))
         .route("/v1/admin/hosts/{id}", get(admin::show_host))
+        .route("/v1/admin/hosts/{id}/labels", post(fleet::edit_host_labels))
+        .route("/v1/admin/hosts/{id}/decommission", post(fleet::decommission))
+        .route("/v1/admin/hosts/{id}/replace", post(fleet::replace))
+        .route("/v1/admin/labels/check", get(fleet::labels_check))
+        .route(
+            "/v1/admin/batches",
+            post(fleet::import_batch)
+                .get(fleet::list_batches)
+                .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
+        )
+        .route("/v1/admin/batches/{id}", get(fleet::batch_status))
+        .route("/v1/admin/batches/{id}/retry", post(fleet::retry_batch))
         .route("/v1/admin/audit", get(admin::audit))
+        .route(OPENAPI_PATH, get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)

@@ -1,0 +1,568 @@
+//! Admin routes for running a fleet: label edits that roll out, decommission,
+//! `hosts replace`, the label schema check, and batch enrollment. Every
+//! change is audited with the admin token's name and the source address.
+
+use std::cell::Cell;
+use std::time::SystemTime;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use muster_shared::labels::{self, Labels, Selector};
+
+use super::admin::{token_ttl, Admin};
+use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
+use crate::admin_wire::{
+    BatchImport, BatchImported, BatchRetried, BatchRetry, BatchStatus, Decommissioned, IssuedToken,
+    LabelCheck, LabelEdit, LabelEdited, LabelMisfit, ReplaceArmed,
+};
+use crate::app::App;
+use crate::batch::{self, Format, RowError};
+use crate::render::RenderError;
+use crate::schema::{LabelSchema, SchemaError};
+use crate::store::{AuditEntry, Decommission, HostRecord, StoreError};
+use crate::targets;
+use crate::tokens::Secret;
+
+/// Why a label edit was refused; nothing is stored.
+enum EditError {
+    Schema {
+        host: String,
+        error: SchemaError,
+    },
+    Render {
+        host: String,
+        error: Box<RenderError>,
+    },
+    Store(StoreError),
+}
+
+impl From<StoreError> for EditError {
+    fn from(e: StoreError) -> Self {
+        EditError::Store(e)
+    }
+}
+
+fn schema(app: &App) -> Result<LabelSchema, ApiError> {
+    app.settings
+        .label_schema()
+        .map_err(|e| ApiError::internal("the label schema does not compile", e))
+}
+
+fn source(conn: &ConnInfo) -> String {
+    conn.peer.ip().to_string()
+}
+
+/// Checks the shape of an edit before any host is touched.
+fn check_edit(edit: &LabelEdit) -> Result<(), ApiError> {
+    if edit.set.is_empty() && edit.remove.is_empty() {
+        return Err(ApiError::BadRequest(
+            "nothing to do: give labels to set and/or names to remove".into(),
+        ));
+    }
+    for name in edit.set.keys().chain(&edit.remove) {
+        labels::check_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if labels::FACT_LABELS.contains(&name.as_str()) {
+            return Err(ApiError::BadRequest(
+                labels::LabelError::FactLabel(name.clone()).to_string(),
+            ));
+        }
+    }
+    if let Some(both) = edit.remove.iter().find(|n| edit.set.contains_key(*n)) {
+        return Err(ApiError::BadRequest(format!(
+            "label {both:?} is both set and removed"
+        )));
+    }
+    Ok(())
+}
+
+enum Target {
+    Id(String),
+    Selector(Selector),
+}
+
+fn edit_text(edit: &LabelEdit) -> String {
+    let mut parts: Vec<String> = edit.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.extend(edit.remove.iter().map(|k| format!("-{k}")));
+    parts.join(" ")
+}
+
+async fn apply_edit(
+    app: Shared,
+    conn: ConnInfo,
+    admin: String,
+    target: Target,
+    edit: LabelEdit,
+) -> Result<Json<LabelEdited>, ApiError> {
+    check_edit(&edit)?;
+    let detail = edit_text(&edit);
+    let by_id = matches!(target, Target::Id(_));
+    let label_of = match &target {
+        Target::Id(id) => id.clone(),
+        Target::Selector(s) => labels_text(s),
+    };
+    let (matched, changed) = blocking(&app, move |app| {
+        let schema = schema(app)?;
+        let matched = Cell::new(0usize);
+        let result = app.store.update_hosts(
+            |h| {
+                let hit = match &target {
+                    Target::Id(id) => h.id == *id,
+                    Target::Selector(s) => labels::matches(s, &h.labels()),
+                };
+                matched.set(matched.get() + usize::from(hit));
+                hit
+            },
+            |h| {
+                let mut wanted: Labels = h.operator_labels.clone();
+                for name in &edit.remove {
+                    wanted.remove(name);
+                }
+                wanted.extend(edit.set.clone());
+                let full = schema.check(&wanted).map_err(|error| EditError::Schema {
+                    host: h.id.clone(),
+                    error,
+                })?;
+                if full == h.operator_labels {
+                    return Ok(false);
+                }
+                h.operator_labels = full;
+                let rendered = app
+                    .templates
+                    .render(h, &app.render_settings)
+                    .map_err(|error| EditError::Render {
+                        host: h.id.clone(),
+                        error: Box::new(error),
+                    })?;
+                h.config = rendered.config;
+                h.rendered_hash = rendered.hash;
+                h.targets = rendered.targets;
+                Ok(true)
+            },
+        );
+        match result {
+            Ok(changed) => Ok((matched.get(), changed)),
+            Err(EditError::Schema { host, error }) => Err(ApiError::BadRequest(format!(
+                "host {host}: {error}; nothing was changed"
+            ))),
+            Err(EditError::Render { host, error }) => Err(ApiError::internal(
+                "cannot render config after a label edit",
+                format!("host {host}: {error}"),
+            )),
+            Err(EditError::Store(e)) => Err(ApiError::internal("cannot edit labels", e)),
+        }
+    })
+    .await??;
+    if by_id && matched == 0 {
+        return Err(ApiError::NotFound(format!(
+            "no active host {label_of:?} (decommissioned hosts cannot be edited)"
+        )));
+    }
+    let now = unix_now();
+    let stale = app.settings.stale_after.as_secs() as i64;
+    let mut wrote = false;
+    for host in &changed {
+        wrote |= app.write_target_file(host);
+        tracing::info!(host = %host.id, admin = %admin, hash = %host.rendered_hash, "labels changed");
+        app.audit(AuditEntry {
+            at: now,
+            actor: &admin,
+            action: "host.label",
+            target: Some(&host.id),
+            outcome: "ok",
+            detail: Some(&detail),
+            source: Some(&source(&conn)),
+        });
+    }
+    if wrote {
+        app.reloader.request();
+    }
+    Ok(Json(LabelEdited {
+        matched,
+        hosts: changed.iter().map(|h| h.info(now, stale)).collect(),
+    }))
+}
+
+/// `POST /v1/admin/hosts/{id}/labels`.
+pub async fn edit_host_labels(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(edit): ApiJson<LabelEdit>,
+) -> Result<Json<LabelEdited>, ApiError> {
+    if edit.selector.is_some() {
+        return Err(ApiError::BadRequest(
+            "a selector belongs on POST /v1/admin/hosts/labels, not on one host".into(),
+        ));
+    }
+    apply_edit(app, conn, admin, Target::Id(id), edit).await
+}
+
+/// `POST /v1/admin/hosts/labels`: every active host the selector matches.
+pub async fn edit_labels(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    ApiJson(edit): ApiJson<LabelEdit>,
+) -> Result<Json<LabelEdited>, ApiError> {
+    let text = edit.selector.clone().ok_or_else(|| {
+        ApiError::BadRequest("give a selector (name=value[,name=value]) choosing the hosts".into())
+    })?;
+    let selector =
+        labels::parse_selector(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    apply_edit(app, conn, admin, Target::Selector(selector), edit).await
+}
+
+fn labels_text(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `POST /v1/admin/hosts/{id}/decommission`.
+pub async fn decommission(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Decommissioned>, ApiError> {
+    let lookup = id.clone();
+    let outcome = blocking(&app, move |app| app.store.decommission(&lookup, unix_now()))
+        .await?
+        .map_err(|e| ApiError::internal("cannot decommission", e))?;
+    let (host, revoked) = match outcome {
+        Decommission::Done { host, revoked } => (host, revoked),
+        Decommission::Already(host) => {
+            return Err(ApiError::Conflict(format!(
+                "host {} was already decommissioned at {}",
+                host.id,
+                crate::cli::time(host.lifecycle.decommissioned_at.unwrap_or(0))
+            )))
+        }
+        Decommission::NotFound => return Err(ApiError::NotFound(format!("no host {id:?}"))),
+    };
+    let retired = retire_target_file(&app, &host);
+    // Prometheus sees the file go by itself; reloads wait a little (see
+    // `targets::QUIET_AFTER_REMOVAL`).
+    app.reloader.removed();
+    let file_text = match &retired {
+        Ok(Some(name)) => format!("target file renamed to {name}"),
+        Ok(None) => "there was no target file".into(),
+        Err(e) => format!("target file NOT renamed: {e}"),
+    };
+    tracing::info!(host = %host.id, admin = %admin, revoked, "{file_text}; host decommissioned");
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &admin,
+        action: "host.decommission",
+        target: Some(&host.id),
+        outcome: if retired.is_ok() { "ok" } else { "partial" },
+        detail: Some(&format!("revoked {revoked} certificate(s); {file_text}")),
+        source: Some(&source(&conn)),
+    });
+    Ok(Json(Decommissioned {
+        host: host.info(unix_now(), app.settings.stale_after.as_secs() as i64),
+        revoked_certs: revoked,
+        target_file: retired.ok().flatten(),
+    }))
+}
+
+/// Renames a decommissioned host's target file; the new file name.
+pub fn retire_target_file(app: &App, host: &HostRecord) -> Result<Option<String>, String> {
+    targets::retire_host(&app.targets_dir, &host.id, SystemTime::now())
+        .map(|p| {
+            p.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
+        .map_err(|e| {
+            tracing::error!(host = %host.id, dir = %app.targets_dir.display(), error = %e, "cannot rename the target file of a decommissioned host");
+            e.to_string()
+        })
+}
+
+/// `POST /v1/admin/hosts/{id}/replace`: lets another key take the host over
+/// by enrolling (a reinstall) within the token lifetime.
+pub async fn replace(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<ReplaceArmed>, ApiError> {
+    let until = unix_now() + app.settings.token_ttl.as_secs() as i64;
+    let lookup = id.clone();
+    let host = blocking(&app, move |app| app.store.arm_replace(&lookup, until))
+        .await?
+        .map_err(|e| ApiError::internal("cannot arm replacement", e))?
+        .ok_or_else(|| ApiError::NotFound(format!("no active host {id:?}")))?;
+    tracing::info!(host = %host.id, admin = %admin, until, "replacement allowed");
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &admin,
+        action: "host.replace",
+        target: Some(&host.id),
+        outcome: "ok",
+        detail: Some(&format!(
+            "another key may enroll as this host until {}",
+            crate::cli::time(until)
+        )),
+        source: Some(&source(&conn)),
+    });
+    Ok(Json(ReplaceArmed {
+        host: host.info(unix_now(), app.settings.stale_after.as_secs() as i64),
+        until,
+    }))
+}
+
+/// `GET /v1/admin/labels/check`: every active host against the schema.
+pub async fn labels_check(
+    State(app): State<Shared>,
+    _admin: Admin,
+) -> Result<Json<LabelCheck>, ApiError> {
+    blocking(&app, |app| {
+        let schema = schema(app)?;
+        let hosts = app
+            .store
+            .hosts()
+            .map_err(|e| ApiError::internal("cannot list hosts", e))?;
+        let misfits = hosts
+            .iter()
+            .filter_map(|h| {
+                let problems = schema.audit(&h.operator_labels);
+                (!problems.is_empty()).then(|| LabelMisfit {
+                    host_id: h.id.clone(),
+                    hostname: h.facts.hostname.clone(),
+                    problems: problems.iter().map(ToString::to_string).collect(),
+                })
+            })
+            .collect();
+        Ok(Json(LabelCheck {
+            checked: hosts.len(),
+            misfits,
+        }))
+    })
+    .await?
+}
+
+fn issued(app: &App, line: usize, hostname: &str, token: &Secret) -> IssuedToken {
+    IssuedToken {
+        line,
+        hostname: hostname.to_string(),
+        token: token.expose().to_string(),
+        enroll_command: format!(
+            "muster-agent enroll --server {} --token {} --pin {}",
+            app.settings.public_url,
+            token.expose(),
+            app.pin
+        ),
+    }
+}
+
+fn rows_error(summary: String, rows: Vec<RowError>) -> ApiError {
+    ApiError::InvalidRows { summary, rows }
+}
+
+/// `POST /v1/admin/batches`: validates the whole file, then pre-registers
+/// each row with its own one-time token bound to its hostname.
+pub async fn import_batch(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    ApiJson(req): ApiJson<BatchImport>,
+) -> Result<Json<BatchImported>, ApiError> {
+    let ttl = token_ttl(&app, req.ttl_secs)?;
+    let name = req.name.clone().unwrap_or_else(|| "batch".into());
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 128 printable characters".into(),
+        ));
+    }
+    let actor = admin.clone();
+    let (imported, skipped) = blocking(&app, move |app| {
+        let now = unix_now();
+        let format = req.format.unwrap_or_else(|| Format::sniff(&req.content));
+        let rows = batch::parse(format, &req.content)
+            .map_err(|rows| rows_error("the file cannot be read; nothing was imported".into(), rows))?;
+        let total = rows.len();
+        let names: Vec<String> = rows.iter().map(|r| r.hostname.clone()).collect();
+        let taken = app
+            .store
+            .hostnames_in_use(&names, now)
+            .map_err(|e| ApiError::internal("cannot check hostnames", e))?;
+        let validated = batch::validate(rows, &schema(app)?, &taken);
+        let bad = validated.errors.len();
+        if bad > 0 && !req.skip_invalid {
+            return Err(rows_error(
+                format!(
+                    "{bad} of {total} rows are invalid; nothing was imported (fix them, or import the {} valid rows with --skip-invalid)",
+                    total - bad
+                ),
+                validated.errors,
+            ));
+        }
+        if validated.rows.is_empty() {
+            return Err(rows_error(
+                "no row is valid; nothing was imported".into(),
+                validated.errors,
+            ));
+        }
+        let (batch, secrets) = app
+            .store
+            .create_batch(&name, &validated.rows, now + ttl.as_secs() as i64, &actor, now)
+            .map_err(|e| ApiError::internal("cannot create batch", e))?;
+        let hosts = validated
+            .rows
+            .iter()
+            .zip(&secrets)
+            .map(|(row, secret)| issued(app, row.line, &row.hostname, secret))
+            .collect();
+        Ok::<_, ApiError>((
+            BatchImported {
+                batch,
+                server: app.settings.public_url.clone(),
+                pin: app.pin.to_string(),
+                hosts,
+                invalid: validated.errors,
+            },
+            bad,
+        ))
+    })
+    .await??;
+    tracing::info!(batch = %imported.batch.id, admin = %admin, hosts = imported.hosts.len(), skipped, "imported batch");
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &admin,
+        action: "batch.import",
+        target: Some(&imported.batch.id),
+        outcome: "ok",
+        detail: Some(&format!(
+            "{} hosts pre-registered from {:?}; {skipped} invalid rows skipped",
+            imported.hosts.len(),
+            imported.batch.name
+        )),
+        source: Some(&source(&conn)),
+    });
+    Ok(Json(imported))
+}
+
+/// `GET /v1/admin/batches`.
+pub async fn list_batches(
+    State(app): State<Shared>,
+    _admin: Admin,
+) -> Result<Json<Vec<crate::store::BatchRecord>>, ApiError> {
+    blocking(&app, |app| app.store.batches())
+        .await?
+        .map(Json)
+        .map_err(|e| ApiError::internal("cannot list batches", e))
+}
+
+fn status_of(app: &App, id: &str) -> Result<BatchStatus, ApiError> {
+    let now = unix_now();
+    let batch = app
+        .store
+        .batch(id)
+        .map_err(|e| ApiError::internal("cannot read batch", e))?
+        .ok_or_else(|| ApiError::NotFound(format!("no batch {id:?}")))?;
+    let entries = app
+        .store
+        .batch_entries(id, now)
+        .map_err(|e| ApiError::internal("cannot read batch", e))?;
+    let stale = app.settings.stale_after.as_secs() as i64;
+    let hosts: Vec<_> = entries
+        .iter()
+        .map(|e| batch::entry_status(e, now, stale))
+        .collect();
+    Ok(BatchStatus {
+        totals: batch::totals(&hosts),
+        batch,
+        scrape_checks: app.settings.prometheus_url.is_some(),
+        hosts,
+    })
+}
+
+/// `GET /v1/admin/batches/{id}`.
+pub async fn batch_status(
+    State(app): State<Shared>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<BatchStatus>, ApiError> {
+    blocking(&app, move |app| status_of(app, &id).map(Json)).await?
+}
+
+/// `POST /v1/admin/batches/{id}/retry`: new tokens for rows that failed to
+/// enroll or whose token expired (all of them, or the one named).
+pub async fn retry_batch(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<BatchRetry>,
+) -> Result<Json<BatchRetried>, ApiError> {
+    let ttl = token_ttl(&app, req.ttl_secs)?;
+    let actor = admin.clone();
+    let retried = blocking(&app, move |app| {
+        let status = status_of(app, &id)?;
+        let wanted: Vec<String> = match &req.host {
+            Some(host) => {
+                let entry = status
+                    .hosts
+                    .iter()
+                    .find(|e| e.hostname.eq_ignore_ascii_case(host))
+                    .ok_or_else(|| ApiError::NotFound(format!("batch {id} has no host {host:?}")))?;
+                if !entry.retryable {
+                    return Err(ApiError::Conflict(format!(
+                        "host {} is {}{}: only rows that failed to enroll or whose token expired get a new token",
+                        entry.hostname,
+                        entry.state.as_str(),
+                        if entry.state == muster_shared::wire::HostState::Pending {
+                            " with a valid token"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                vec![entry.hostname.clone()]
+            }
+            None => status
+                .hosts
+                .iter()
+                .filter(|e| e.retryable)
+                .map(|e| e.hostname.clone())
+                .collect(),
+        };
+        let now = unix_now();
+        let issued_tokens = app
+            .store
+            .reissue_batch_tokens(&id, &wanted, now + ttl.as_secs() as i64, &actor, now)
+            .map_err(|e| ApiError::internal("cannot reissue tokens", e))?;
+        let hosts = issued_tokens
+            .iter()
+            .map(|(hostname, secret)| {
+                let line = status
+                    .hosts
+                    .iter()
+                    .find(|e| e.hostname == *hostname)
+                    .map_or(0, |e| e.line);
+                issued(app, line, hostname, secret)
+            })
+            .collect();
+        Ok(BatchRetried {
+            batch: status.batch,
+            server: app.settings.public_url.clone(),
+            pin: app.pin.to_string(),
+            hosts,
+        })
+    })
+    .await??;
+    let names: Vec<&str> = retried.hosts.iter().map(|h| h.hostname.as_str()).collect();
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &admin,
+        action: "batch.retry",
+        target: Some(&retried.batch.id),
+        outcome: "ok",
+        detail: Some(&format!("new tokens for: {}", names.join(", "))),
+        source: Some(&source(&conn)),
+    });
+    Ok(Json(retried))
+}
