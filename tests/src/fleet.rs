@@ -137,6 +137,23 @@ pub fn append_settings(data: &Path, text: &str) {
     std::fs::write(&path, toml).expect("write server.toml");
 }
 
+/// `overrides.toml` turning off every service the agents could detect: the
+/// pretend hosts all run on this machine, whose processes (other tests'
+/// stand-in postgres or nginx included) are not theirs, and the shared
+/// stand-in serves only the unix exporter.
+pub const NO_DETECTED_SERVICES: &str = "[[rule]]\n\
+    [rule.services.postgres]\nenabled = false\n\
+    [rule.services.mysql]\nenabled = false\n\
+    [rule.services.redis]\nenabled = false\n\
+    [rule.services.nginx]\nenabled = false\n\
+    [rule.services.docker]\nenabled = false\n\
+    [rule.services.journal]\nenabled = false\n";
+
+/// Writes [`NO_DETECTED_SERVICES`] as `<data dir>/overrides.toml`.
+pub fn disable_detected_services(data: &Path) {
+    std::fs::write(data.join("overrides.toml"), NO_DETECTED_SERVICES).expect("overrides.toml");
+}
+
 /// A CSV batch file for `hostnames`, each with `environment=batch-test` and
 /// a `location` per host.
 pub fn batch_csv(hostnames: &[String]) -> String {

@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, append_settings, batch_csv, pin_of_init, PretendHost, SharedAlloy};
+use muster_e2e::fleet::{
+    admin, append_settings, batch_csv, disable_detected_services, pin_of_init, PretendHost,
+    SharedAlloy,
+};
 use muster_e2e::{Process, Prometheus, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -37,6 +40,7 @@ fn init(data: &Path, extra_settings: &str) -> String {
     }
     std::fs::write(&path, text).expect("write server.toml");
     append_settings(data, extra_settings);
+    disable_detected_services(data);
     pin_of_init(&out.stdout)
 }
 

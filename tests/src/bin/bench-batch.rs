@@ -11,7 +11,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, batch_csv, pin_of_init, PretendHost, SharedAlloy};
+use muster_e2e::fleet::{
+    admin, batch_csv, disable_detected_services, pin_of_init, PretendHost, SharedAlloy,
+};
 use muster_e2e::Server;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -73,6 +75,7 @@ async fn bench(hosts: usize, concurrency: usize) {
     let init = Server::init(&data, &[]);
     assert!(init.status.success(), "init failed: {init:?}");
     let pin = pin_of_init(&init.stdout);
+    disable_detected_services(&data);
     let server = Server::start(&data);
     let alloy = SharedAlloy::start(&root.path().join("alloy")).await;
     let names: Vec<String> = (0..hosts).map(|i| format!("bench-{i:04}")).collect();
