@@ -370,6 +370,36 @@ async fn the_cli_imports_renders_and_follows_a_batch() {
     let out = run_ok(&mut cli(&f, &["batch", "retry", id]));
     assert!(out.contains("Nothing to retry"), "{out}");
 
+    // --watch follows until every row settles; expired tokens are a
+    // failure (exit 1) that names `batch retry`.
+    let short = write(dir, "short.csv", "hostname,environment\nw-01,staging\n");
+    let out = run_ok(cli(&f, &["batch", "import", "--ttl", "1s", "--json"]).arg(&short));
+    let short_id = serde_json::from_str::<Value>(&out).expect("JSON")["batch"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let out = run_fail(&mut cli(
+        &f,
+        &[
+            "batch",
+            "status",
+            &short_id,
+            "--watch",
+            "--interval",
+            "200ms",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[------------------------------] 0/1 config_applied"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("token expired") && stdout.contains("(batch retry)"),
+        "{stdout}"
+    );
+
     let out = run(&mut cli(&f, &["batch", "status", "b-nope"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no batch"));
