@@ -147,6 +147,10 @@ impl App {
     /// Writes a host's target file; logs and returns false on failure (the
     /// database stays the truth and the next start-up writes it again).
     pub fn write_target_file(&self, host: &HostRecord) -> bool {
+        // A decommissioned host's file was retired; nothing brings it back.
+        if !host.is_active() {
+            return false;
+        }
         match targets::write_host(&self.targets_dir, host) {
             Ok(changed) => {
                 if changed {
