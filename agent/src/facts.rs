@@ -74,7 +74,7 @@ pub async fn collect(config: &Config, server: &Url) -> Result<Facts, FactsError>
         .await
         .map_err(|e| FactsError::Hostname(io::Error::other(e)))?;
     let mut facts = gathered?;
-    facts.alloy = Some(alloy_fact(&config.alloy_bin).await);
+    facts.alloy = Some(alloy_fact_cached(&config.alloy_bin).await);
     if facts.check().is_err() {
         // An odd version string: leave it out rather than fail.
         if let Some(a) = &mut facts.alloy {
@@ -82,6 +82,32 @@ pub async fn collect(config: &Config, server: &Url) -> Result<Facts, FactsError>
         }
     }
     Ok(facts)
+}
+
+/// How long a look at the installed Alloy is trusted: facts are gathered
+/// every check-in, and running `alloy --version` each time would be waste.
+const ALLOY_PROBE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The last [`alloy_fact`] per binary, with when it was taken.
+static ALLOY_PROBES: std::sync::Mutex<Vec<(PathBuf, std::time::Instant, AlloyFact)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// [`alloy_fact`], at most once per [`ALLOY_PROBE_TTL`] for the same binary.
+pub async fn alloy_fact_cached(bin: &Path) -> AlloyFact {
+    let fresh = |probes: &Vec<(PathBuf, std::time::Instant, AlloyFact)>| {
+        probes
+            .iter()
+            .find(|(b, at, _)| b == bin && at.elapsed() < ALLOY_PROBE_TTL)
+            .map(|(_, _, f)| f.clone())
+    };
+    if let Some(f) = fresh(&ALLOY_PROBES.lock().unwrap_or_else(|p| p.into_inner())) {
+        return f;
+    }
+    let fact = alloy_fact(bin).await;
+    let mut probes = ALLOY_PROBES.lock().unwrap_or_else(|p| p.into_inner());
+    probes.retain(|(b, _, _)| b != bin);
+    probes.push((bin.to_path_buf(), std::time::Instant::now(), fact.clone()));
+    fact
 }
 
 /// Whether Alloy is installed at `bin`, its version, and so how configs are
@@ -242,6 +268,23 @@ mod tests {
         assert_eq!(facts.scrape_address, "10.0.0.5:12345");
         assert_eq!(facts.os, std::env::consts::OS);
         assert_eq!(facts.agent_version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[tokio::test]
+    async fn alloy_probes_are_cached_per_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("alloy");
+        let missing = alloy_fact_cached(&bin).await;
+        assert!(!missing.installed);
+        assert_eq!(missing.validation, Validation::Builtin);
+        // Installed now, but the probe is still fresh: the cached answer
+        // (not run: the file is not even executable).
+        std::fs::write(&bin, "#!/bin/sh\necho 'alloy, version v1.10.2'\n").unwrap();
+        assert_eq!(alloy_fact_cached(&bin).await, missing);
+        // Another binary is probed on its own.
+        let other = alloy_fact_cached(&dir.path().join("other")).await;
+        assert!(!other.installed);
+        assert!(ALLOY_PROBES.lock().unwrap().len() >= 2);
     }
 
     #[test]

@@ -220,3 +220,53 @@ fn alloy_check_prints_file_line_col_and_fails_on_errors() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("syntax error"));
 }
+
+#[test]
+fn serve_refuses_an_overrides_file_with_a_typo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = server_bin()
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("init");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(
+        data.join("overrides.toml"),
+        "[[rule]]\nmatch = { env = \"prod\" }\n[rule.services.postgres]\nprot = 5433\n",
+    )
+    .expect("overrides");
+    let mut child = server_bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("serve started despite a bad overrides file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("overrides.toml") && stderr.contains("did you mean \"port\""),
+        "{stderr}"
+    );
+}
