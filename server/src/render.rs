@@ -5,22 +5,22 @@
 //! groups the templates declare, and checks the result with the Alloy syntax
 //! checker before anything stores or ships it.
 
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+mod assemble;
+mod functions;
 
-use minijinja::value::{Kwargs, Object, Value, ValueKind};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
-use muster_shared::alloy::{self, escape_string};
-use ring::digest::{digest, SHA256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, Error, UndefinedBehavior};
+use muster_shared::facts::Facts;
+use muster_shared::labels::Labels;
 use serde::{Deserialize, Serialize};
 
 use crate::overrides::{self, Overrides};
 use crate::store::HostRecord;
-use crate::tokens::hex;
-use muster_shared::facts::Facts;
-use muster_shared::labels::Labels;
+use assemble::{assemble, Part};
+use functions::{alloy_formatter, exporter, standalone, Declared, TARGETS};
 
 /// The templates built into the binary: (name, source).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -396,112 +396,6 @@ fn builtin_sources() -> Vec<(String, String)> {
         .collect()
 }
 
-/// One template's output.
-struct Part {
-    name: String,
-    text: String,
-    targets: Vec<TargetGroup>,
-}
-
-/// Joins the parts (a blank line between, empty ones left out), merges and
-/// checks their target groups, and checks the syntax of the whole.
-fn assemble(host_id: &str, parts: Vec<Part>) -> Result<Rendered, RenderError> {
-    let mut config = String::new();
-    let mut targets: Vec<(TargetGroup, String)> = Vec::new();
-    // (first line in the config, template name) of each part.
-    let mut spans: Vec<(usize, String)> = Vec::new();
-    for part in parts {
-        for group in part.targets {
-            if let Some((_, first)) = targets.iter().find(|(g, _)| g.key() == group.key()) {
-                return Err(RenderError::Duplicate {
-                    name: part.name.clone(),
-                    host_id: host_id.to_string(),
-                    key: group.key(),
-                    first: first.clone(),
-                });
-            }
-            targets.push((group, part.name.clone()));
-        }
-        let text = part.text.trim_end();
-        if text.trim().is_empty() {
-            continue;
-        }
-        if !config.is_empty() {
-            config.push('\n');
-        }
-        spans.push((config.matches('\n').count() + 1, part.name));
-        config.push_str(text);
-        config.push('\n');
-    }
-    if targets.is_empty() {
-        return Err(RenderError::NoTargets {
-            host_id: host_id.to_string(),
-        });
-    }
-    check_syntax(host_id, &config, &spans)?;
-    let hash = hex(digest(&SHA256, config.as_bytes()).as_ref());
-    Ok(Rendered {
-        config,
-        hash,
-        targets: targets.into_iter().map(|(g, _)| g).collect(),
-    })
-}
-
-/// The syntax check every rendered config passes before it is stored or
-/// shipped. A failure names the template whose output holds the first
-/// error, with the line within that output.
-fn check_syntax(host_id: &str, config: &str, spans: &[(usize, String)]) -> Result<(), RenderError> {
-    let Some((line, col, message)) = first_syntax_error(config) else {
-        return Ok(());
-    };
-    let (start, name) = spans
-        .iter()
-        .rev()
-        .find(|(start, _)| *start <= line)
-        .cloned()
-        .unwrap_or((1, "(config)".into()));
-    Err(RenderError::Syntax {
-        name,
-        host_id: host_id.to_string(),
-        line: line - start + 1,
-        col,
-        message,
-        config_line: line,
-    })
-}
-
-/// (line, column, message) of the first syntax error in `config` (the
-/// shared Alloy syntax checker: the same check `muster-server alloy check`
-/// runs), or a second block with the same name and label, which Alloy
-/// refuses to load.
-fn first_syntax_error(config: &str) -> Option<(usize, usize, String)> {
-    let file = match alloy::parse(config) {
-        Ok(file) => file,
-        Err(diags) => {
-            return diags.first().map(|d| (d.line, d.col, d.message.clone()));
-        }
-    };
-    let mut seen = BTreeSet::new();
-    for stmt in &file.body {
-        if let alloy::ast::Stmt::Block {
-            name,
-            label,
-            name_offset,
-            ..
-        } = stmt
-        {
-            let id = (name.join("."), label.clone());
-            if !seen.insert(id.clone()) {
-                let line = config[..*name_offset].matches('\n').count() + 1;
-                let col = name_offset - config[..*name_offset].rfind('\n').map_or(0, |i| i + 1) + 1;
-                let label = id.1.map(|l| format!(" {l:?}")).unwrap_or_default();
-                return Some((line, col, format!("block {}{label} is defined twice", id.0)));
-            }
-        }
-    }
-    None
-}
-
 /// A minijinja error with its line, for people.
 fn describe(e: &Error) -> String {
     let mut message = e.to_string();
@@ -518,170 +412,10 @@ fn template_error(name: &str, e: &Error) -> RenderError {
     }
 }
 
-const TARGETS: &str = "muster.targets";
-
-/// Target groups declared during one render.
-#[derive(Debug, Default)]
-struct Declared(Mutex<Vec<TargetGroup>>);
-
-impl Declared {
-    fn take(&self) -> Vec<TargetGroup> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-impl Object for Declared {}
-
-fn ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// Adds a group to the render's declared targets, refusing a second
-/// declaration of the same scrape.
-fn declare(state: &State, group: TargetGroup) -> Result<(), Error> {
-    let declared = state.get_or_set_temp_object(TARGETS, Declared::default);
-    let mut groups = declared.0.lock().unwrap_or_else(|p| p.into_inner());
-    if groups.iter().any(|g| g.key() == group.key()) {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("{} declared twice", group.key()),
-        ));
-    }
-    groups.push(group);
-    Ok(())
-}
-
-/// `exporter(kind, label, service=none)`: writes the block header
-/// `prometheus.exporter.<kind> "<label>"` and declares its target group
-/// (scraped through Alloy's component metrics path).
-fn exporter(
-    state: &State,
-    kind: String,
-    label: String,
-    service: Option<String>,
-    kwargs: Kwargs,
-) -> Result<Value, Error> {
-    let service = match service {
-        Some(s) => Some(s),
-        None => kwargs.get::<Option<String>>("service")?,
-    };
-    kwargs.assert_all_used()?;
-    if !ident(&kind) || !ident(&label) || !service.as_deref().is_none_or(ident) {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("exporter({kind:?}, {label:?}, {service:?}): kind, label and service must be lowercase identifiers"),
-        ));
-    }
-    declare(
-        state,
-        TargetGroup {
-            component: format!("prometheus.exporter.{kind}.{label}"),
-            port: None,
-            path: None,
-            service,
-        },
-    )?;
-    Ok(Value::from_safe_string(format!(
-        "prometheus.exporter.{kind} \"{label}\""
-    )))
-}
-
-/// `standalone(service, port, path="/metrics")`: for a service Alloy has no
-/// exporter for. Declares a target group for the standalone exporter on the
-/// host's `port` and writes a comment saying so (nothing runs in Alloy).
-fn standalone(
-    state: &State,
-    service: String,
-    port: u16,
-    path: Option<String>,
-    kwargs: Kwargs,
-) -> Result<Value, Error> {
-    let path = match path {
-        Some(p) => Some(p),
-        None => kwargs.get::<Option<String>>("path")?,
-    };
-    kwargs.assert_all_used()?;
-    let path = path.unwrap_or_else(|| "/metrics".into());
-    let path_ok =
-        path.starts_with('/') && path.len() <= 256 && path.chars().all(|c| c.is_ascii_graphic());
-    if !ident(&service) || port == 0 || !path_ok {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("standalone({service:?}, {port}, {path:?}): service must be a lowercase identifier, port 1 to 65535, path an absolute URL path"),
-        ));
-    }
-    let comment = format!(
-        "// {service}: Prometheus scrapes the standalone exporter on this host's port {port} at {path}."
-    );
-    declare(
-        state,
-        TargetGroup {
-            component: String::new(),
-            port: Some(port),
-            path: (path != "/metrics").then_some(path),
-            service: Some(service),
-        },
-    )?;
-    Ok(Value::from_safe_string(comment))
-}
-
-/// Writes values as Alloy literals unless marked safe.
-fn alloy_formatter(out: &mut Output, _state: &State, value: &Value) -> Result<(), Error> {
-    let mut text = String::new();
-    if value.is_safe() {
-        write!(text, "{value}").map_err(Error::from)?;
-    } else {
-        write_literal(&mut text, value)?;
-    }
-    out.write_str(&text).map_err(Error::from)
-}
-
-fn write_literal(out: &mut String, value: &Value) -> Result<(), Error> {
-    match value.kind() {
-        ValueKind::Undefined => {
-            return Err(Error::new(
-                ErrorKind::UndefinedError,
-                "an undefined value cannot be written into a config",
-            ))
-        }
-        ValueKind::None => out.push_str("null"),
-        ValueKind::Bool | ValueKind::Number => write!(out, "{value}").map_err(Error::from)?,
-        ValueKind::String => out.push_str(&escape_string(value.as_str().unwrap_or_default())),
-        ValueKind::Map => {
-            out.push('{');
-            for (i, key) in value.try_iter()?.enumerate() {
-                out.push_str(if i == 0 { " " } else { ", " });
-                out.push_str(&escape_string(&key.to_string()));
-                out.push_str(" = ");
-                write_literal(out, &value.get_item(&key)?)?;
-            }
-            out.push_str(" }");
-        }
-        ValueKind::Seq | ValueKind::Iterable => {
-            out.push('[');
-            for (i, item) in value.try_iter()?.enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_literal(out, &item)?;
-            }
-            out.push(']');
-        }
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("a {} value cannot be written into a config", value.kind()),
-            ))
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use muster_shared::alloy::escape_string;
     use muster_shared::facts::{Facts, ServiceFact, ServiceKind};
     use muster_shared::labels::Labels;
     use muster_shared::wire::HostState;
