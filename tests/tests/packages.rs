@@ -205,3 +205,29 @@ fn packaging_scripts_are_shellcheck_clean() {
     }
     run_ok(Command::new("shellcheck").args(&scripts));
 }
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    if !tools::on_path("systemd-analyze") {
+        eprintln!("SKIPPED units_pass_systemd_analyze_verify: no systemd-analyze here");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (unit, bin) in [
+        ("muster-agent.service", "/usr/bin/muster-agent"),
+        ("muster-server.service", "/usr/bin/muster-server"),
+    ] {
+        let text = std::fs::read_to_string(repo().join("packaging/systemd").join(unit))
+            .expect("unit")
+            // verify wants the program to exist.
+            .replace(bin, "/bin/true");
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text).expect("write unit");
+        let out = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{unit}: {stderr}"
+        );
+    }
+}
