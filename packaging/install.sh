@@ -31,6 +31,8 @@ Usage: install.sh --token TOKEN [options]
 
   --token TOKEN    enrollment token from `muster-server token create`
                    (or set MUSTER_ENROLL_TOKEN); not needed on an enrolled host
+  --labels K=V,... labels this host asks for, e.g. role=db,team=core
+                   (the token's own labels win)
   --proxy URL      HTTP(S) proxy for the downloads, the agent and the package
                    manager (also written to the agent's systemd unit)
   --no-alloy       do not install or configure Grafana Alloy
@@ -56,6 +58,7 @@ die() {
 
 TOKEN=${MUSTER_ENROLL_TOKEN:-}
 PROXY=''
+LABELS=''
 DRY_RUN=0
 UNINSTALL=0
 WITH_ALLOY=1
@@ -69,6 +72,8 @@ while [ $# -gt 0 ]; do
     case $1 in
         --token) need_value "$1" $#; TOKEN=$2; shift 2 ;;
         --token=*) TOKEN=${1#*=}; shift ;;
+        --labels) need_value "$1" $#; LABELS=$2; shift 2 ;;
+        --labels=*) LABELS=${1#*=}; shift ;;
         --proxy) need_value "$1" $#; PROXY=$2; shift 2 ;;
         --proxy=*) PROXY=${1#*=}; shift ;;
         --server) need_value "$1" $#; MUSTER_SERVER=$2; shift 2 ;;
@@ -283,10 +288,21 @@ else
     if [ -z "$TOKEN" ]; then
         die "no enrollment token" "pass --token (from: muster-server token create) or set MUSTER_ENROLL_TOKEN"
     fi
+    set -- enroll --config "$CONFIG" --server "$MUSTER_SERVER" --pin "$MUSTER_PIN"
+    if [ -n "$LABELS" ]; then
+        old_ifs=$IFS
+        IFS=,
+        set -f
+        for label in $LABELS; do
+            set -- "$@" --label "$label"
+        done
+        set +f
+        IFS=$old_ifs
+    fi
     if [ "$DRY_RUN" = 1 ]; then
-        say "would run: $BIN enroll --config $CONFIG --server $MUSTER_SERVER --pin $MUSTER_PIN (token in MUSTER_ENROLL_TOKEN)"
+        say "would run: $BIN $* (token in MUSTER_ENROLL_TOKEN)"
     else
-        MUSTER_ENROLL_TOKEN=$TOKEN "$BIN" enroll --config "$CONFIG" --server "$MUSTER_SERVER" --pin "$MUSTER_PIN" \
+        MUSTER_ENROLL_TOKEN=$TOKEN "$BIN" "$@" \
             || die "enrollment failed (the agent's message is above)" \
                 "a used or expired token needs a new one: muster-server token create" \
                 "then run this installer again"

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use muster_shared::labels::Labels;
 use muster_shared::pin::Pin;
 use muster_shared::wire::EnrollRequest;
 use tracing::{info, warn};
@@ -90,11 +91,13 @@ impl Default for Retry {
 }
 
 /// Enrolls this host with the server in `config` (already merged and written
-/// by the caller), trusting the server by `pin`.
+/// by the caller), trusting the server by `pin`. `labels` are the ones the
+/// host asks for (the token's own labels win on the server).
 pub async fn enroll(
     config: &Config,
     token: &Token,
     pin: Pin,
+    labels: &Labels,
     retry: &Retry,
 ) -> Result<Identity, EnrollError> {
     if token.0.trim().is_empty() {
@@ -118,6 +121,7 @@ pub async fn enroll(
         csr_pem: identity::csr_pem(&key, &facts.hostname)?,
         facts,
         idempotency_key: state.attempt_key()?,
+        labels: labels.clone(),
     };
     let client = ServerClient::pinned(&server, pin)?;
 
@@ -185,9 +189,15 @@ mod tests {
             ..Config::default()
         };
         let pin = Pin::of_spki(b"x");
-        let err = enroll(&config, &Token("t".into()), pin, &Retry::default())
-            .await
-            .unwrap_err();
+        let err = enroll(
+            &config,
+            &Token("t".into()),
+            pin,
+            &Labels::new(),
+            &Retry::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(err.is_usage(), "{err}");
         assert!(err.to_string().contains("no-such-machine-id"), "{err}");
         assert!(!config.state_dir.exists());
@@ -215,9 +225,15 @@ mod tests {
             attempts: 2,
             first_wait: Duration::from_millis(10),
         };
-        let err = enroll(&config, &Token("t".into()), Pin::of_spki(b"x"), &retry)
-            .await
-            .unwrap_err();
+        let err = enroll(
+            &config,
+            &Token("t".into()),
+            Pin::of_spki(b"x"),
+            &Labels::new(),
+            &retry,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, EnrollError::Client(ClientError::Connect { .. })),
             "{err}"

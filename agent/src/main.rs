@@ -101,6 +101,14 @@ struct EnrollArgs {
     /// File holding this machine's id.
     #[arg(long, value_name = "FILE")]
     machine_id_file: Option<PathBuf>,
+    /// A label this host asks for, as name=value; repeatable. The token's
+    /// preset labels win over these.
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    muster_shared::labels::parse_pair(text).map_err(|e| e.to_string())
 }
 
 impl EnrollArgs {
@@ -279,7 +287,13 @@ fn enroll_cmd(config_path: &std::path::Path, args: &EnrollArgs) -> Result<ExitCo
         .map_err(|e| Failure::Usage(e.into()))?;
     let token = Token(args.token.clone());
     let identity = runtime()?
-        .block_on(enroll::enroll(&config, &token, args.pin, &Retry::default()))
+        .block_on(enroll::enroll(
+            &config,
+            &token,
+            args.pin,
+            &args.labels.iter().cloned().collect(),
+            &Retry::default(),
+        ))
         .map_err(|e| {
             let usage = e.is_usage();
             let e = anyhow!(e).context("enrollment failed");

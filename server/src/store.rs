@@ -48,6 +48,9 @@ pub struct EnrollAttempt<'a> {
     pub token: &'a str,
     pub facts: &'a Facts,
     pub idempotency_key: &'a str,
+    /// Labels the host asked for: they fill only names still unset after
+    /// the token's labels (checked by the caller).
+    pub requested_labels: &'a Labels,
     pub now: i64,
 }
 
@@ -461,6 +464,11 @@ impl Store {
         }
         host.facts = attempt.facts.clone();
         host.operator_labels.extend(grant.labels);
+        for (name, value) in attempt.requested_labels {
+            host.operator_labels
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
         host.last_seen = attempt.now;
         host.cert_expires_at = cert.not_after;
         if grant.batch_id.is_some() {

@@ -45,6 +45,11 @@ pub struct EnrollRequest {
     /// Chosen by the agent once per enrollment attempt and reused on retries,
     /// so a retried enroll returns the same host.
     pub idempotency_key: String,
+    /// Labels the host asks for (`install.sh --labels`, `enroll --label`).
+    /// Checked like operator labels; they only fill names the token and the
+    /// host record leave unset (the token's preset labels win).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -164,7 +164,9 @@ async fn the_one_liner_installs_enrolls_and_applies_on_a_bare_host() {
 
     // The line, timed until the host's target file exists.
     let start = Instant::now();
-    let mut child = sh(&runnable(line, &host))
+    // The host asks for two labels; the token's `env` wins over its own.
+    let with_labels = format!("{} --labels role=db,env=ignored", runnable(line, &host));
+    let mut child = sh(&with_labels)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -229,6 +231,7 @@ async fn the_one_liner_installs_enrolls_and_applies_on_a_bare_host() {
     let h = &all[0];
     assert_eq!(h["state"], "config_applied", "{h}\n{report}");
     assert_eq!(h["labels"]["env"], "install");
+    assert_eq!(h["labels"]["role"], "db");
     let id = h["id"].as_str().expect("id");
     let target = std::fs::read_to_string(targets.join(format!("{id}.json"))).expect("target");
     assert!(target.contains(&standin.addr().to_string()), "{target}");
@@ -301,7 +304,14 @@ fn the_script_is_shellcheck_clean_and_runs_under_dash_and_busybox() {
         let mut cmd = Command::new(shell[0]);
         cmd.args(&shell[1..])
             .arg(SCRIPT)
-            .args(["--dry-run", "--token", "mte_x_y", "--root"])
+            .args([
+                "--dry-run",
+                "--token",
+                "mte_x_y",
+                "--labels",
+                "role=db,team=a b",
+            ])
+            .arg("--root")
             .arg(&root)
             .args([
                 "--server",
@@ -315,6 +325,7 @@ fn the_script_is_shellcheck_clean_and_runs_under_dash_and_busybox() {
             "would download https://muster.example:8443/v1/download/muster-agent-linux-",
             "would write",
             "install-alloy",
+            "--label role=db --label team=a b",
             "dry run: nothing was changed",
         ] {
             assert!(out.contains(want), "{shell:?}: {want:?} missing in\n{out}");

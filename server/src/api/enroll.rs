@@ -3,11 +3,39 @@
 
 use axum::extract::State;
 use axum::{Extension, Json};
+use muster_shared::labels::Labels;
 use muster_shared::wire::{AgentConfig, EnrollRequest, EnrollResponse};
 
 use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
+use crate::schema::{Problem, SchemaError};
 use crate::store::{AuditEntry, EnrollAttempt, EnrollError};
 use crate::tokens::{self, Kind};
+
+/// Labels a host asks for obey the label schema (names, values); required
+/// labels are the token's business, so their absence here is no problem.
+fn check_requested_labels(app: &Shared, requested: &Labels) -> Result<(), ApiError> {
+    if requested.is_empty() {
+        return Ok(());
+    }
+    let schema = app
+        .settings
+        .label_schema()
+        .map_err(|e| ApiError::internal("the label schema does not compile", e))?;
+    match schema.check(requested) {
+        Ok(_) => Ok(()),
+        Err(SchemaError(mut problems)) => {
+            problems.retain(|p| !matches!(p, Problem::Missing { .. }));
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::BadRequest(format!(
+                    "requested labels: {}",
+                    SchemaError(problems)
+                )))
+            }
+        }
+    }
+}
 
 fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
     let ok = (8..=128).contains(&key.len())
@@ -34,6 +62,7 @@ pub async fn enroll(
         return Err(ApiError::BadRequest(format!("invalid facts: {e}")));
     }
     check_idempotency_key(&req.idempotency_key)?;
+    check_requested_labels(&app, &req.labels)?;
 
     let result = blocking(&app, move |app| {
         let now = unix_now();
@@ -41,6 +70,7 @@ pub async fn enroll(
             token: &req.token,
             facts: &req.facts,
             idempotency_key: &req.idempotency_key,
+            requested_labels: &req.labels,
             now,
         };
         let validity = app.settings.cert_validity;
