@@ -66,14 +66,12 @@ pub fn set_listen_addr(text: &str, addr: &str) -> Result<String, EnvError> {
 /// `(prefix up to and including '=', value)` of a `CUSTOM_ARGS=` line.
 fn custom_args(line: &str) -> Option<(&str, &str)> {
     let trimmed = line.trim_start();
-    let indent = line.len() - trimmed.len();
     let after_export = trimmed
         .strip_prefix("export ")
         .map(str::trim_start)
         .unwrap_or(trimmed);
     let rest = after_export.strip_prefix("CUSTOM_ARGS=")?;
     let prefix_len = line.len() - rest.len();
-    let _ = indent;
     Some((&line[..prefix_len], rest))
 }
 
@@ -132,13 +130,7 @@ pub enum EnvFileError {
 /// mode kept otherwise). Returns whether the file changed.
 pub fn update_file(path: &Path, addr: &str) -> Result<bool, EnvFileError> {
     let (text, mode) = match std::fs::read_to_string(path) {
-        Ok(text) => {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(path)
-                .map(|m| m.permissions().mode() & 0o7777)
-                .unwrap_or(0o644);
-            (text, mode)
-        }
+        Ok(text) => (text, file_mode(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), 0o644),
         Err(error) => {
             return Err(EnvFileError::Read {
@@ -167,6 +159,20 @@ pub fn update_file(path: &Path, addr: &str) -> Result<bool, EnvFileError> {
         }
     })?;
     Ok(true)
+}
+
+/// The file's permission bits, kept when it is rewritten.
+#[cfg(unix)]
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_path: &Path) -> u32 {
+    0o644
 }
 
 #[cfg(test)]
@@ -210,6 +216,14 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn keeps_an_export_prefix() {
+        assert_eq!(
+            set_listen_addr("export CUSTOM_ARGS=\"--x\"\n", "0.0.0.0:1").unwrap(),
+            "export CUSTOM_ARGS=\"--x --server.http.listen-addr=0.0.0.0:1\"\n"
+        );
     }
 
     #[test]
