@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use muster_shared::facts::OsFamily;
 use serde::{Deserialize, Serialize};
 
 /// Grafana's apt repository, its signing key and suite/component.
@@ -78,20 +79,17 @@ pub enum Family {
     Suse,
 }
 
-/// The family of `os`: its `ID` when known, else the first known `ID_LIKE`.
-/// (A pure mapping of its own, so the install plan does not wait on the
-/// server's facts model.)
+/// The family of `os`, by the same rule the server uses for facts
+/// ([`OsFamily::classify`]: its `ID` when known, else the first known
+/// `ID_LIKE` word); `None` where no plan exists.
 pub fn family(os: &OsFacts) -> Option<Family> {
-    let of = |word: &str| match word {
-        "debian" | "ubuntu" | "raspbian" | "linuxmint" | "pop" | "kali" => Some(Family::Debian),
-        "rhel" | "centos" | "fedora" | "rocky" | "almalinux" | "ol" | "amzn" => Some(Family::Rhel),
-        "suse" | "sles" | "sles_sap" | "sled" | "opensuse" => Some(Family::Suse),
-        w if w.starts_with("opensuse") => Some(Family::Suse),
-        _ => None,
-    };
-    std::iter::once(&os.id)
-        .chain(&os.id_like)
-        .find_map(|w| of(&w.to_ascii_lowercase()))
+    let like = os.id_like.join(" ");
+    match OsFamily::classify("linux", Some(&os.id), Some(&like)) {
+        OsFamily::Debian => Some(Family::Debian),
+        OsFamily::Rhel => Some(Family::Rhel),
+        OsFamily::Suse => Some(Family::Suse),
+        OsFamily::Windows | OsFamily::Other => None,
+    }
 }
 
 /// A mirror of Grafana's repositories (agent config `[alloy_mirror]`, written
