@@ -282,7 +282,10 @@ mod tests {
     fn enums_use_snake_case_on_the_wire() {
         let json = serde_json::to_string(&HostState::ConfigFailed).unwrap();
         assert_eq!(json, "\"config_failed\"");
-        assert_eq!(HostState::parse("config_applied"), Some(HostState::ConfigApplied));
+        assert_eq!(
+            HostState::parse("config_applied"),
+            Some(HostState::ConfigApplied)
+        );
         assert_eq!(HostState::parse("nope"), None);
         for state in HostState::ALL {
             let json = serde_json::to_string(&state).unwrap();

@@ -190,7 +190,10 @@ pub fn admin_router(app: Shared) -> Router {
         .route("/v1/admin/hosts/labels", post(fleet::edit_labels))
         .route("/v1/admin/hosts/{id}", get(admin::show_host))
         .route("/v1/admin/hosts/{id}/labels", post(fleet::edit_host_labels))
-        .route("/v1/admin/hosts/{id}/decommission", post(fleet::decommission))
+        .route(
+            "/v1/admin/hosts/{id}/decommission",
+            post(fleet::decommission),
+        )
         .route("/v1/admin/hosts/{id}/replace", post(fleet::replace))
         .route("/v1/admin/labels/check", get(fleet::labels_check))
         .route(
