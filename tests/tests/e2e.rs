@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use muster_e2e::fleet::{admin, pin_of_init};
 use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server, Standin};
 use serde_json::{json, Value};
 
@@ -87,35 +88,11 @@ impl Host {
     }
 }
 
-fn pin(data: &Path) -> String {
-    let init_log = std::fs::read_to_string(data.join("init.log")).expect("init log");
-    init_log
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server public-key pin: "))
-        .expect("pin line")
-        .to_string()
-}
-
-/// Initialises a data dir (keeping init's output for the pin).
-fn init(data: &Path, extra: &[&str]) {
+/// Initialises a data dir; returns the server's key pin.
+fn init(data: &Path, extra: &[&str]) -> String {
     let out = Server::init(data, extra);
     assert!(out.status.success(), "init failed: {out:?}");
-    std::fs::write(data.join("init.log"), &out.stdout).expect("init log");
-}
-
-async fn admin(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let mut req = server
-        .client()
-        .request(method, format!("{}{path}", server.admin_url()))
-        .bearer_auth(server.admin_token());
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin request");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("admin JSON");
-    assert!(status.is_success(), "{status}: {body}");
-    body
+    pin_of_init(&out.stdout)
 }
 
 /// Polls the admin API until the host with `hostname` is in `state`.
@@ -142,7 +119,7 @@ async fn wait_for_state(server: &Server, agent: &Process, state: &str) -> Value 
 async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    init(&data, &[]);
+    let pin = init(&data, &[]);
     let Some(prometheus) = Prometheus::start(&data.join("targets"), root.path()).await else {
         return;
     };
@@ -159,7 +136,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
     let token = created["token"].as_str().expect("token");
 
     let host = Host::new(root.path(), "host-a").await;
-    let out = run_ok(&mut host.enroll(&server, token, &pin(&data)));
+    let out = run_ok(&mut host.enroll(&server, token, &pin));
     assert!(out.contains("enrolled as "), "{out}");
     let mut agent = host.run_daemon();
 
@@ -209,11 +186,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
         Some(json!({})),
     )
     .await;
-    run_ok(&mut host.enroll(
-        &server,
-        again["token"].as_str().expect("token"),
-        &pin(&data),
-    ));
+    run_ok(&mut host.enroll(&server, again["token"].as_str().expect("token"), &pin));
     let hosts = admin(&server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
     assert_eq!(hosts.as_array().map(Vec::len), Some(1));
     let files = std::fs::read_dir(data.join("targets"))
@@ -235,7 +208,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
 async fn a_config_alloy_rejects_is_rolled_back_and_reported() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    init(&data, &[]);
+    let pin = init(&data, &[]);
     // An operator template that Alloy's syntax accepts but `alloy validate`
     // rejects: a component that does not exist.
     let templates = root.path().join("templates");
@@ -257,11 +230,7 @@ async fn a_config_alloy_rejects_is_rolled_back_and_reported() {
     )
     .await;
     let host = Host::new(root.path(), "host-b").await;
-    run_ok(&mut host.enroll(
-        &server,
-        created["token"].as_str().expect("token"),
-        &pin(&data),
-    ));
+    run_ok(&mut host.enroll(&server, created["token"].as_str().expect("token"), &pin));
     let agent = host.run_daemon();
 
     let shown = wait_for_state(&server, &agent, "config_failed").await;

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use muster_e2e::fleet::{admin, pin_of_init};
 use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server, Standin};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -34,21 +35,6 @@ fn fake_service(dir: &Path, name: &str) -> (Process, SocketAddr) {
         .parse()
         .expect("address");
     (p, addr)
-}
-
-async fn admin(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let mut req = server
-        .client()
-        .request(method, format!("{}{path}", server.admin_url()))
-        .bearer_auth(server.admin_token());
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin request");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("admin JSON");
-    assert!(status.is_success(), "{status}: {body}");
-    body
 }
 
 /// Polls until the live Alloy config satisfies `pred` and the server shows
@@ -85,14 +71,7 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
     let data = root.path().join("data");
     let out = Server::init(&data, &[]);
     assert!(out.status.success(), "init failed: {out:?}");
-    let pin = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("server public-key pin: ")
-                .map(String::from)
-        })
-        .expect("pin line");
+    let pin = pin_of_init(&out.stdout);
     // Check in every second, so a service started later shows up quickly.
     let settings = data.join("server.toml");
     let text = std::fs::read_to_string(&settings).expect("server.toml");

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use muster_e2e::fleet::pin_of_init;
 use muster_e2e::{bin_path, Server};
 use serde_json::{json, Value};
 
@@ -24,14 +25,7 @@ fn main() {
     let data = root.path().join("data");
     let init = Server::init(&data, &[]);
     assert!(init.status.success(), "init failed: {init:?}");
-    let pin = String::from_utf8_lossy(&init.stdout)
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("server public-key pin: ")
-                .map(str::to_string)
-        })
-        .expect("init prints the pin");
+    let pin = pin_of_init(&init.stdout);
     let server = Server::start(&data);
     let targets = data.join("targets");
 

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use muster_e2e::fleet::pin_of_init;
 use muster_e2e::{bin_path, run_ok, Process, Server, Standin};
 use serde_json::{json, Value};
 
@@ -26,14 +27,7 @@ fn main() {
     let data = root.path().join("data");
     let init = Server::init(&data, &[]);
     assert!(init.status.success(), "init failed: {init:?}");
-    let pin = String::from_utf8_lossy(&init.stdout)
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("server public-key pin: ")
-                .map(str::to_string)
-        })
-        .expect("init prints the pin");
+    let pin = pin_of_init(&init.stdout);
     let settings = data.join("server.toml");
     let text = std::fs::read_to_string(&settings).expect("server.toml");
     std::fs::write(
