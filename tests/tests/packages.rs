@@ -208,8 +208,7 @@ fn packaging_scripts_are_shellcheck_clean() {
 
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    if !tools::on_path("systemd-analyze") {
-        eprintln!("SKIPPED units_pass_systemd_analyze_verify: no systemd-analyze here");
+    if !tools::require("units_pass_systemd_analyze_verify", &["systemd-analyze"], false) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
