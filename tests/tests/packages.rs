@@ -208,7 +208,11 @@ fn packaging_scripts_are_shellcheck_clean() {
 
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    if !tools::require("units_pass_systemd_analyze_verify", &["systemd-analyze"], false) {
+    if !tools::require(
+        "units_pass_systemd_analyze_verify",
+        &["systemd-analyze"],
+        false,
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
