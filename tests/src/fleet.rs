@@ -1,7 +1,9 @@
-//! Many pretend hosts for fleet tests and benchmarks: each has its own dir,
-//! machine id, hostname, agent state and Alloy config file, and they share
-//! one Alloy stand-in (used to check configs, and scraped by Prometheus for
-//! every host), so fifty hosts cost fifty agent runs, not fifty daemons.
+//! Pretend hosts for end-to-end tests and benchmarks: each has its own dir,
+//! machine id, agent state and Alloy config file. [`PretendHost`]s share one
+//! Alloy stand-in (used to check configs, and scraped by Prometheus for
+//! every host), so fifty hosts cost fifty agent runs, not fifty daemons;
+//! an [`AlloyHost`] has a stand-in of its own that loads what its agent
+//! installs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::process::bin_path;
+use crate::process::{bin_path, Process};
 use crate::server::Server;
 use crate::standin::Standin;
 
@@ -33,6 +35,67 @@ impl SharedAlloy {
     }
 }
 
+/// A fresh host's live Alloy config: valid, with no exporter yet.
+pub const FIRST_ALLOY_CONFIG: &str = "logging {\n\tlevel = \"info\"\n}\n";
+
+/// A pretend host's own files: `<root>/<name>/` with a machine id unique by
+/// `index` and the first Alloy config. Returns (dir, alloy config path).
+fn host_dir(root: &Path, name: &str, index: usize) -> (PathBuf, PathBuf) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("host dir");
+    std::fs::write(
+        dir.join("machine-id"),
+        format!("{:032x}\n", 0x000f_1ee7_0000 + index),
+    )
+    .expect("machine-id");
+    let alloy_config = dir.join("config.alloy");
+    std::fs::write(&alloy_config, FIRST_ALLOY_CONFIG).expect("alloy config");
+    (dir, alloy_config)
+}
+
+/// `muster-agent enroll` for the host in `dir`: its identity and state
+/// there, validated with the stand-in binary, reloaded by `reload`, ready
+/// and scraped at `alloy`.
+fn enroll_command(
+    dir: &Path,
+    alloy_config: &Path,
+    alloy: &Standin,
+    reload: &str,
+    server_url: &str,
+    token: &str,
+    pin: &str,
+) -> Command {
+    let mut cmd = Command::new(bin_path("muster-agent"));
+    cmd.arg("enroll")
+        .args(["--server", server_url, "--token", token, "--pin", pin])
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--alloy-config")
+        .arg(alloy_config)
+        .arg("--alloy-bin")
+        .arg(Standin::bin())
+        .args(["--reload-command", reload])
+        .arg("--ready-url")
+        .arg(format!("{}/-/ready", alloy.url()))
+        .arg("--scrape-address")
+        .arg(alloy.addr().to_string())
+        .arg("--machine-id-file")
+        .arg(dir.join("machine-id"));
+    cmd
+}
+
+/// `muster-agent run --config <dir>/agent.toml` (`--once` when asked).
+fn run_command(dir: &Path, once: bool) -> Command {
+    let mut cmd = Command::new(bin_path("muster-agent"));
+    cmd.arg("run").arg("--config").arg(dir.join("agent.toml"));
+    if once {
+        cmd.arg("--once");
+    }
+    cmd
+}
+
 /// A pretend host whose agent validates with the shared stand-in, reloads
 /// nothing (`true`) and is scraped at the stand-in's address.
 pub struct PretendHost {
@@ -44,15 +107,7 @@ pub struct PretendHost {
 impl PretendHost {
     /// `index` makes the machine id unique.
     pub fn new(root: &Path, hostname: &str, index: usize) -> PretendHost {
-        let dir = root.join(hostname);
-        std::fs::create_dir_all(&dir).expect("host dir");
-        std::fs::write(
-            dir.join("machine-id"),
-            format!("{:032x}\n", 0x000f_1ee7_0000 + index),
-        )
-        .expect("machine-id");
-        let alloy_config = dir.join("config.alloy");
-        std::fs::write(&alloy_config, "logging {\n\tlevel = \"info\"\n}\n").expect("alloy config");
+        let (dir, alloy_config) = host_dir(root, hostname, index);
         PretendHost {
             dir,
             hostname: hostname.to_string(),
@@ -66,36 +121,67 @@ impl PretendHost {
 
     /// `muster-agent enroll` with this host's identity.
     pub fn enroll(&self, server_url: &str, token: &str, pin: &str, alloy: &SharedAlloy) -> Command {
-        let mut cmd = Command::new(bin_path("muster-agent"));
-        cmd.arg("enroll")
-            .args(["--server", server_url, "--token", token, "--pin", pin])
-            .arg("--config")
-            .arg(self.agent_config())
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .arg("--alloy-config")
-            .arg(&self.alloy_config)
-            .arg("--alloy-bin")
-            .arg(Standin::bin())
-            .args(["--reload-command", "true"])
-            .arg("--ready-url")
-            .arg(format!("{}/-/ready", alloy.standin.url()))
-            .arg("--scrape-address")
-            .arg(alloy.standin.addr().to_string())
-            .args(["--hostname", &self.hostname])
-            .arg("--machine-id-file")
-            .arg(self.dir.join("machine-id"));
+        let mut cmd = enroll_command(
+            &self.dir,
+            &self.alloy_config,
+            &alloy.standin,
+            "true",
+            server_url,
+            token,
+            pin,
+        );
+        cmd.args(["--hostname", &self.hostname]);
         cmd
     }
 
     /// `muster-agent run --once` (or the daemon without `once`).
     pub fn run(&self, once: bool) -> Command {
-        let mut cmd = Command::new(bin_path("muster-agent"));
-        cmd.arg("run").arg("--config").arg(self.agent_config());
-        if once {
-            cmd.arg("--once");
+        run_command(&self.dir, once)
+    }
+}
+
+/// A pretend host with an Alloy stand-in of its own, which its agent reloads
+/// with SIGHUP as `systemctl reload alloy` does; the stand-in loads the
+/// configs the agent installs and serves their exporters.
+pub struct AlloyHost {
+    pub dir: PathBuf,
+    pub alloy_config: PathBuf,
+    pub standin: Standin,
+}
+
+impl AlloyHost {
+    /// `index` makes the machine id unique.
+    pub async fn new(root: &Path, name: &str, index: usize) -> AlloyHost {
+        let (dir, alloy_config) = host_dir(root, name, index);
+        let standin = Standin::start(&alloy_config);
+        standin.wait_ready(Duration::from_secs(10)).await;
+        AlloyHost {
+            dir,
+            alloy_config,
+            standin,
         }
-        cmd
+    }
+
+    pub fn agent_config(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+
+    /// `muster-agent enroll` against `server`, with the OS hostname.
+    pub fn enroll(&self, server: &Server, token: &str, pin: &str) -> Command {
+        enroll_command(
+            &self.dir,
+            &self.alloy_config,
+            &self.standin,
+            &format!("kill -HUP {}", self.standin.pid()),
+            &server.agent_url(),
+            token,
+            pin,
+        )
+    }
+
+    /// The agent daemon, logging at debug level.
+    pub fn run_daemon(&self) -> Process {
+        Process::spawn(run_command(&self.dir, false).env("MUSTER_LOG", "debug"))
     }
 }
 

@@ -3,90 +3,15 @@
 //! loopback. A host enrolls with a token, applies its config, and Prometheus
 //! scrapes it with the token's labels; a config Alloy rejects is rolled back.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, pin_of_init};
-use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server, Standin};
+use muster_e2e::fleet::{admin, pin_of_init, AlloyHost, FIRST_ALLOY_CONFIG};
+use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The stand-in's first config: valid, with no exporter yet.
-const FIRST_ALLOY_CONFIG: &str = "logging {\n\tlevel = \"info\"\n}\n";
-
-struct Host {
-    dir: PathBuf,
-    standin: Standin,
-    alloy_config: PathBuf,
-}
-
-impl Host {
-    /// A pretend host: its own dir, machine id, and a running Alloy stand-in.
-    async fn new(root: &Path, name: &str) -> Host {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).expect("host dir");
-        std::fs::write(
-            dir.join("machine-id"),
-            format!("{:0>32}\n", name.len() * 7919),
-        )
-        .expect("machine-id");
-        let alloy_config = dir.join("config.alloy");
-        std::fs::write(&alloy_config, FIRST_ALLOY_CONFIG).expect("alloy config");
-        let standin = Standin::start(&alloy_config);
-        standin.wait_ready(Duration::from_secs(10)).await;
-        Host {
-            dir,
-            standin,
-            alloy_config,
-        }
-    }
-
-    fn agent_config(&self) -> PathBuf {
-        self.dir.join("agent.toml")
-    }
-
-    fn enroll(&self, server: &Server, token: &str, pin: &str) -> Command {
-        let mut cmd = Command::new(bin_path("muster-agent"));
-        cmd.arg("enroll")
-            .args([
-                "--server",
-                &server.agent_url(),
-                "--token",
-                token,
-                "--pin",
-                pin,
-            ])
-            .arg("--config")
-            .arg(self.agent_config())
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .arg("--alloy-config")
-            .arg(&self.alloy_config)
-            .arg("--alloy-bin")
-            .arg(Standin::bin())
-            .arg("--reload-command")
-            .arg(format!("kill -HUP {}", self.standin.pid()))
-            .arg("--ready-url")
-            .arg(format!("{}/-/ready", self.standin.url()))
-            .arg("--scrape-address")
-            .arg(self.standin.addr().to_string())
-            .arg("--machine-id-file")
-            .arg(self.dir.join("machine-id"));
-        cmd
-    }
-
-    fn run_daemon(&self) -> Process {
-        Process::spawn(
-            Command::new(bin_path("muster-agent"))
-                .arg("run")
-                .arg("--config")
-                .arg(self.agent_config())
-                .env("MUSTER_LOG", "debug"),
-        )
-    }
-}
 
 /// Initialises a data dir; returns the server's key pin.
 fn init(data: &Path, extra: &[&str]) -> String {
@@ -135,7 +60,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
     .await;
     let token = created["token"].as_str().expect("token");
 
-    let host = Host::new(root.path(), "host-a").await;
+    let host = AlloyHost::new(root.path(), "host-a", 1).await;
     let out = run_ok(&mut host.enroll(&server, token, &pin));
     assert!(out.contains("enrolled as "), "{out}");
     let mut agent = host.run_daemon();
@@ -229,7 +154,7 @@ async fn a_config_alloy_rejects_is_rolled_back_and_reported() {
         Some(json!({})),
     )
     .await;
-    let host = Host::new(root.path(), "host-b").await;
+    let host = AlloyHost::new(root.path(), "host-b", 2).await;
     run_ok(&mut host.enroll(&server, created["token"].as_str().expect("token"), &pin));
     let agent = host.run_daemon();
 

@@ -13,12 +13,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, pin_of_init};
-use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server, Standin};
+use muster_e2e::fleet::{admin, pin_of_init, AlloyHost};
+use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -92,17 +92,7 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
     let (_postgres, pg_addr) = fake_service(&services, "postgres");
 
     // The host: machine id, the Alloy stand-in, the agent.
-    let host = root.path().join("host");
-    std::fs::create_dir(&host).expect("host dir");
-    std::fs::write(
-        host.join("machine-id"),
-        "5e1f0c0ffee0000000000000000000a1\n",
-    )
-    .expect("id");
-    let alloy_config: PathBuf = host.join("config.alloy");
-    std::fs::write(&alloy_config, "logging {\n\tlevel = \"info\"\n}\n").expect("config");
-    let standin = Standin::start(&alloy_config);
-    standin.wait_ready(Duration::from_secs(10)).await;
+    let host = AlloyHost::new(root.path(), "host", 1).await;
     let token = admin(
         &server,
         reqwest::Method::POST,
@@ -110,41 +100,12 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
         Some(json!({"labels": {"env": "e2e"}})),
     )
     .await;
-    let agent_toml = host.join("agent.toml");
-    run_ok(
-        Command::new(bin_path("muster-agent"))
-            .arg("enroll")
-            .args(["--server", &server.agent_url()])
-            .args(["--token", token["token"].as_str().expect("token")])
-            .args(["--pin", &pin])
-            .arg("--config")
-            .arg(&agent_toml)
-            .arg("--state-dir")
-            .arg(host.join("state"))
-            .arg("--alloy-config")
-            .arg(&alloy_config)
-            .arg("--alloy-bin")
-            .arg(Standin::bin())
-            .arg("--reload-command")
-            .arg(format!("kill -HUP {}", standin.pid()))
-            .arg("--ready-url")
-            .arg(format!("{}/-/ready", standin.url()))
-            .arg("--scrape-address")
-            .arg(standin.addr().to_string())
-            .arg("--machine-id-file")
-            .arg(host.join("machine-id")),
-    );
-    let agent = Process::spawn(
-        Command::new(bin_path("muster-agent"))
-            .arg("run")
-            .arg("--config")
-            .arg(&agent_toml)
-            .env("MUSTER_LOG", "debug"),
-    );
+    run_ok(&mut host.enroll(&server, token["token"].as_str().expect("token"), &pin));
+    let agent = host.run_daemon();
 
     // PostgreSQL was there at enrollment: its exporter, at its real port.
     let pg_dsn = format!("postgresql://alloy@{pg_addr}/postgres");
-    let live = wait_applied(&server, &agent, &alloy_config, |c| c.contains(&pg_dsn)).await;
+    let live = wait_applied(&server, &agent, &host.alloy_config, |c| c.contains(&pg_dsn)).await;
     assert!(
         live.contains("prometheus.exporter.postgres \"default\""),
         "{live}"
@@ -159,7 +120,10 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
         "standalone exporter on this host's port {}",
         exporter_addr.port()
     );
-    let live = wait_applied(&server, &agent, &alloy_config, |c| c.contains(&port_line)).await;
+    let live = wait_applied(&server, &agent, &host.alloy_config, |c| {
+        c.contains(&port_line)
+    })
+    .await;
     assert!(live.contains(&pg_dsn), "{live}");
 
     let shown = admin(&server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
@@ -196,7 +160,7 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
             )
         })
         .collect();
-    let alloy = standin.addr().to_string();
+    let alloy = host.standin.addr().to_string();
     assert_eq!(by_service[""], (alloy.clone(), "e2e".into()));
     assert_eq!(by_service["postgres"], (alloy, "e2e".into()));
     assert_eq!(

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::pin_of_init;
+use muster_e2e::fleet::{admin, pin_of_init};
 use muster_e2e::{bin_path, Server};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn main() {
     let runs: usize = std::env::args()
@@ -31,7 +31,13 @@ fn main() {
 
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
-        let token = runtime.block_on(create_token(&server));
+        let created = runtime.block_on(admin(
+            &server,
+            reqwest::Method::POST,
+            "/v1/admin/tokens",
+            Some(json!({})),
+        ));
+        let token = created["token"].as_str().expect("token");
         let host = root.path().join(format!("host-{i}"));
         std::fs::create_dir_all(&host).expect("host dir");
         std::fs::write(host.join("machine-id"), format!("{i:032x}\n")).expect("machine-id");
@@ -42,7 +48,7 @@ fn main() {
                 "--server",
                 &server.agent_url(),
                 "--token",
-                &token,
+                token,
                 "--pin",
                 &pin,
             ])
@@ -72,19 +78,6 @@ fn main() {
         assert!(status.success(), "enroll {i} failed");
     }
     report(&mut samples);
-}
-
-async fn create_token(server: &Server) -> String {
-    let resp = server
-        .client()
-        .post(format!("{}/v1/admin/tokens", server.admin_url()))
-        .bearer_auth(server.admin_token())
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("create token");
-    let body: Value = resp.json().await.expect("token JSON");
-    body["token"].as_str().expect("token").to_string()
 }
 
 fn count(dir: &Path) -> usize {

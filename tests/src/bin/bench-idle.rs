@@ -10,12 +10,11 @@
 //! ```
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::pin_of_init;
-use muster_e2e::{bin_path, run_ok, Process, Server, Standin};
-use serde_json::{json, Value};
+use muster_e2e::fleet::{admin, pin_of_init, AlloyHost};
+use muster_e2e::{bin_path, run_ok, Server};
+use serde_json::json;
 
 fn main() {
     let polls: usize = std::env::args()
@@ -36,52 +35,19 @@ fn main() {
     )
     .expect("server.toml");
     let server = Server::start(&data);
-    let token = runtime.block_on(create_token(&server));
+    let token = runtime.block_on(admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({})),
+    ))["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
 
-    let host = root.path().join("host");
-    std::fs::create_dir_all(&host).expect("host dir");
-    std::fs::write(host.join("machine-id"), format!("{:032x}\n", 42)).expect("machine-id");
-    let alloy_config = host.join("config.alloy");
-    std::fs::write(&alloy_config, "logging {\n\tlevel = \"info\"\n}\n").expect("alloy config");
-    let standin = Standin::start(&alloy_config);
-    runtime.block_on(standin.wait_ready(Duration::from_secs(10)));
-    let agent_config = host.join("agent.toml");
-    run_ok(
-        Command::new(bin_path("muster-agent"))
-            .arg("enroll")
-            .args([
-                "--server",
-                &server.agent_url(),
-                "--token",
-                &token,
-                "--pin",
-                &pin,
-            ])
-            .arg("--config")
-            .arg(&agent_config)
-            .arg("--state-dir")
-            .arg(host.join("state"))
-            .arg("--alloy-config")
-            .arg(&alloy_config)
-            .arg("--alloy-bin")
-            .arg(Standin::bin())
-            .arg("--reload-command")
-            .arg(format!("kill -HUP {}", standin.pid()))
-            .arg("--ready-url")
-            .arg(format!("{}/-/ready", standin.url()))
-            .arg("--scrape-address")
-            .arg(standin.addr().to_string())
-            .arg("--machine-id-file")
-            .arg(host.join("machine-id")),
-    );
-
-    let agent = Process::spawn(
-        Command::new(bin_path("muster-agent"))
-            .arg("run")
-            .arg("--config")
-            .arg(&agent_config)
-            .env("MUSTER_LOG", "muster_agent=debug"),
-    );
+    let host = runtime.block_on(AlloyHost::new(root.path(), "host", 1));
+    run_ok(&mut host.enroll(&server, &token, &pin));
+    let agent = host.run_daemon();
     let start = Instant::now();
     let mut after_first = None;
     loop {
@@ -131,17 +97,4 @@ fn memory(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-async fn create_token(server: &Server) -> String {
-    let resp = server
-        .client()
-        .post(format!("{}/v1/admin/tokens", server.admin_url()))
-        .bearer_auth(server.admin_token())
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("create token");
-    let body: Value = resp.json().await.expect("token JSON");
-    body["token"].as_str().expect("token").to_string()
 }
