@@ -521,6 +521,16 @@ fn write_pair(key_path: &Path, key: &[u8], cert_path: &Path, cert: &[u8]) -> Res
 /// Creates `path` (never overwriting) with `mode` on Unix from the start, so a key is never
 /// readable by others, not even for an instant.
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    create_file(path, contents, mode).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => CaError::Exists(path.to_path_buf()),
+        _ => io_error(path)(e),
+    })
+}
+
+/// Creates `path` with `contents`, failing if it exists, with `mode` from the start on Unix
+/// (elsewhere the file inherits the data directory's ACL), and syncs it. Every secret the
+/// server writes (keys, the first admin token) goes through here.
+pub(crate) fn create_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -528,16 +538,11 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(mode);
     }
-    // Elsewhere the file inherits the data directory's ACL.
     #[cfg(not(unix))]
     let _ = mode;
-    let mut file = options.open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => CaError::Exists(path.to_path_buf()),
-        _ => io_error(path)(e),
-    })?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(path))
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(test)]

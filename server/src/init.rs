@@ -2,7 +2,6 @@
 //! settings, database, first admin token, targets dir — and refuses to touch
 //! one that already holds any of them.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -136,22 +135,10 @@ fn create_private_dir(dir: &Path) -> Result<(), InitError> {
 
 /// Creates `path` (never overwriting) with `mode` from the start.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InitError> {
-    let io = |source| InitError::Io {
+    ca::create_file(path, bytes, mode).map_err(|source| InitError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -11,12 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use muster_shared::facts::ServiceKind;
 use muster_shared::labels::Labels;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+
+use crate::settings::ConfigFileError;
 
 /// File name of the overrides inside the data dir.
 pub const FILE_NAME: &str = "overrides.toml";
@@ -58,17 +60,6 @@ pub struct ServiceOverride {
     pub enabled: Option<bool>,
     #[serde(flatten)]
     pub params: BTreeMap<String, toml::Value>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OverridesError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
 }
 
 /// The parameters a built-in service starts with, before detection and
@@ -136,18 +127,18 @@ impl Overrides {
     }
 
     /// Reads `path`; a missing file means no overrides.
-    pub fn read(path: &Path) -> Result<Overrides, OverridesError> {
+    pub fn read(path: &Path) -> Result<Overrides, ConfigFileError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Overrides::default()),
             Err(source) => {
-                return Err(OverridesError::Read {
+                return Err(ConfigFileError::Read {
                     path: path.to_path_buf(),
                     source,
                 })
             }
         };
-        Overrides::from_toml(&text).map_err(|message| OverridesError::Invalid {
+        Overrides::from_toml(&text).map_err(|message| ConfigFileError::Invalid {
             path: path.to_path_buf(),
             message,
         })

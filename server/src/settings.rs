@@ -146,8 +146,10 @@ mod humantime_serde_compat {
     }
 }
 
+/// A settings file of the data dir (`server.toml`, `overrides.toml`) that
+/// cannot be read or does not parse.
 #[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
+pub enum ConfigFileError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -164,12 +166,12 @@ impl Settings {
         Ok(settings)
     }
 
-    pub fn read(path: &Path) -> Result<Settings, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+    pub fn read(path: &Path) -> Result<Settings, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Settings::from_toml(&text).map_err(|message| SettingsError::Invalid {
+        Settings::from_toml(&text).map_err(|message| ConfigFileError::Invalid {
             path: path.to_path_buf(),
             message,
         })
