@@ -185,9 +185,12 @@ impl AlloyHost {
     }
 }
 
-/// The pin `muster-server init` printed.
-pub fn pin_of_init(stdout: &[u8]) -> String {
-    String::from_utf8_lossy(stdout)
+/// `muster-server init --data-dir DATA`, which must succeed; returns the
+/// server key pin it printed.
+pub fn init(data: &Path) -> String {
+    let out = Server::init(data, &[]);
+    assert!(out.status.success(), "init failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.trim().strip_prefix("server public-key pin: "))
         .expect("init prints the pin")
@@ -222,6 +225,21 @@ pub fn append_settings(data: &Path, text: &str) {
     toml.push_str(text);
     std::fs::write(&path, toml).expect("write server.toml");
 }
+
+/// Replaces settings lines of the default `<data dir>/server.toml`
+/// (`(from, to)` pairs); panics if a `from` line is not there.
+pub fn edit_settings(data: &Path, edits: &[(&str, &str)]) {
+    let path = data.join("server.toml");
+    let mut toml = std::fs::read_to_string(&path).expect("server.toml");
+    for (from, to) in edits {
+        assert!(toml.contains(from), "{from} not in the default server.toml");
+        toml = toml.replace(from, to);
+    }
+    std::fs::write(&path, toml).expect("write server.toml");
+}
+
+/// Agents check in every second, so tests and benchmarks need not wait.
+pub const FAST_CHECKINS: (&str, &str) = ("checkin_interval = \"30s\"", "checkin_interval = \"1s\"");
 
 /// `overrides.toml` turning off every service the agents could detect: the
 /// pretend hosts all run on this machine, whose processes (other tests'

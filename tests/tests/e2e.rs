@@ -3,22 +3,14 @@
 //! loopback. A host enrolls with a token, applies its config, and Prometheus
 //! scrapes it with the token's labels; a config Alloy rejects is rolled back.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, pin_of_init, AlloyHost, FIRST_ALLOY_CONFIG};
+use muster_e2e::fleet::{admin, init, AlloyHost, FIRST_ALLOY_CONFIG};
 use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Initialises a data dir; returns the server's key pin.
-fn init(data: &Path, extra: &[&str]) -> String {
-    let out = Server::init(data, extra);
-    assert!(out.status.success(), "init failed: {out:?}");
-    pin_of_init(&out.stdout)
-}
 
 /// Polls the admin API until the host with `hostname` is in `state`.
 async fn wait_for_state(server: &Server, agent: &Process, state: &str) -> Value {
@@ -44,7 +36,7 @@ async fn wait_for_state(server: &Server, agent: &Process, state: &str) -> Value 
 async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let pin = init(&data, &[]);
+    let pin = init(&data);
     let Some(prometheus) = Prometheus::start(&data.join("targets"), root.path()).await else {
         return;
     };
@@ -133,7 +125,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
 async fn a_config_alloy_rejects_is_rolled_back_and_reported() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let pin = init(&data, &[]);
+    let pin = init(&data);
     // An operator template that Alloy's syntax accepts but `alloy validate`
     // rejects: a component that does not exist.
     let templates = root.path().join("templates");

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{
-    admin, append_settings, batch_csv, disable_detected_services, pin_of_init, PretendHost,
-    SharedAlloy,
+    self, admin, append_settings, batch_csv, disable_detected_services, edit_settings, PretendHost,
+    SharedAlloy, FAST_CHECKINS,
 };
 use muster_e2e::{Process, Prometheus, Server};
 use reqwest::Method;
@@ -23,25 +23,21 @@ const HOSTS: usize = 50;
 /// Initialises a data dir with fast check-ins, reloads and scrape checks,
 /// plus `extra_settings`; returns the pin.
 fn init(data: &Path, extra_settings: &str) -> String {
-    let out = Server::init(data, &[]);
-    assert!(out.status.success(), "init failed: {out:?}");
-    let path = data.join("server.toml");
-    let mut text = std::fs::read_to_string(&path).expect("server.toml");
-    for (from, to) in [
-        ("checkin_interval = \"30s\"", "checkin_interval = \"1s\""),
-        (
-            "scrape_check_interval = \"15s\"",
-            "scrape_check_interval = \"1s\"",
-        ),
-        ("reload_window = \"2s\"", "reload_window = \"200ms\""),
-    ] {
-        assert!(text.contains(from), "{from} not in the default server.toml");
-        text = text.replace(from, to);
-    }
-    std::fs::write(&path, text).expect("write server.toml");
+    let pin = fleet::init(data);
+    edit_settings(
+        data,
+        &[
+            FAST_CHECKINS,
+            (
+                "scrape_check_interval = \"15s\"",
+                "scrape_check_interval = \"1s\"",
+            ),
+            ("reload_window = \"2s\"", "reload_window = \"200ms\""),
+        ],
+    );
     append_settings(data, extra_settings);
     disable_detected_services(data);
-    pin_of_init(&out.stdout)
+    pin
 }
 
 /// Waits for all children; panics with the output of the first failure.

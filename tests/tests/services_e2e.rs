@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, pin_of_init, AlloyHost};
+use muster_e2e::fleet::{admin, edit_settings, init, AlloyHost, FAST_CHECKINS};
 use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server};
 use serde_json::json;
 
@@ -69,17 +69,9 @@ async fn wait_applied(
 async fn detected_postgres_and_nginx_are_configured_and_scraped() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let out = Server::init(&data, &[]);
-    assert!(out.status.success(), "init failed: {out:?}");
-    let pin = pin_of_init(&out.stdout);
+    let pin = init(&data);
     // Check in every second, so a service started later shows up quickly.
-    let settings = data.join("server.toml");
-    let text = std::fs::read_to_string(&settings).expect("server.toml");
-    std::fs::write(
-        &settings,
-        text.replace("checkin_interval = \"30s\"", "checkin_interval = \"1s\""),
-    )
-    .expect("server.toml");
+    edit_settings(&data, &[FAST_CHECKINS]);
     let Some(prometheus) = Prometheus::start(&data.join("targets"), root.path()).await else {
         return;
     };

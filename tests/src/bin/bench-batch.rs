@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{
-    admin, batch_csv, disable_detected_services, pin_of_init, PretendHost, SharedAlloy,
+    admin, batch_csv, disable_detected_services, init, PretendHost, SharedAlloy,
 };
 use muster_e2e::Server;
 use reqwest::Method;
@@ -72,9 +72,7 @@ fn run_all(commands: Vec<(String, Command)>, limit: usize) {
 async fn bench(hosts: usize, concurrency: usize) {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let init = Server::init(&data, &[]);
-    assert!(init.status.success(), "init failed: {init:?}");
-    let pin = pin_of_init(&init.stdout);
+    let pin = init(&data);
     disable_detected_services(&data);
     let server = Server::start(&data);
     let alloy = SharedAlloy::start(&root.path().join("alloy")).await;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, pin_of_init};
+use muster_e2e::fleet::{admin, init};
 use muster_e2e::{bin_path, Server};
 use serde_json::json;
 
@@ -23,9 +23,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let init = Server::init(&data, &[]);
-    assert!(init.status.success(), "init failed: {init:?}");
-    let pin = pin_of_init(&init.stdout);
+    let pin = init(&data);
     let server = Server::start(&data);
     let targets = data.join("targets");
 

@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, pin_of_init, AlloyHost};
+use muster_e2e::fleet::{admin, edit_settings, init, AlloyHost, FAST_CHECKINS};
 use muster_e2e::{bin_path, run_ok, Server};
 use serde_json::json;
 
@@ -24,16 +24,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let init = Server::init(&data, &[]);
-    assert!(init.status.success(), "init failed: {init:?}");
-    let pin = pin_of_init(&init.stdout);
-    let settings = data.join("server.toml");
-    let text = std::fs::read_to_string(&settings).expect("server.toml");
-    std::fs::write(
-        &settings,
-        text.replace("checkin_interval = \"30s\"", "checkin_interval = \"1s\""),
-    )
-    .expect("server.toml");
+    let pin = init(&data);
+    edit_settings(&data, &[FAST_CHECKINS]);
     let server = Server::start(&data);
     let token = runtime.block_on(admin(
         &server,
