@@ -3,27 +3,15 @@
 
 mod common;
 
-use common::{answer, Fixture, TestAgent};
+use common::{answer, enrolled, Fixture, TestAgent};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-/// Enrolls `agent`; returns (host id, certificate PEM, config hash).
-async fn enrolled(f: &Fixture, agent: &TestAgent) -> (String, String, String) {
-    let token = f.token(json!({})).await;
-    let (status, body) = f.enroll(&agent.enroll_body(&token, "idem-routes-01")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    (
-        body["host_id"].as_str().expect("id").to_string(),
-        body["certificate_pem"].as_str().expect("cert").to_string(),
-        body["config"]["hash"].as_str().expect("hash").to_string(),
-    )
-}
 
 #[tokio::test]
 async fn config_needs_a_client_certificate_and_answers_304_when_unchanged() {
     let f = Fixture::start();
     let agent = TestAgent::new("routes-host", "m-routes-1");
-    let (_, cert, hash) = enrolled(&f, &agent).await;
+    let (_, cert, hash) = enrolled(&f, &agent, json!({}), "idem-routes-01").await;
     let url = format!("{}/v1/agent/config", f.server.agent_url());
 
     for (path, body) in [
@@ -128,7 +116,7 @@ async fn show(f: &Fixture, host_id: &str) -> Value {
 async fn status_reports_drive_the_host_state() {
     let f = Fixture::start();
     let agent = TestAgent::new("status-host", "m-status-1");
-    let (host_id, cert, hash) = enrolled(&f, &agent).await;
+    let (host_id, cert, hash) = enrolled(&f, &agent, json!({}), "idem-routes-01").await;
     let client = agent.client(&cert, &f.ca_pem);
     let url = format!("{}/v1/agent/status", f.server.agent_url());
 
@@ -173,7 +161,7 @@ async fn status_reports_drive_the_host_state() {
 async fn renewal_issues_a_working_certificate() {
     let f = Fixture::start();
     let agent = TestAgent::new("renew-host", "m-renew-1");
-    let (_, cert, _) = enrolled(&f, &agent).await;
+    let (_, cert, _) = enrolled(&f, &agent, json!({}), "idem-routes-01").await;
     let resp = agent
         .client(&cert, &f.ca_pem)
         .post(format!("{}/v1/agent/renew", f.server.agent_url()))

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{answer, Fixture, TestAgent};
+use common::{answer, enrolled, post, Fixture, TestAgent};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -15,23 +15,17 @@ fn server_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_muster-server"))
 }
 
-/// Enrolls `agent`; returns (host id, certificate PEM, config hash).
-async fn enrolled(f: &Fixture, agent: &TestAgent, key: &str) -> (String, String, String) {
-    let token = f.token(json!({"labels": {"env": "prod"}})).await;
-    let (status, body) = f.enroll(&agent.enroll_body(&token, key)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    (
-        body["host_id"].as_str().expect("id").to_string(),
-        body["certificate_pem"].as_str().expect("cert").to_string(),
-        body["config"]["hash"].as_str().expect("hash").to_string(),
-    )
-}
-
 #[tokio::test]
 async fn changed_facts_re_render_the_config_and_the_target_file() {
     let f = Fixture::start();
     let agent = TestAgent::new("db-02", "m-facts-1");
-    let (host_id, cert, first_hash) = enrolled(&f, &agent, "idem-facts-0001").await;
+    let (host_id, cert, first_hash) = enrolled(
+        &f,
+        &agent,
+        json!({"labels": {"env": "prod"}}),
+        "idem-facts-0001",
+    )
+    .await;
     let client = agent.client(&cert, &f.ca_pem);
     let facts_url = format!("{}/v1/agent/facts", f.server.agent_url());
 
@@ -40,15 +34,7 @@ async fn changed_facts_re_render_the_config_and_the_target_file() {
     facts["services"] = json!([
         {"kind": "postgres", "port": 5433, "address": "127.0.0.1", "evidence": ["process postgres"]}
     ]);
-    let (status, body) = answer(
-        client
-            .post(&facts_url)
-            .json(&facts)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = post(&client, &facts_url, &facts).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let new_hash = body["hash"].as_str().expect("hash").to_string();
     assert_ne!(new_hash, first_hash);
@@ -83,52 +69,20 @@ async fn changed_facts_re_render_the_config_and_the_target_file() {
     assert_eq!(services, ["postgres"]);
 
     // The same facts again: same hash.
-    let (_, again) = answer(
-        client
-            .post(&facts_url)
-            .json(&facts)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, again) = post(&client, &facts_url, &facts).await;
     assert_eq!(again["hash"], new_hash);
 
     // Untrusted facts are checked: a hostile evidence line, a machine-id change.
     let mut bad = facts.clone();
     bad["services"][0]["evidence"] = json!(["a\nb"]);
-    let (status, body) = answer(
-        client
-            .post(&facts_url)
-            .json(&bad)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = post(&client, &facts_url, &bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let mut moved = facts.clone();
     moved["machine_id"] = json!("fedcba9876543210");
-    let (status, body) = answer(
-        client
-            .post(&facts_url)
-            .json(&moved)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = post(&client, &facts_url, &moved).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // Without a client certificate, nothing.
-    let (status, _) = answer(
-        f.anonymous_client()
-            .post(&facts_url)
-            .json(&facts)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) = post(&f.anonymous_client(), &facts_url, &facts).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let audit = f.audit().await;

@@ -122,6 +122,29 @@ impl Fixture {
     }
 }
 
+/// Enrolls `agent` with a new token made from `token_body`; returns (host
+/// id, certificate PEM, config hash).
+pub async fn enrolled(
+    f: &Fixture,
+    agent: &TestAgent,
+    token_body: Value,
+    idempotency_key: &str,
+) -> (String, String, String) {
+    let token = f.token(token_body).await;
+    let (status, body) = f.enroll(&agent.enroll_body(&token, idempotency_key)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (
+        body["host_id"].as_str().expect("id").to_string(),
+        body["certificate_pem"].as_str().expect("cert").to_string(),
+        body["config"]["hash"].as_str().expect("hash").to_string(),
+    )
+}
+
+/// POSTs `body` as JSON with `client`; the answer's status and JSON.
+pub async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (StatusCode, Value) {
+    answer(client.post(url).json(body).send().await.expect("send")).await
+}
+
 pub async fn answer(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let bytes = resp.bytes().await.expect("body");
