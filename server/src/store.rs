@@ -248,11 +248,6 @@ impl Store {
         })
     }
 
-    #[cfg(test)]
-    pub fn in_memory() -> Store {
-        Store::setup(Connection::open_in_memory().expect("in-memory sqlite")).expect("schema")
-    }
-
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written
         // (transactions roll back on drop), so a poisoned lock is still usable.
