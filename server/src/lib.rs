@@ -4,9 +4,11 @@
 pub mod admin_wire;
 pub mod api;
 pub mod app;
+pub mod args;
 pub mod batch;
 pub mod ca;
 pub mod cli;
+pub mod commands;
 pub mod init;
 pub mod overrides;
 pub mod preview;

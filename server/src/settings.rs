@@ -91,6 +91,52 @@ pub struct AlloyMirror {
     pub key: Option<String>,
 }
 
+/// What `serve`'s command line overrides; `None` keeps the file's value.
+#[derive(Clone, Debug, Default)]
+pub struct SettingsOverrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub targets_dir: Option<PathBuf>,
+    pub templates_dir: Option<PathBuf>,
+    pub prometheus_url: Option<String>,
+    pub public_url: Option<String>,
+    pub downloads_dir: Option<PathBuf>,
+}
+
+/// Bounds of `checkin_interval`: agents poll at least every hour, and no
+/// setting makes a fleet poll faster than every second.
+pub const MIN_CHECKIN: Duration = Duration::from_secs(1);
+pub const MAX_CHECKIN: Duration = Duration::from_secs(3600);
+
+/// `public_url` is printed into shell lines and `/install.sh`: it must be an
+/// `https://host[:port]` URL and nothing else (no path, query, user or
+/// characters a shell would read).
+pub fn check_public_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("public_url {url:?} {why}"));
+    if !url.starts_with("https://") {
+        return bad("must start with https://");
+    }
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return bad(&format!("is not a URL: {e}")),
+    };
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return bad("has no host");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return bad("must not carry a user or password");
+    }
+    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() || parsed.fragment().is_some()
+    {
+        return bad("must be https://HOST[:PORT] without a path, query or fragment");
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || ".-:[]/".contains(c);
+    if !url.chars().all(plain) {
+        return bad("may hold only letters, digits and . - : [ ] /");
+    }
+    Ok(())
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8443))
 }
@@ -177,13 +223,36 @@ impl Settings {
         })
     }
 
-    fn check(&self) -> Result<(), String> {
-        if !self.public_url.starts_with("https://") {
-            return Err(format!(
-                "public_url {:?} must start with https://",
-                self.public_url
-            ));
+    /// These settings with the command line's overrides applied, checked
+    /// again as a whole (an override is held to the file's rules).
+    pub fn overridden(mut self, o: SettingsOverrides) -> Result<Settings, String> {
+        if let Some(a) = o.listen {
+            self.listen = a;
         }
+        if let Some(a) = o.admin_listen {
+            self.admin_listen = a;
+        }
+        if let Some(d) = o.targets_dir {
+            self.targets_dir = Some(d);
+        }
+        if let Some(d) = o.templates_dir {
+            self.templates_dir = Some(d);
+        }
+        if let Some(u) = o.prometheus_url {
+            self.prometheus_url = Some(u);
+        }
+        if let Some(u) = o.public_url {
+            self.public_url = u;
+        }
+        if let Some(d) = o.downloads_dir {
+            self.downloads_dir = Some(d);
+        }
+        self.check()?;
+        Ok(self)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_public_url(&self.public_url)?;
         for (name, url) in [
             ("prometheus_url", &self.prometheus_url),
             ("loki_url", &self.loki_url),
@@ -207,8 +276,12 @@ impl Settings {
                 }
             }
         }
-        if self.checkin_interval < Duration::from_secs(1) {
-            return Err("checkin_interval must be at least 1s".into());
+        if !(MIN_CHECKIN..=MAX_CHECKIN).contains(&self.checkin_interval) {
+            return Err(format!(
+                "checkin_interval must be between {} and {}",
+                humantime::format_duration(MIN_CHECKIN),
+                humantime::format_duration(MAX_CHECKIN)
+            ));
         }
         if self.cert_validity < Duration::from_secs(3600) {
             return Err("cert_validity must be at least 1h".into());
@@ -392,5 +465,63 @@ mod tests {
             Settings::from_toml("public_url = \"https://x\"\n[labels.rules.x]\npattern = \"(\"\n")
                 .expect_err("bad pattern");
         assert!(err.contains("labels.rules.x.pattern"), "{err}");
+    }
+
+    #[test]
+    fn public_url_must_be_a_plain_https_origin() {
+        for good in [
+            "https://muster.example",
+            "https://muster.example:8443",
+            "https://10.0.0.1:8443/",
+            "https://[::1]:8443",
+        ] {
+            check_public_url(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "http://x",
+            "https://",
+            "https://x/path",
+            "https://x/?q=1",
+            "https://u:p@x",
+            "https://x/$(reboot)",
+            "https://x:8443'; rm -rf /",
+            "https://x y",
+        ] {
+            let err = check_public_url(bad).expect_err(bad);
+            assert!(err.contains("public_url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn overrides_are_held_to_the_files_rules() {
+        let s = Settings::from_toml("public_url = \"https://x\"").expect("valid");
+        let o = SettingsOverrides {
+            public_url: Some("https://y:9443".into()),
+            ..SettingsOverrides::default()
+        };
+        assert_eq!(
+            s.clone().overridden(o).expect("valid").public_url,
+            "https://y:9443"
+        );
+        let o = SettingsOverrides {
+            public_url: Some("https://y/`id`".into()),
+            ..SettingsOverrides::default()
+        };
+        assert!(s.overridden(o).expect_err("refused").contains("public_url"));
+    }
+
+    #[test]
+    fn checkin_interval_is_bounded() {
+        for (text, ok) in [
+            ("\"1s\"", true),
+            ("\"1h\"", true),
+            ("\"500ms\"", false),
+            ("\"2h\"", false),
+        ] {
+            let r = Settings::from_toml(&format!(
+                "public_url = \"https://x\"\ncheckin_interval = {text}"
+            ));
+            assert_eq!(r.is_ok(), ok, "{text}: {r:?}");
+        }
     }
 }

@@ -1,0 +1,550 @@
+//! Hosts and their certificates.
+
+use muster_shared::facts::Facts;
+use muster_shared::labels::Labels;
+use muster_shared::wire::{ApplyResult, HostInfo, HostState, ScrapeInfo, StatusReport};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{corrupt, to_json, Store, StoreError};
+use crate::ca::IssuedCert;
+use crate::render::{RenderError, Rendered, TargetGroup};
+
+/// A host as stored.
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub id: String,
+    pub machine_id: String,
+    pub public_key_sha256: String,
+    pub facts: Facts,
+    /// Labels set by operators (the token's preset labels); fact labels are
+    /// derived, see [`HostRecord::labels`].
+    pub operator_labels: Labels,
+    pub state: HostState,
+    pub config: String,
+    pub rendered_hash: String,
+    pub targets: Vec<TargetGroup>,
+    pub applied_hash: Option<String>,
+    pub last_error: Option<String>,
+    pub alloy_version: Option<String>,
+    pub enrolled_at: i64,
+    pub last_seen: i64,
+    pub cert_expires_at: i64,
+    /// Everything beyond enrollment and config: scrape check, decommission,
+    /// batch, replacement.
+    pub lifecycle: Lifecycle,
+}
+
+/// The parts of a host that fleet operations add.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub scrape: Option<ScrapeInfo>,
+    pub decommissioned_at: Option<i64>,
+    pub previous_host_id: Option<String>,
+    pub batch_id: Option<String>,
+    /// `hosts replace` lets another key take the host over until then.
+    pub replace_until: Option<i64>,
+    /// The last refused claim by another key, as text for operators.
+    pub last_conflict: Option<String>,
+}
+
+/// The state an operator sees, from the stored config state and the rest.
+/// Order matters: a decommissioned host is that whatever else; a host that
+/// stopped checking in is stale whatever it last said; a failed or not yet
+/// applied config comes before what Prometheus says.
+pub fn headline(host: &HostRecord, now: i64, stale_after: i64) -> HostState {
+    if host.lifecycle.decommissioned_at.is_some() {
+        return HostState::Decommissioned;
+    }
+    if now - host.last_seen > stale_after {
+        return HostState::Stale;
+    }
+    match (host.state, &host.lifecycle.scrape) {
+        (HostState::ConfigApplied, Some(scrape)) => scrape.state,
+        (state, _) => state,
+    }
+}
+
+impl HostRecord {
+    /// The full label set: operator labels plus those derived from facts.
+    pub fn labels(&self) -> Labels {
+        let mut labels = self.operator_labels.clone();
+        labels.insert("host_id".into(), self.id.clone());
+        labels.insert("hostname".into(), self.facts.hostname.clone());
+        labels.insert("os".into(), self.facts.os.clone());
+        labels.insert("arch".into(), self.facts.arch.clone());
+        labels
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.lifecycle.decommissioned_at.is_none()
+    }
+
+    /// The admin view, with the state at `now`.
+    pub fn info(&self, now: i64, stale_after: i64) -> HostInfo {
+        let l = &self.lifecycle;
+        HostInfo {
+            id: self.id.clone(),
+            hostname: self.facts.hostname.clone(),
+            state: headline(self, now, stale_after),
+            config_state: self.state,
+            scrape: l.scrape.clone(),
+            decommissioned_at: l.decommissioned_at,
+            previous_host_id: l.previous_host_id.clone(),
+            batch_id: l.batch_id.clone(),
+            replace_until: l.replace_until,
+            last_conflict: l.last_conflict.clone(),
+            labels: self.labels(),
+            facts: self.facts.clone(),
+            rendered_hash: self.rendered_hash.clone(),
+            applied_hash: self.applied_hash.clone(),
+            last_error: self.last_error.clone(),
+            alloy_version: self.alloy_version.clone(),
+            enrolled_at: self.enrolled_at,
+            last_seen: self.last_seen,
+            cert_expires_at: self.cert_expires_at,
+        }
+    }
+}
+
+/// What the certificate an agent presented maps to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CertLookup {
+    Host(String),
+    Revoked,
+    Expired,
+    Unknown,
+}
+
+impl Store {
+    // ---- agents ----
+
+    /// Maps a presented client certificate (by fingerprint) to its host.
+    pub fn host_for_cert(&self, fingerprint: &str, now: i64) -> Result<CertLookup, StoreError> {
+        let row: Option<(String, Option<i64>, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT host_id, revoked_at, not_after FROM certs WHERE fingerprint = ?1",
+                [fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            None => CertLookup::Unknown,
+            Some((_, Some(_), _)) => CertLookup::Revoked,
+            Some((_, None, not_after)) if not_after < now => CertLookup::Expired,
+            Some((host_id, None, _)) => CertLookup::Host(host_id),
+        })
+    }
+
+    /// The host, after marking it seen now.
+    pub fn touch_host(&self, host_id: &str, now: i64) -> Result<Option<HostRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE hosts SET last_seen = ?2 WHERE id = ?1",
+            params![host_id, now],
+        )?;
+        host_by_id(&conn, host_id)
+    }
+
+    pub fn record_status(
+        &self,
+        host_id: &str,
+        report: &StatusReport,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match report.result {
+            ApplyResult::Applied => conn.execute(
+                "UPDATE hosts SET state = ?2, applied_hash = ?3, last_error = NULL,
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                params![
+                    host_id,
+                    HostState::ConfigApplied.as_str(),
+                    report.hash,
+                    report.alloy_version,
+                    now
+                ],
+            )?,
+            ApplyResult::Failed => conn.execute(
+                "UPDATE hosts SET state = ?2, last_error = ?3,
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                params![
+                    host_id,
+                    HostState::ConfigFailed.as_str(),
+                    report
+                        .error
+                        .as_deref()
+                        .unwrap_or("the agent gave no error text"),
+                    report.alloy_version,
+                    now
+                ],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Records a renewed certificate; the host's key is the renewed one's.
+    pub fn add_cert(&self, host_id: &str, cert: &IssuedCert, now: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_cert(&tx, host_id, cert, now)?;
+        tx.execute(
+            "UPDATE hosts SET cert_expires_at = ?2, public_key_sha256 = ?3 WHERE id = ?1",
+            params![host_id, cert.not_after, cert.public_key_sha256],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Takes an enrolled host's new facts and re-renders its config with
+    /// them, holding the database for the whole read-render-write so a
+    /// concurrent label change cannot be lost. The facts are stored even
+    /// when the render fails (the host then keeps its previous config; the
+    /// render error is returned beside the host). `None`: no such host.
+    #[allow(clippy::type_complexity)]
+    pub fn update_facts(
+        &self,
+        host_id: &str,
+        facts: &Facts,
+        render: impl FnOnce(&HostRecord) -> Result<Rendered, RenderError>,
+    ) -> Result<Option<(HostRecord, Result<(), RenderError>)>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut host) = host_by_id(&tx, host_id)? else {
+            return Ok(None);
+        };
+        host.facts = facts.clone();
+        let rendered = render(&host);
+        tx.execute(
+            "UPDATE hosts SET facts = ?2 WHERE id = ?1",
+            params![host_id, to_json(&host.facts)],
+        )?;
+        let outcome = match rendered {
+            Ok(r) => {
+                tx.execute(
+                    "UPDATE hosts SET config = ?2, rendered_hash = ?3, targets = ?4 WHERE id = ?1",
+                    params![host_id, r.config, r.hash, to_json(&r.targets)],
+                )?;
+                set_rendered(&mut host, r);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        tx.commit()?;
+        Ok(Some((host, outcome)))
+    }
+
+    // ---- hosts ----
+
+    pub fn host(&self, id: &str) -> Result<Option<HostRecord>, StoreError> {
+        host_by_id(&self.conn(), id)
+    }
+
+    /// Active hosts (not decommissioned), by id.
+    pub fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        query_hosts(&self.conn(), "WHERE decommissioned_at IS NULL")
+    }
+
+    /// Every host ever enrolled, decommissioned ones included, by id.
+    pub fn hosts_all(&self) -> Result<Vec<HostRecord>, StoreError> {
+        query_hosts(&self.conn(), "")
+    }
+
+    /// Stores a newly rendered config for a host.
+    pub fn set_rendered(&self, host_id: &str, rendered: &Rendered) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE hosts SET config = ?2, rendered_hash = ?3, targets = ?4 WHERE id = ?1",
+            params![
+                host_id,
+                rendered.config,
+                rendered.hash,
+                to_json(&rendered.targets)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Applies `edit` to every active host `select` picks, in one
+    /// transaction: the first error from `edit` stores nothing at all.
+    /// `edit` returns whether it changed the host; changed hosts are written
+    /// and returned.
+    pub fn update_hosts<E: From<StoreError>>(
+        &self,
+        select: impl Fn(&HostRecord) -> bool,
+        mut edit: impl FnMut(&mut HostRecord) -> Result<bool, E>,
+    ) -> Result<Vec<HostRecord>, E> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(StoreError::from)?;
+        let mut changed = Vec::new();
+        for mut host in query_hosts(&tx, "WHERE decommissioned_at IS NULL")? {
+            if select(&host) && edit(&mut host)? {
+                upsert_host(&tx, &host)?;
+                changed.push(host);
+            }
+        }
+        tx.commit().map_err(StoreError::from)?;
+        Ok(changed)
+    }
+
+    /// Decommissions a host: marks it, revokes every certificate it has.
+    pub fn decommission(&self, host_id: &str, now: i64) -> Result<Decommission, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut host) = host_by_id(&tx, host_id)? else {
+            return Ok(Decommission::NotFound);
+        };
+        if !host.is_active() {
+            return Ok(Decommission::Already(host));
+        }
+        let revoked = tx.execute(
+            "UPDATE certs SET revoked_at = ?2 WHERE host_id = ?1 AND revoked_at IS NULL",
+            params![host_id, now],
+        )?;
+        host.lifecycle.decommissioned_at = Some(now);
+        host.lifecycle.replace_until = None;
+        upsert_host(&tx, &host)?;
+        tx.commit()?;
+        Ok(Decommission::Done { host, revoked })
+    }
+
+    /// Lets another key take over an active host until `until`
+    /// (`hosts replace`). `None` when there is no such active host.
+    pub fn arm_replace(&self, host_id: &str, until: i64) -> Result<Option<HostRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE hosts SET replace_until = ?2 WHERE id = ?1 AND decommissioned_at IS NULL",
+            params![host_id, until],
+        )?;
+        Ok(host_by_id(&conn, host_id)?.filter(HostRecord::is_active))
+    }
+
+    /// Remembers a refused claim of the host's machine-id, for `hosts show`.
+    pub fn note_conflict(&self, host_id: &str, text: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE hosts SET last_conflict = ?2 WHERE id = ?1",
+            params![host_id, text],
+        )?;
+        Ok(())
+    }
+
+    /// Records what Prometheus said about hosts: `Some` sets the scrape
+    /// result, `None` clears it (no target of the host is known to
+    /// Prometheus). Unchanged rows are not rewritten. Returns the ids whose
+    /// scrape state changed.
+    pub fn record_scrape(
+        &self,
+        results: &[(String, Option<ScrapeInfo>)],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut changed = Vec::new();
+        for (host_id, scrape) in results {
+            let old: Option<(Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT scrape_state, scrape_error FROM hosts WHERE id = ?1",
+                    [host_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((old_state, old_error)) = old else {
+                continue;
+            };
+            let new_state = scrape.as_ref().map(|s| s.state.as_str().to_string());
+            let new_error = scrape.as_ref().and_then(|s| s.error.clone());
+            if old_state != new_state {
+                changed.push(host_id.clone());
+            }
+            if old_state == new_state && old_error == new_error {
+                // Keep checked_at moving only when something changed: fewer writes.
+                continue;
+            }
+            tx.execute(
+                "UPDATE hosts SET scrape_state = ?2, scrape_error = ?3, scrape_checked_at = ?4
+                 WHERE id = ?1",
+                params![
+                    host_id,
+                    new_state,
+                    new_error,
+                    scrape.as_ref().map(|s| s.checked_at)
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+}
+
+/// The outcome of [`Store::decommission`].
+#[derive(Debug)]
+pub enum Decommission {
+    Done { host: HostRecord, revoked: usize },
+    Already(HostRecord),
+    NotFound,
+}
+
+pub(super) fn set_rendered(host: &mut HostRecord, rendered: Rendered) {
+    host.config = rendered.config;
+    host.rendered_hash = rendered.hash;
+    host.targets = rendered.targets;
+}
+
+const HOST_COLUMNS: &str = "id, machine_id, public_key_sha256, facts, labels, state, config,
+    rendered_hash, targets, applied_hash, last_error, alloy_version, enrolled_at, last_seen,
+    cert_expires_at, scrape_state, scrape_error, scrape_checked_at, decommissioned_at,
+    previous_host_id, batch_id, replace_until, last_conflict";
+
+fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRecord, StoreError>> {
+    let facts: String = r.get(3)?;
+    let labels: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let targets: String = r.get(8)?;
+    let scrape_state: Option<String> = r.get(15)?;
+    let parsed = (|| {
+        let state_of = |text: &str| {
+            HostState::parse(text).ok_or(StoreError::Corrupt {
+                what: "host state",
+                message: text.to_string(),
+            })
+        };
+        Ok::<_, StoreError>((
+            serde_json::from_str(&facts).map_err(corrupt("host facts"))?,
+            serde_json::from_str(&labels).map_err(corrupt("host labels"))?,
+            state_of(&state)?,
+            serde_json::from_str(&targets).map_err(corrupt("host targets"))?,
+            scrape_state.as_deref().map(state_of).transpose()?,
+        ))
+    })();
+    let (facts, operator_labels, state, targets, scrape_state) = match parsed {
+        Ok(parts) => parts,
+        Err(e) => return Ok(Err(e)),
+    };
+    let scrape = match scrape_state {
+        Some(state) => Some(ScrapeInfo {
+            state,
+            error: r.get(16)?,
+            checked_at: r.get::<_, Option<i64>>(17)?.unwrap_or(0),
+        }),
+        None => None,
+    };
+    Ok(Ok(HostRecord {
+        id: r.get(0)?,
+        machine_id: r.get(1)?,
+        public_key_sha256: r.get(2)?,
+        facts,
+        operator_labels,
+        state,
+        config: r.get(6)?,
+        rendered_hash: r.get(7)?,
+        targets,
+        applied_hash: r.get(9)?,
+        last_error: r.get(10)?,
+        alloy_version: r.get(11)?,
+        enrolled_at: r.get(12)?,
+        last_seen: r.get(13)?,
+        cert_expires_at: r.get(14)?,
+        lifecycle: Lifecycle {
+            scrape,
+            decommissioned_at: r.get(18)?,
+            previous_host_id: r.get(19)?,
+            batch_id: r.get(20)?,
+            replace_until: r.get(21)?,
+            last_conflict: r.get(22)?,
+        },
+    }))
+}
+
+pub(super) fn host_by_id(conn: &Connection, id: &str) -> Result<Option<HostRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1"),
+        [id],
+        host_row,
+    )
+    .optional()?
+    .transpose()
+}
+
+pub(super) fn active_host_by_machine_id(
+    conn: &Connection,
+    machine_id: &str,
+) -> Result<Option<HostRecord>, StoreError> {
+    conn.query_row(
+        &format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NULL"
+        ),
+        [machine_id],
+        host_row,
+    )
+    .optional()?
+    .transpose()
+}
+
+fn query_hosts(conn: &Connection, filter: &str) -> Result<Vec<HostRecord>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {HOST_COLUMNS} FROM hosts {filter} ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], host_row)?;
+    rows.map(|r| r?).collect()
+}
+
+/// Inserts a host or updates everything about it but its id, machine and
+/// enrollment time.
+pub(super) fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
+    let l = &h.lifecycle;
+    tx.execute(
+        &format!(
+            "INSERT INTO hosts ({HOST_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+             ON CONFLICT(id) DO UPDATE SET public_key_sha256 = excluded.public_key_sha256,
+             facts = excluded.facts, labels = excluded.labels, state = excluded.state,
+             config = excluded.config, rendered_hash = excluded.rendered_hash,
+             targets = excluded.targets, applied_hash = excluded.applied_hash,
+             last_error = excluded.last_error, alloy_version = excluded.alloy_version,
+             last_seen = excluded.last_seen, cert_expires_at = excluded.cert_expires_at,
+             scrape_state = excluded.scrape_state, scrape_error = excluded.scrape_error,
+             scrape_checked_at = excluded.scrape_checked_at,
+             decommissioned_at = excluded.decommissioned_at,
+             previous_host_id = excluded.previous_host_id, batch_id = excluded.batch_id,
+             replace_until = excluded.replace_until, last_conflict = excluded.last_conflict"
+        ),
+        params![
+            h.id,
+            h.machine_id,
+            h.public_key_sha256,
+            to_json(&h.facts),
+            to_json(&h.operator_labels),
+            h.state.as_str(),
+            h.config,
+            h.rendered_hash,
+            to_json(&h.targets),
+            h.applied_hash,
+            h.last_error,
+            h.alloy_version,
+            h.enrolled_at,
+            h.last_seen,
+            h.cert_expires_at,
+            l.scrape.as_ref().map(|s| s.state.as_str()),
+            l.scrape.as_ref().and_then(|s| s.error.clone()),
+            l.scrape.as_ref().map(|s| s.checked_at),
+            l.decommissioned_at,
+            l.previous_host_id,
+            l.batch_id,
+            l.replace_until,
+            l.last_conflict,
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn insert_cert(
+    tx: &Transaction<'_>,
+    host_id: &str,
+    cert: &IssuedCert,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO certs (fingerprint, host_id, serial, issued_at, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![cert.fingerprint, host_id, cert.serial, now, cert.not_after],
+    )?;
+    Ok(())
+}

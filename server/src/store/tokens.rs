@@ -1,0 +1,140 @@
+//! Admin and enrollment tokens.
+
+use muster_shared::labels::Labels;
+use muster_shared::wire::{TokenInfo, TokenState};
+use rusqlite::{params, OptionalExtension};
+
+use super::{corrupt, to_json, Store, StoreError};
+use crate::tokens::{self, Kind, Secret};
+
+impl Store {
+    // ---- admin tokens ----
+
+    pub fn create_admin_token(&self, name: &str, now: i64) -> Result<Secret, StoreError> {
+        let token = tokens::generate(Kind::Admin);
+        self.conn().execute(
+            "INSERT INTO admin_tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token.id, name, token.hash, now],
+        )?;
+        Ok(token.text)
+    }
+
+    /// The name of the admin token `text`, when it is valid and not revoked.
+    pub fn verify_admin_token(&self, text: &str) -> Result<Option<String>, StoreError> {
+        let Some((id, secret)) = tokens::parse(Kind::Admin, text) else {
+            return Ok(None);
+        };
+        let row: Option<(String, Vec<u8>, Option<i64>)> = self
+            .conn()
+            .query_row(
+                "SELECT name, hash, revoked_at FROM admin_tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            Some((name, hash, None)) if tokens::verify(secret, &hash) => Some(name),
+            _ => None,
+        })
+    }
+
+    // ---- enrollment tokens ----
+
+    pub fn create_enroll_token(
+        &self,
+        labels: &Labels,
+        expires_at: i64,
+        uses: u32,
+        created_by: &str,
+        now: i64,
+    ) -> Result<(Secret, TokenInfo), StoreError> {
+        let token = tokens::generate(Kind::Enroll);
+        self.conn().execute(
+            "INSERT INTO enroll_tokens (id, hash, labels, created_at, expires_at, uses_allowed, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![token.id, token.hash, to_json(labels), now, expires_at, uses, created_by],
+        )?;
+        let info = TokenInfo {
+            id: token.id,
+            state: TokenState::Active,
+            labels: labels.clone(),
+            created_at: now,
+            expires_at,
+            uses_allowed: uses,
+            uses: 0,
+            revoked_at: None,
+        };
+        Ok((token.text, info))
+    }
+
+    pub fn list_enroll_tokens(&self, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
+             FROM enroll_tokens WHERE batch_id IS NULL ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| token_row(r, now))?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Revokes a token; `None` when there is no such token.
+    pub fn revoke_enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenInfo>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now],
+        )?;
+        let row = conn
+            .query_row(
+                "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
+                 FROM enroll_tokens WHERE id = ?1",
+                [id],
+                |r| token_row(r, now),
+            )
+            .optional()?;
+        row.transpose()
+    }
+}
+
+pub(super) fn token_state(
+    expires_at: i64,
+    uses_allowed: u32,
+    uses: u32,
+    revoked: bool,
+    now: i64,
+) -> TokenState {
+    if revoked {
+        TokenState::Revoked
+    } else if uses >= uses_allowed {
+        TokenState::Exhausted
+    } else if expires_at <= now {
+        TokenState::Expired
+    } else {
+        TokenState::Active
+    }
+}
+
+pub(super) fn token_row(
+    r: &rusqlite::Row<'_>,
+    now: i64,
+) -> rusqlite::Result<Result<TokenInfo, StoreError>> {
+    let labels: String = r.get(1)?;
+    let expires_at: i64 = r.get(3)?;
+    let uses_allowed: u32 = r.get(4)?;
+    let uses: u32 = r.get(5)?;
+    let revoked_at: Option<i64> = r.get(6)?;
+    let id: String = r.get(0)?;
+    let created_at: i64 = r.get(2)?;
+    Ok(serde_json::from_str(&labels)
+        .map_err(corrupt("token labels"))
+        .map(|labels| TokenInfo {
+            id,
+            state: token_state(expires_at, uses_allowed, uses, revoked_at.is_some(), now),
+            labels,
+            created_at,
+            expires_at,
+            uses_allowed,
+            uses,
+            revoked_at,
+        }))
+}
