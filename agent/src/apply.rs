@@ -8,10 +8,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::alloy::{self, check_for, Check};
+use crate::alloy::command;
+use crate::alloy::http;
+use crate::alloy::version::{check_for, Check};
 use crate::atomic_file::{self, sibling};
 use crate::config::Config;
 
@@ -19,8 +20,6 @@ use crate::config::Config;
 pub const CANDIDATE_SUFFIX: &str = "muster-new";
 /// Suffix of the copy of the previous live file.
 pub const PREVIOUS_SUFFIX: &str = "muster-prev";
-/// How often `ready_url` is asked.
-const READY_POLL: Duration = Duration::from_millis(200);
 
 /// What applying needs from the agent's config.
 #[derive(Clone, Debug)]
@@ -111,21 +110,9 @@ pub struct Outcome {
     pub result: Result<(), ApplyError>,
 }
 
-/// Cuts `text` to at most `max` bytes (on a character boundary), saying so.
-pub fn bounded(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… (truncated)", &text[..end])
-}
-
 /// Applies `content` as the new live config.
 pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
-    let version = match alloy::version(&settings.alloy_bin, settings.command_timeout).await {
+    let version = match command::version(&settings.alloy_bin, settings.command_timeout).await {
         Ok(v) => v,
         Err(message) => {
             return Outcome {
@@ -250,7 +237,7 @@ async fn validate(
     candidate: &Path,
     check: Check,
 ) -> Result<(), ApplyError> {
-    alloy::check_file(
+    command::check_file(
         &settings.alloy_bin,
         check,
         candidate,
@@ -261,40 +248,16 @@ async fn validate(
 }
 
 async fn reload(settings: &ApplySettings) -> Result<(), ApplyError> {
-    alloy::run_command(&settings.reload_command, settings.command_timeout)
+    command::run_command(&settings.reload_command, settings.command_timeout)
         .await
         .map_err(|m| failed(Step::Reload, m))
 }
 
-/// Asks `ready_url` until it answers 200 or `ready_timeout` has passed.
+/// Waits until `ready_url` answers 200.
 async fn wait_ready(settings: &ApplySettings) -> Result<(), ApplyError> {
-    let client =
-        crate::client::local_http_client().map_err(|e| failed(Step::Ready, e.to_string()))?;
-    let deadline = Instant::now() + settings.ready_timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = client
-            .get(&settings.ready_url)
-            .timeout(left.clamp(Duration::from_millis(50), Duration::from_secs(5)))
-            .send()
-            .await;
-        let last = match attempt {
-            Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(()),
-            Ok(r) => format!("answered {}", r.status()),
-            Err(e) => crate::client::error_chain(&e),
-        };
-        if Instant::now() + READY_POLL >= deadline {
-            return Err(failed(
-                Step::Ready,
-                format!(
-                    "{} not ready after {}: {last}",
-                    settings.ready_url,
-                    humantime::format_duration(settings.ready_timeout)
-                ),
-            ));
-        }
-        tokio::time::sleep(READY_POLL).await;
-    }
+    http::wait_ready(&settings.ready_url, settings.ready_timeout)
+        .await
+        .map_err(|m| failed(Step::Ready, m))
 }
 
 /// Puts the previous live file back (or removes the new one when there was
@@ -326,16 +289,6 @@ async fn roll_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bounded_cuts_on_a_char_boundary() {
-        assert_eq!(bounded("short", 10), "short");
-        let cut = bounded("ééééé", 3);
-        assert!(
-            cut.starts_with('é') && cut.ends_with("(truncated)"),
-            "{cut}"
-        );
-    }
 
     #[test]
     fn without_alloy_the_builtin_checker_judges_the_config() {

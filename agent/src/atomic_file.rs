@@ -34,6 +34,35 @@ fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8], mode: u32) -> io::Re
     Ok(())
 }
 
+/// Creates `path` holding `bytes` unless it exists already (then `Ok(false)`
+/// and the existing file is left alone), all or nothing: the content is
+/// written and synced under a temp name first and then hard-linked into
+/// place, so a crash never leaves `path` empty or half written, and of two
+/// racing creators exactly one wins.
+pub fn create_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<bool> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = create_new_with_mode(&tmp, mode)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                sync_parent(path);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
 /// Creates a file that must not exist yet, with `mode` from the first moment
 /// (so a private key is never readable by others, not even briefly).
 pub fn create_new_with_mode(path: &Path, mode: u32) -> io::Result<File> {
@@ -102,6 +131,23 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o644);
+        }
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn create_atomic_creates_once_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.key");
+        assert!(create_atomic(&path, b"first", 0o600).unwrap());
+        assert!(!create_atomic(&path, b"second", 0o600).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
         }
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temp file left behind");

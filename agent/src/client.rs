@@ -2,7 +2,6 @@
 //! each with timeouts, bounded bodies and typed errors (the TLS setups they
 //! run over are in `tls`).
 
-use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +13,12 @@ use muster_shared::wire::{
 };
 use muster_shared::wire::{FactsAccepted, FACTS_PATH};
 use reqwest::{header, Response, StatusCode, Url};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 
+use crate::error_text::{bounded, error_chain};
 use crate::identity::Enrolled;
-use crate::tls::{mutual_tls, pinned_tls, provider, PinVerifier};
+use crate::tls::{mutual_tls, pinned_tls, PinVerifier, TlsError};
 
 /// Largest response body read (a rendered config is the biggest).
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -31,8 +31,8 @@ pub const CONFIG_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot set up TLS: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(
         "the server's key does not match the pin: expected {expected}, the server presented {presented}"
     )]
@@ -80,23 +80,6 @@ impl ClientError {
                 if code == muster_shared::wire::CODE_REVOKED
         )
     }
-}
-
-/// An HTTP client for local plain-HTTP checks (Alloy's readiness). HTTPS URLs
-/// would need a root store, which the agent has no use for otherwise, so
-/// they fail verification.
-pub fn local_http_client() -> Result<reqwest::Client, ClientError> {
-    let tls = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(RootCertStore::empty())
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| ClientError::Tls(error_chain(&e)))
 }
 
 /// A connection to one Muster server.
@@ -249,7 +232,7 @@ fn build_http(tls: ClientConfig) -> Result<reqwest::Client, ClientError> {
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("muster-agent/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ClientError::Tls(error_chain(&e)))
+        .map_err(|e| ClientError::Tls(TlsError(error_chain(&e))))
 }
 
 /// A 2xx response's body, or the server's error as a [`ClientError::Status`].
@@ -263,7 +246,7 @@ async fn check_status(response: Response, url: &Url) -> Result<Vec<u8>, ClientEr
         Ok(e) => (Some(e.error.code), e.error.message),
         Err(_) => {
             let text = String::from_utf8_lossy(&body);
-            let text = crate::apply::bounded(text.trim(), 300);
+            let text = bounded(text.trim(), 300);
             let reason = status.canonical_reason().unwrap_or("error").to_string();
             (None, if text.is_empty() { reason } else { text })
         }
@@ -302,22 +285,6 @@ async fn read_limited(mut response: Response, url: &Url) -> Result<Vec<u8>, Clie
     }
 }
 
-/// An error and its causes on one line: reqwest's own message rarely says
-/// what went wrong underneath (refused, timed out, certificate unknown...).
-pub fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
-}
-
 /// Lowercase hex SHA-256, the form config hashes take.
 pub fn hex_sha256(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
@@ -339,7 +306,6 @@ mod tests {
         let url = Url::parse("https://127.0.0.1:1").unwrap();
         let pin = Pin::of_spki(b"x");
         ServerClient::pinned(&url, pin).unwrap();
-        local_http_client().unwrap();
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use muster_shared::mirror::AlloyMirror;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +53,7 @@ pub struct Config {
     /// repositories (`apt`, `rpm`, `key` URLs); install.sh writes it from the
     /// server's setting.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub alloy_mirror: Option<crate::install::AlloyMirror>,
+    pub alloy_mirror: Option<AlloyMirror>,
 }
 
 impl Default for Config {

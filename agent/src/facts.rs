@@ -11,6 +11,8 @@ use muster_shared::facts::{AlloyFact, FactError, Facts, Validation};
 use reqwest::Url;
 use tracing::warn;
 
+use crate::alloy::command;
+use crate::alloy::version::{check_for, Check};
 use crate::config::{Config, ALLOY_PORT};
 use crate::detect::os_release::OsRelease;
 
@@ -27,8 +29,6 @@ pub enum FactsError {
     #[error("{0}")]
     Invalid(#[from] FactError),
 }
-
-pub use crate::detect::os_release::parse_os_release;
 
 /// Collects this host's facts and checks them as the server will.
 pub fn gather(config: &Config, server: &Url) -> Result<Facts, FactsError> {
@@ -113,12 +113,12 @@ pub async fn alloy_fact_cached(bin: &Path) -> AlloyFact {
 /// Whether Alloy is installed at `bin`, its version, and so how configs are
 /// checked before they go live.
 pub async fn alloy_fact(bin: &Path) -> AlloyFact {
-    match crate::alloy::version(bin, std::time::Duration::from_secs(20)).await {
+    match command::version(bin, std::time::Duration::from_secs(20)).await {
         Ok(v) => AlloyFact {
             installed: true,
-            validation: match crate::alloy::check_for(Some(&v)) {
-                crate::alloy::Check::Validate => Validation::Validate,
-                crate::alloy::Check::Fmt => Validation::Fmt,
+            validation: match check_for(Some(&v)) {
+                Check::Validate => Validation::Validate,
+                Check::Fmt => Validation::Fmt,
             },
             version: Some(v.text),
         },
@@ -178,11 +178,7 @@ pub fn read_machine_id(path: &Path) -> Result<String, FactsError> {
 /// `/etc/os-release`, falling back to `/usr/lib/os-release`; where neither
 /// exists (Windows, macOS), what os_info says.
 fn read_os_release() -> OsRelease {
-    ["/etc/os-release", "/usr/lib/os-release"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|text| OsRelease::parse(&text))
-        .unwrap_or_else(os_info_release)
+    OsRelease::read(Path::new("/")).unwrap_or_else(|_| os_info_release())
 }
 
 #[cfg(target_os = "linux")]

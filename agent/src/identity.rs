@@ -3,7 +3,7 @@
 //! enrollment's idempotency key, and the certificate-validity arithmetic that
 //! decides when to renew.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file::{create_new_with_mode, write_atomic};
+use crate::atomic_file::{create_atomic, write_atomic};
 
 pub const KEY_FILE: &str = "agent.key";
 pub const CERT_FILE: &str = "agent.crt";
@@ -104,15 +104,14 @@ impl StateDir {
             other => return other,
         }
         let key = KeyPair::generate().map_err(|e| IdentityError::Crypto(e.to_string()))?;
-        let mut file = match create_new_with_mode(&path, 0o600) {
+        // All or nothing: a crash here never leaves an empty or partial key
+        // that every later start would refuse.
+        let created =
+            create_atomic(&path, key.serialize_pem().as_bytes(), 0o600).map_err(io_error(&path))?;
+        if !created {
             // Another enroll won the race: use its key.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return self.load_key(),
-            other => other.map_err(io_error(&path))?,
-        };
-        file.write_all(key.serialize_pem().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_error(&path))?;
-        crate::atomic_file::sync_parent(&path);
+            return self.load_key();
+        }
         Ok(key)
     }
 

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use muster_shared::facts::OsFamily;
-use serde::{Deserialize, Serialize};
+use muster_shared::mirror::AlloyMirror;
+
+use crate::alloy::env::LISTEN_FLAG;
+use crate::atomic_file::write_atomic;
+use crate::detect::os_release::OsRelease;
 
 /// Grafana's apt repository, its signing key and suite/component.
 pub const GRAFANA_APT: &str = "https://apt.grafana.com";
@@ -25,48 +29,6 @@ pub const GRAFANA_RPM_KEY: &str = "https://rpm.grafana.com/gpg.key";
 /// Where the packages put Alloy's binary, and its unit's name.
 pub const ALLOY_BIN: &str = "/usr/bin/alloy";
 pub const ALLOY_UNIT: &str = "alloy";
-
-/// The OS facts a plan is computed from (os-release `ID`, `ID_LIKE`,
-/// `VERSION_ID`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OsFacts {
-    pub id: String,
-    pub id_like: Vec<String>,
-    pub version_id: Option<String>,
-}
-
-impl OsFacts {
-    /// From os-release text.
-    pub fn from_os_release(text: &str) -> OsFacts {
-        let keys = crate::facts::parse_os_release(text);
-        OsFacts {
-            id: keys.get("ID").cloned().unwrap_or_default(),
-            id_like: keys
-                .get("ID_LIKE")
-                .map(|l| l.split_whitespace().map(str::to_string).collect())
-                .unwrap_or_default(),
-            version_id: keys.get("VERSION_ID").cloned().filter(|v| !v.is_empty()),
-        }
-    }
-
-    /// `<root>/etc/os-release`, else `<root>/usr/lib/os-release`.
-    pub fn read(root: &Path) -> Result<OsFacts, InstallError> {
-        let candidates = [root.join("etc/os-release"), root.join("usr/lib/os-release")];
-        candidates
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok())
-            .map(|text| OsFacts::from_os_release(&text))
-            .ok_or_else(|| InstallError::NoOsRelease {
-                path: candidates[0].clone(),
-            })
-    }
-
-    /// The major version number (`9` of `9.4`, `15` of `15-SP5`).
-    fn major(&self) -> Option<u32> {
-        let v = self.version_id.as_deref()?;
-        v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-    }
-}
 
 /// Which package manager family a host belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,30 +44,13 @@ pub enum Family {
 /// The family of `os`, by the same rule the server uses for facts
 /// ([`OsFamily::classify`]: its `ID` when known, else the first known
 /// `ID_LIKE` word); `None` where no plan exists.
-pub fn family(os: &OsFacts) -> Option<Family> {
-    let like = os.id_like.join(" ");
-    match OsFamily::classify("linux", Some(&os.id), Some(&like)) {
+pub fn family(os: &OsRelease) -> Option<Family> {
+    match os.family() {
         OsFamily::Debian => Some(Family::Debian),
         OsFamily::Rhel => Some(Family::Rhel),
         OsFamily::Suse => Some(Family::Suse),
         OsFamily::Windows | OsFamily::Other => None,
     }
-}
-
-/// A mirror of Grafana's repositories (agent config `[alloy_mirror]`, written
-/// by install.sh from the server's setting). Unset fields keep Grafana's.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlloyMirror {
-    /// apt repository base URL (`deb URL stable main`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apt: Option<String>,
-    /// dnf/yum/zypper repository base URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<String>,
-    /// URL (https://, http:// or file://) of the key that signs the mirror.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
 }
 
 /// One thing the plan does.
@@ -158,7 +103,7 @@ impl fmt::Display for Step {
             Step::ListenAddr { env_file, addr } => write!(
                 f,
                 "set CUSTOM_ARGS {}={addr} in {}",
-                crate::alloy_env::LISTEN_FLAG,
+                LISTEN_FLAG,
                 env_file.display()
             ),
             Step::Service { unit } => write!(
@@ -215,6 +160,18 @@ pub enum InstallError {
     },
 }
 
+fn unsupported(os: &OsRelease) -> InstallError {
+    InstallError::Unsupported {
+        id: os.id().to_string(),
+        like: os.id_like.clone().unwrap_or_default(),
+    }
+}
+
+/// The os-release under `root`, which decides the plan.
+pub fn read_os(root: &Path) -> Result<OsRelease, InstallError> {
+    OsRelease::read(root).map_err(|path| InstallError::NoOsRelease { path })
+}
+
 fn run(argv: &[&str]) -> Step {
     Step::Run {
         argv: argv.iter().map(|s| s.to_string()).collect(),
@@ -234,15 +191,12 @@ fn is_root(root: &Path) -> bool {
 /// The steps that install Alloy on a host like `os` from Grafana's
 /// repositories or `mirror`. Pure: the same input always gives the same plan.
 pub fn install_plan(
-    os: &OsFacts,
+    os: &OsRelease,
     mirror: &AlloyMirror,
     root: &Path,
 ) -> Result<Vec<Step>, InstallError> {
     let Some(family) = family(os) else {
-        return Err(InstallError::Unsupported {
-            id: os.id.clone(),
-            like: os.id_like.join(" "),
-        });
+        return Err(unsupported(os));
     };
     Ok(match family {
         Family::Debian => apt_plan(mirror, root),
@@ -338,13 +292,13 @@ fn rpm_import(key: &str, root: &Path) -> Step {
     run(&argv)
 }
 
-fn rhel_plan(os: &OsFacts, mirror: &AlloyMirror, root: &Path) -> Vec<Step> {
+fn rhel_plan(os: &OsRelease, mirror: &AlloyMirror, root: &Path) -> Vec<Step> {
     let repo = mirror.rpm.as_deref().unwrap_or(GRAFANA_RPM);
     let key = mirror.key.as_deref().unwrap_or(GRAFANA_RPM_KEY);
     // dnf from RHEL 8 and Amazon Linux 2023 on; yum before.
-    let yum = match (os.id.as_str(), os.major()) {
+    let yum = match (os.id(), os.major_version()) {
         ("amzn", Some(v)) => v < 2022,
-        (_, Some(v)) if os.id != "fedora" => v < 8,
+        (_, Some(v)) if os.id() != "fedora" => v < 8,
         _ => false,
     };
     let root_arg = format!("--installroot={}", root.display());
@@ -398,7 +352,7 @@ fn zypper_plan(mirror: &AlloyMirror, root: &Path) -> Vec<Step> {
 /// What `muster-agent install-alloy` is asked to do.
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
-    pub os: &'a OsFacts,
+    pub os: &'a OsRelease,
     pub mirror: &'a AlloyMirror,
     pub root: &'a Path,
     /// Alloy is installed already: no install steps.
@@ -412,10 +366,7 @@ pub struct Request<'a> {
 /// The whole plan: install Alloy when it is missing, set its listen address,
 /// enable and start its service. Pure.
 pub fn alloy_plan(req: &Request<'_>) -> Result<Vec<Step>, InstallError> {
-    let family = family(req.os).ok_or_else(|| InstallError::Unsupported {
-        id: req.os.id.clone(),
-        like: req.os.id_like.join(" "),
-    })?;
+    let family = family(req.os).ok_or_else(|| unsupported(req.os))?;
     let mut steps = if req.alloy_present {
         Vec::new()
     } else {
@@ -475,12 +426,12 @@ pub fn execute(steps: &[Step]) -> Result<(), InstallError> {
                 mode,
             } => {
                 create_parent(path)?;
-                crate::atomic_file::write_atomic(path, content.as_bytes(), *mode).map_err(
-                    |error| InstallError::Write {
+                write_atomic(path, content.as_bytes(), *mode).map_err(|error| {
+                    InstallError::Write {
                         path: path.clone(),
                         error,
-                    },
-                )?;
+                    }
+                })?;
             }
             Step::Run { argv, env } => command(
                 argv,
@@ -488,7 +439,7 @@ pub fn execute(steps: &[Step]) -> Result<(), InstallError> {
                 "its output is above; fix the cause and run `muster-agent install-alloy` again",
             )?,
             Step::ListenAddr { env_file, addr } => {
-                let edited = crate::alloy_env::update_file(env_file, addr).map_err(|e| {
+                let edited = crate::alloy::env::update_file(env_file, addr).map_err(|e| {
                     InstallError::Env {
                         message: e.to_string(),
                     }
@@ -537,31 +488,6 @@ pub fn locate_alloy(bin: &Path, root: &Path) -> Option<PathBuf> {
     })
 }
 
-/// `alloy --version`, parsed.
-pub fn alloy_version(bin: &Path) -> Result<crate::alloy::AlloyVersion, InstallError> {
-    let output = Command::new(bin)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|error| InstallError::Spawn {
-            program: bin.display().to_string(),
-            error,
-        })?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    match crate::alloy::parse_alloy_version(&text) {
-        Some(v) if output.status.success() => Ok(v),
-        _ => Err(InstallError::Failed {
-            command: format!("{} --version", bin.display()),
-            status: output.status.to_string(),
-            hint: "this does not look like a working Grafana Alloy",
-        }),
-    }
-}
-
 fn create_parent(path: &Path) -> Result<(), InstallError> {
     match path.parent() {
         Some(dir) => std::fs::create_dir_all(dir).map_err(|error| InstallError::Write {
@@ -602,11 +528,13 @@ pub fn command(
 mod tests {
     use super::*;
 
-    fn os(id: &str, like: &str, version: &str) -> OsFacts {
-        OsFacts {
-            id: id.into(),
-            id_like: like.split_whitespace().map(String::from).collect(),
-            version_id: Some(version.into()).filter(|v: &String| !v.is_empty()),
+    fn os(id: &str, like: &str, version: &str) -> OsRelease {
+        let some = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
+        OsRelease {
+            id: some(id),
+            id_like: some(like),
+            version_id: some(version),
+            pretty_name: None,
         }
     }
 
@@ -648,7 +576,7 @@ mod tests {
 
     #[test]
     fn yum_before_rhel_8_and_amazon_linux_2023() {
-        let last = |o: OsFacts| {
+        let last = |o: OsRelease| {
             install_plan(&o, &AlloyMirror::default(), Path::new("/"))
                 .unwrap()
                 .last()
@@ -708,15 +636,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn os_release_text_gives_the_facts() {
-        let o = OsFacts::from_os_release(
-            "ID=rocky\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n",
-        );
-        assert_eq!(o, os("rocky", "rhel centos fedora", "9.4"));
-        assert_eq!(o.major(), Some(9));
-        assert_eq!(os("sles", "", "15-SP5").major(), Some(15));
     }
 }

@@ -10,15 +10,20 @@ use muster_shared::wire::{AgentConfig, ApplyResult, StatusReport};
 use reqwest::Url;
 use tracing::{debug, error, info, warn};
 
-use crate::apply::{self, bounded, ApplySettings};
+use crate::apply::{self, ApplySettings};
 use crate::backoff::{jittered, random_unit, Backoff};
 use crate::client::{ClientError, ServerClient};
 use crate::config::{Config, ConfigError};
+use crate::error_text::bounded;
 use crate::identity::{self, Enrolled, IdentityError, StateDir, Validity};
 use crate::state::{AgentState, StateError};
 
 /// Poll interval until the server names one.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// The range the server's `checkin_interval` is clamped to: a server (or a
+/// typo in its settings) can neither make the fleet hammer it nor go silent.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// Longest error text sent in a status report.
 pub const MAX_REPORT_ERROR: usize = 4096;
 /// Exit code of `run` when the server revoked this agent's certificate.
@@ -121,7 +126,9 @@ impl Agent {
     fn interval(&self) -> Duration {
         self.state
             .checkin_interval_secs
-            .map_or(DEFAULT_INTERVAL, |s| Duration::from_secs(s.max(1)))
+            .map_or(DEFAULT_INTERVAL, |s| {
+                Duration::from_secs(s).clamp(MIN_INTERVAL, MAX_INTERVAL)
+            })
     }
 
     /// Renews the certificate when less than a third of its validity is
@@ -444,6 +451,24 @@ mod tests {
         let reloaded = AgentState::load(&agent.state_dir.dir).unwrap();
         assert_eq!(reloaded, agent.state);
         assert_eq!(reloaded.etag_on_start(), None);
+    }
+
+    #[test]
+    fn the_servers_checkin_interval_is_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = agent(dir.path());
+        assert_eq!(agent.interval(), DEFAULT_INTERVAL);
+        for (secs, want) in [
+            (0, 5),
+            (4, 5),
+            (5, 5),
+            (600, 600),
+            (3600, 3600),
+            (u64::MAX, 3600),
+        ] {
+            agent.state.checkin_interval_secs = Some(secs);
+            assert_eq!(agent.interval(), Duration::from_secs(want), "{secs}");
+        }
     }
 
     #[tokio::test]

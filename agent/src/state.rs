@@ -12,15 +12,20 @@ use crate::atomic_file::write_atomic;
 
 pub const STATE_FILE: &str = "state.json";
 
+/// What to do about a state file that cannot be read.
+const FIX: &str = "remove it and the agent starts with empty apply state (it applies the server's current config once more and reports it)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read {}: {error}", path.display())]
     Read { path: PathBuf, error: io::Error },
-    #[error("{} is not valid agent state: {error}", path.display())]
+    #[error("{} is not valid agent state ({error}); {FIX}", path.display())]
     Parse {
         path: PathBuf,
         error: serde_json::Error,
     },
+    #[error("{} is empty; {FIX}", path.display())]
+    Empty { path: PathBuf },
     #[error("cannot write {}: {error}", path.display())]
     Write { path: PathBuf, error: io::Error },
 }
@@ -62,6 +67,9 @@ impl AgentState {
     pub fn load(state_dir: &Path) -> Result<AgentState, StateError> {
         let path = AgentState::path(state_dir);
         match std::fs::read(&path) {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                Err(StateError::Empty { path })
+            }
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|error| StateError::Parse { path, error })
             }
@@ -117,6 +125,13 @@ mod tests {
         std::fs::write(AgentState::path(dir.path()), "{").unwrap();
         let msg = AgentState::load(dir.path()).unwrap_err().to_string();
         assert!(msg.contains("state.json"), "{msg}");
+        assert!(msg.contains("remove it"), "{msg}");
+        std::fs::write(AgentState::path(dir.path()), "").unwrap();
+        let msg = AgentState::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            msg.contains("state.json is empty") && msg.contains("remove it"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -11,8 +11,12 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 
-use crate::client::ClientError;
 use crate::identity::{self, Enrolled};
+
+/// A TLS setup that cannot be built (a bad certificate or key on disk).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS: {0}")]
+pub struct TlsError(pub String);
 
 /// The crypto provider every TLS config here uses.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -110,10 +114,10 @@ impl ServerCertVerifier for PinVerifier {
 }
 
 /// TLS for enrollment: the server is trusted by its pin only.
-pub fn pinned_tls(verifier: Arc<PinVerifier>) -> Result<ClientConfig, ClientError> {
+pub fn pinned_tls(verifier: Arc<PinVerifier>) -> Result<ClientConfig, TlsError> {
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .map_err(|e| TlsError(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
@@ -121,15 +125,15 @@ pub fn pinned_tls(verifier: Arc<PinVerifier>) -> Result<ClientConfig, ClientErro
 
 /// TLS after enrollment: the server must chain to the Muster CA (and only to
 /// it) and match the server name; the agent presents its own certificate.
-pub fn mutual_tls(enrolled: &Enrolled) -> Result<ClientConfig, ClientError> {
-    let tls = |what: &str, e: &dyn std::fmt::Display| ClientError::Tls(format!("{what}: {e}"));
+pub fn mutual_tls(enrolled: &Enrolled) -> Result<ClientConfig, TlsError> {
+    let tls = |what: &str, e: &dyn std::fmt::Display| TlsError(format!("{what}: {e}"));
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(enrolled.ca_pem.as_bytes()) {
         let cert = cert.map_err(|e| tls("CA certificate", &e))?;
         roots.add(cert).map_err(|e| tls("CA certificate", &e))?;
     }
     if roots.is_empty() {
-        return Err(ClientError::Tls("no CA certificate in ca.crt".into()));
+        return Err(TlsError("no CA certificate in ca.crt".into()));
     }
     let chain = CertificateDer::pem_slice_iter(enrolled.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()

@@ -5,13 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use muster_agent::install::{alloy_plan, AlloyMirror, OsFacts, Request};
+use muster_agent::detect::os_release::OsRelease;
+use muster_agent::install::{alloy_plan, Request};
+use muster_shared::mirror::AlloyMirror;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn plan_text(os: &OsFacts, mirror: &AlloyMirror, present: bool) -> String {
+fn plan_text(os: &OsRelease, mirror: &AlloyMirror, present: bool) -> String {
     let plan = alloy_plan(&Request {
         os,
         mirror,
@@ -26,7 +28,7 @@ fn plan_text(os: &OsFacts, mirror: &AlloyMirror, present: bool) -> String {
         .collect()
 }
 
-fn render(os: &OsFacts) -> String {
+fn render(os: &OsRelease) -> String {
     let mirror = AlloyMirror {
         apt: Some("https://mirror.example.com/grafana/apt".into()),
         rpm: Some("https://mirror.example.com/grafana/rpm".into()),
@@ -54,7 +56,7 @@ fn install_plans_match_their_golden_files() {
     let mut failures = Vec::new();
     for name in &names {
         let text = std::fs::read_to_string(fixtures.join(name)).expect("fixture");
-        let got = render(&OsFacts::from_os_release(&text));
+        let got = render(&OsRelease::parse(&text));
         let golden = golden_dir.join(format!("{name}.txt"));
         if update {
             std::fs::create_dir_all(&golden_dir).expect("golden dir");
@@ -87,11 +89,7 @@ fn families_get_their_package_manager() {
         ("opensuse-leap-15.6", "zypper --non-interactive install"),
     ] {
         let text = std::fs::read_to_string(fixtures.join(name)).expect("fixture");
-        let plan = plan_text(
-            &OsFacts::from_os_release(&text),
-            &AlloyMirror::default(),
-            false,
-        );
+        let plan = plan_text(&OsRelease::parse(&text), &AlloyMirror::default(), false);
         assert!(plan.contains(tool), "{name}: {plan}");
     }
 }

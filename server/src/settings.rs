@@ -75,21 +75,7 @@ pub struct Settings {
     pub alloy_mirror: Option<AlloyMirror>,
 }
 
-/// A mirror of Grafana's package repositories for air-gapped sites, handed
-/// to hosts through `/install.sh`. Unset fields keep Grafana's.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AlloyMirror {
-    /// apt repository base URL (`deb URL stable main`).
-    #[serde(default)]
-    pub apt: Option<String>,
-    /// dnf/yum/zypper repository base URL.
-    #[serde(default)]
-    pub rpm: Option<String>,
-    /// URL of the key that signs the mirror's packages and metadata.
-    #[serde(default)]
-    pub key: Option<String>,
-}
+pub use muster_shared::mirror::AlloyMirror;
 
 /// What `serve`'s command line overrides; `None` keeps the file's value.
 #[derive(Clone, Debug, Default)]

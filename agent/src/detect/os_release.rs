@@ -1,7 +1,10 @@
-//! `/etc/os-release` as plain text in, OS facts out: pure, so every
-//! distribution's file is a table test (`tests/fixtures/os-release/`).
+//! The agent's one model of os-release: plain text in, OS facts out (pure,
+//! so every distribution's file is a table test, `tests/fixtures/os-release/`),
+//! plus the one read of the file under a root. Facts and the Alloy install
+//! plan both use it.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use muster_shared::facts::OsFamily;
 
@@ -31,9 +34,31 @@ impl OsRelease {
         }
     }
 
+    /// `<root>/etc/os-release`, else `<root>/usr/lib/os-release`; `Err` names
+    /// the first when neither can be read.
+    pub fn read(root: &Path) -> Result<OsRelease, PathBuf> {
+        let candidates = [root.join("etc/os-release"), root.join("usr/lib/os-release")];
+        candidates
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .map(|text| OsRelease::parse(&text))
+            .ok_or_else(|| candidates[0].clone())
+    }
+
     /// The family of a Linux host with this os-release.
     pub fn family(&self) -> OsFamily {
         OsFamily::classify("linux", self.id.as_deref(), self.id_like.as_deref())
+    }
+
+    /// `ID`, or empty when there is none.
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or_default()
+    }
+
+    /// The major version number (`9` of `9.4`, `15` of `15-SP5`).
+    pub fn major_version(&self) -> Option<u32> {
+        let v = self.version_id.as_deref()?;
+        v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     }
 }
 
@@ -71,7 +96,6 @@ fn unquote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[test]
     fn parses_quoted_unquoted_and_commented_os_release() {
@@ -124,5 +148,20 @@ not a pair
             assert_eq!(r.family(), *family, "{file}");
             assert!(r.pretty_name.is_some(), "{file}");
         }
+    }
+
+    #[test]
+    fn major_versions_and_reading_under_a_root() {
+        let r = OsRelease::parse("ID=rocky\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n");
+        assert_eq!((r.id(), r.major_version()), ("rocky", Some(9)));
+        assert_eq!(r.id_like.as_deref(), Some("rhel centos fedora"));
+        let sles = OsRelease::parse("ID=sles\nVERSION_ID=15-SP5\n");
+        assert_eq!(sles.major_version(), Some(15));
+        let root = tempfile::tempdir().unwrap();
+        let missing = OsRelease::read(root.path()).unwrap_err();
+        assert_eq!(missing, root.path().join("etc/os-release"));
+        std::fs::create_dir_all(root.path().join("usr/lib")).unwrap();
+        std::fs::write(root.path().join("usr/lib/os-release"), "ID=debian\n").unwrap();
+        assert_eq!(OsRelease::read(root.path()).unwrap().id(), "debian");
     }
 }
