@@ -32,6 +32,12 @@ impl Prometheus {
     /// Returns `None` (after printing `SKIPPED: prometheus not installed`) when
     /// `prometheus` is not on `PATH`, and panics instead when `CI=true`.
     pub async fn start(targets_dir: &Path, workdir: &Path) -> Option<Prometheus> {
+        Prometheus::start_with(&prometheus_yml(targets_dir), workdir).await
+    }
+
+    /// Like [`Prometheus::start`], with `config` as its `prometheus.yml`
+    /// (written into `workdir`; relative paths in it are relative to there).
+    pub async fn start_with(config: &str, workdir: &Path) -> Option<Prometheus> {
         let Some(bin) = find_on_path("prometheus", &std::env::var_os("PATH").unwrap_or_default())
         else {
             assert!(
@@ -43,9 +49,9 @@ impl Prometheus {
             );
             return None;
         };
-        let config = workdir.join("prometheus.yml");
-        std::fs::write(&config, prometheus_yml(targets_dir))
-            .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let config_file = workdir.join("prometheus.yml");
+        std::fs::write(&config_file, config)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", config_file.display()));
         let client = crate::http_client();
         // The free port is only free until someone else takes it: on a lost
         // race Prometheus exits at once, and another port is tried.
@@ -55,7 +61,7 @@ impl Prometheus {
             let url = format!("http://127.0.0.1:{}", free_port());
             let process = Process::spawn(
                 Command::new(&bin)
-                    .arg(format!("--config.file={}", config.display()))
+                    .arg(format!("--config.file={}", config_file.display()))
                     .arg(format!(
                         "--storage.tsdb.path={}",
                         workdir.join(format!("data-{attempt}")).display()
@@ -148,7 +154,15 @@ impl Prometheus {
         self.api("/api/v1/targets", &[]).await
     }
 
-    async fn try_query(&self, promql: &str) -> Result<Vec<Sample>, String> {
+    /// The `data` of `/api/v1/rules`: rule groups, each rule's query, health
+    /// and last error.
+    pub async fn rules(&self) -> Result<Value, String> {
+        self.api("/api/v1/rules", &[]).await
+    }
+
+    /// An instant query: its samples, or Prometheus's error (a PromQL parse
+    /// or evaluation error) as text.
+    pub async fn try_query(&self, promql: &str) -> Result<Vec<Sample>, String> {
         let data = self.api("/api/v1/query", &[("query", promql)]).await?;
         parse_vector(&data)
     }

@@ -1,0 +1,425 @@
+//! The monitoring Muster ships in `packaging/`: the Prometheus rules and their
+//! promtool unit tests, the example Prometheus configs, the Alertmanager
+//! example (amtool), and every PromQL expression of the rules and the Grafana
+//! dashboard evaluated by a real Prometheus over scraped data, so a typo in a
+//! metric name fails as surely as a syntax error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use muster_e2e::{run, run_ok, tools, Prometheus};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn packaging() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The files of `dir` ending in `suffix`, sorted; panics on none.
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no *{suffix} in {}", dir.display());
+    found
+}
+
+/// `(kind, name)` of every rule in the rule files: `alert` or `record`.
+fn rule_names() -> Vec<(String, String)> {
+    files(&packaging().join("prometheus/rules"), ".yml")
+        .iter()
+        .flat_map(|f| {
+            read(f)
+                .lines()
+                .filter_map(|l| {
+                    let l = l.trim_start().strip_prefix("- ")?;
+                    let (kind, name) = l.split_once(": ")?;
+                    matches!(kind, "alert" | "record")
+                        .then(|| (kind.to_string(), name.trim().to_string()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn rules_pass_promtool_check_and_their_unit_tests() {
+    if !tools::require("promtool", &["promtool"], false) {
+        return;
+    }
+    let rules = files(&packaging().join("prometheus/rules"), ".yml");
+    let out = run_ok(
+        Command::new("promtool")
+            .arg("check")
+            .arg("rules")
+            .args(&rules),
+    );
+    assert!(!out.contains("WARNING"), "{out}");
+
+    let tests = files(&packaging().join("prometheus/tests"), "_test.yml");
+    let out = run_ok(
+        Command::new("promtool")
+            .arg("test")
+            .arg("rules")
+            .args(&tests),
+    );
+    assert_eq!(out.matches("SUCCESS").count(), tests.len(), "{out}");
+
+    // Every alert and the last-seen record has a unit test.
+    let names = rule_names();
+    assert!(names.len() >= 12, "{names:?}");
+    let test_text: String = tests.iter().map(|t| read(t)).collect();
+    for (kind, name) in &names {
+        let tested = match kind.as_str() {
+            "alert" => test_text.contains(&format!("alertname: {name}\n")),
+            _ => test_text.contains(&format!("expr: {name}\n")),
+        };
+        assert!(tested, "{kind} {name} has no promtool unit test");
+    }
+}
+
+#[test]
+fn example_prometheus_configs_pass_promtool() {
+    if !tools::require("promtool", &["promtool"], false) {
+        return;
+    }
+    for name in ["prometheus-file-sd.yml", "prometheus-http-sd.yml"] {
+        // The files the example points at, under a temp dir: the rules, the
+        // CA, the token and a target file.
+        let root = tempfile::tempdir().expect("temp dir");
+        let etc = root.path().join("etc/");
+        let rules = etc.join("rules/muster");
+        std::fs::create_dir_all(&rules).expect("rules dir");
+        for rule in files(&packaging().join("prometheus/rules"), ".yml") {
+            std::fs::copy(&rule, rules.join(rule.file_name().expect("name"))).expect("copy");
+        }
+        std::fs::write(etc.join("muster-ca.crt"), "").expect("ca");
+        std::fs::write(etc.join("muster-sd.token"), "mts_x").expect("token");
+        let var = root.path().join("var/");
+        std::fs::create_dir_all(var.join("targets")).expect("targets dir");
+        std::fs::write(var.join("targets/h.json"), "[]").expect("targets");
+        let config = read(&packaging().join("prometheus").join(name))
+            .replace("/etc/prometheus/", &etc.to_string_lossy())
+            .replace("/var/lib/muster-server/", &var.to_string_lossy());
+        let file = root.path().join(name);
+        std::fs::write(&file, config).expect("config");
+
+        let out = run(Command::new("promtool")
+            .arg("check")
+            .arg("config")
+            .arg(&file));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{name}: {text}");
+        assert!(!text.contains("WARNING"), "{name}: {text}");
+        assert!(
+            text.contains("SUCCESS: 2 rule files found"),
+            "{name}: {text}"
+        );
+    }
+}
+
+#[test]
+fn alertmanager_example_passes_amtool() {
+    if !tools::require("amtool", &["amtool"], false) {
+        return;
+    }
+    let file = packaging().join("alertmanager/alertmanager.yml");
+    let out = run_ok(Command::new("amtool").arg("check-config").arg(&file));
+    assert!(out.contains("SUCCESS"), "{out}");
+    assert!(out.contains(" - 1 inhibit rules"), "{out}");
+}
+
+/// What the fixture exporter serves at `path` after `t` seconds: the node
+/// exporter series the rules and dashboard read (a host 95% busy, 95% of
+/// memory used, / 95% full) and Muster's own families, every counter growing
+/// with `t` so `rate` and `increase` have something to say, and every alert
+/// condition true.
+fn fixture(path: &str, t: f64) -> String {
+    match path {
+        "/node" => format!(
+            "node_cpu_seconds_total{{cpu=\"0\",mode=\"idle\"}} {idle}\n\
+             node_cpu_seconds_total{{cpu=\"0\",mode=\"user\"}} {user}\n\
+             node_memory_MemAvailable_bytes 5e8\n\
+             node_memory_MemTotal_bytes 1e10\n\
+             node_filesystem_avail_bytes{{device=\"/dev/sda1\",fstype=\"ext4\",mountpoint=\"/\"}} 5e8\n\
+             node_filesystem_size_bytes{{device=\"/dev/sda1\",fstype=\"ext4\",mountpoint=\"/\"}} 1e10\n\
+             node_filesystem_avail_bytes{{device=\"tmpfs\",fstype=\"tmpfs\",mountpoint=\"/run\"}} 1e6\n\
+             node_filesystem_size_bytes{{device=\"tmpfs\",fstype=\"tmpfs\",mountpoint=\"/run\"}} 1e9\n\
+             node_network_receive_bytes_total{{device=\"eth0\"}} {net}\n\
+             node_network_transmit_bytes_total{{device=\"eth0\"}} {net}\n",
+            idle = 0.05 * t,
+            user = 0.95 * t,
+            net = 1000.0 * t,
+        ),
+        "/muster" => {
+            let mut text = String::new();
+            for (state, n) in [
+                ("enrolled", 0),
+                ("config_applied", 3),
+                ("config_failed", 1),
+                ("scrape_ok", 0),
+                ("scrape_failing", 0),
+                ("stale", 1),
+                ("decommissioned", 2),
+            ] {
+                text += &format!("muster_hosts{{state=\"{state}\"}} {n}\n");
+            }
+            text += &format!(
+                "muster_target_drift_hosts 1\n\
+                 muster_certificates_expiring_hosts 1\n\
+                 muster_config_rollout_hosts{{status=\"current\"}} 3\n\
+                 muster_config_rollout_hosts{{status=\"outdated\"}} 1\n\
+                 muster_prometheus_reloads_total{{outcome=\"success\"}} {t}\n\
+                 muster_prometheus_reloads_total{{outcome=\"failure\"}} {t}\n\
+                 muster_enrollments_total{{outcome=\"enrolled\"}} {t}\n\
+                 muster_enrollments_total{{outcome=\"unauthorized\"}} {many}\n\
+                 muster_rate_limit_refusals_total {t}\n\
+                 muster_agent_requests_total{{route=\"/v1/agent/config\",status=\"304\"}} {t}\n\
+                 muster_agent_request_duration_seconds_bucket{{route=\"/v1/agent/config\",le=\"0.005\"}} {t}\n\
+                 muster_agent_request_duration_seconds_bucket{{route=\"/v1/agent/config\",le=\"+Inf\"}} {t}\n\
+                 muster_agent_request_duration_seconds_sum{{route=\"/v1/agent/config\"}} {sum}\n\
+                 muster_agent_request_duration_seconds_count{{route=\"/v1/agent/config\"}} {t}\n",
+                many = 100.0 * t,
+                sum = 0.001 * t,
+            );
+            text
+        }
+        _ => String::new(),
+    }
+}
+
+/// Serves [`fixture`] over plain HTTP on a loopback port 0 until dropped.
+async fn serve_fixture() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let start = Instant::now();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split(' ').nth(1).unwrap_or_default();
+                let body = fixture(path, 1000.0 + start.elapsed().as_secs_f64());
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(format!("{head}{body}").as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A loopback address nothing listens on (a scrape of it fails: `up == 0`).
+fn closed_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+}
+
+/// Every PromQL expression of the dashboard (panels and template variables,
+/// variables substituted as Grafana would with "All" selected) with where it
+/// comes from.
+fn dashboard_expressions(dashboard: &Value) -> Vec<(String, String)> {
+    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or_default();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("every target has an expr");
+                out.push((format!("panel {title:?}"), expr.to_string()));
+            }
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
+        if var["type"] == "query" {
+            let query = var["query"]["query"].as_str().expect("variable query");
+            // label_values(SELECTOR, label): Prometheus evaluates SELECTOR.
+            let selector = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.rsplit_once(','))
+                .map(|(s, _)| s)
+                .unwrap_or_else(|| panic!("unexpected variable query {query}"));
+            out.push((format!("variable {}", var["name"]), selector.to_string()));
+        }
+    }
+    out.into_iter()
+        .map(|(from, expr)| {
+            let expr = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$environment", ".*")
+                .replace("$hostname", ".*")
+                .replace("$instance", ".*");
+            assert!(
+                !expr.contains('$'),
+                "{from}: unsubstituted variable in {expr}"
+            );
+            (from, expr)
+        })
+        .collect()
+}
+
+#[test]
+fn dashboard_is_importable_with_the_datasource_as_an_input() {
+    let dashboard: Value =
+        serde_json::from_str(&read(&packaging().join("grafana/muster-fleet.json")))
+            .expect("dashboard JSON");
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert_eq!(dashboard["__inputs"][0]["pluginId"], "prometheus");
+    let text = dashboard.to_string();
+    assert!(
+        !text.contains("\"uid\":\"prometheus\""),
+        "a hard-coded datasource"
+    );
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        variables,
+        ["environment", "hostname", "instance", "filters"]
+    );
+    let mut ids: Vec<i64> = Vec::new();
+    fn walk(panels: &Value, ids: &mut Vec<i64>) {
+        for p in panels.as_array().into_iter().flatten() {
+            ids.push(p["id"].as_i64().expect("panel id"));
+            if p["type"] != "row" {
+                assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+            }
+            walk(&p["panels"], ids);
+        }
+    }
+    walk(&dashboard["panels"], &mut ids);
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "panel ids are unique");
+}
+
+#[tokio::test]
+async fn every_rule_and_dashboard_expression_evaluates_to_data_in_prometheus() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (addr, _server) = serve_fixture().await;
+    let host = |id: &str, name: &str, target: String, path: &str| {
+        json!({"targets": [target], "labels": {
+            "__metrics_path__": path, "host_id": id, "hostname": name,
+            "environment": "production", "maintainers": "ops", "os": "linux", "arch": "x86_64"}})
+    };
+    let targets = json!([
+        host("web-1-a1b2c3", "web-1", addr.to_string(), "/node"),
+        host("web-2-d4e5f6", "web-2", closed_addr().to_string(), "/node"),
+    ]);
+    std::fs::write(root.path().join("hosts.json"), targets.to_string()).expect("targets");
+    let rules: Vec<String> = files(&packaging().join("prometheus/rules"), ".yml")
+        .iter()
+        .map(|p| Value::from(p.to_string_lossy()).to_string())
+        .collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files: [{rules}]\n\
+         scrape_configs:\n\
+         \x20 - job_name: muster\n    file_sd_configs:\n      - files: [hosts.json]\n        refresh_interval: 1s\n\
+         \x20 - job_name: muster-server\n    metrics_path: /muster\n    static_configs:\n      - targets: [\"{addr}\", \"{down}\"]\n",
+        rules = rules.join(", "),
+        down = closed_addr(),
+    );
+    let Some(prometheus) = Prometheus::start_with(&config, root.path()).await else {
+        return;
+    };
+    // Two scrapes of each target, so rate() and increase() answer.
+    prometheus
+        .wait_for("count_over_time(up[1m]) >= 3", |r| r.len() == 4, DEADLINE)
+        .await;
+
+    // Every rule loaded, evaluated without error, and its expression (the
+    // alert conditions all hold in the fixture) has data.
+    let until = Instant::now() + DEADLINE;
+    let loaded = loop {
+        let data = prometheus.rules().await.expect("rules API");
+        let rules: Vec<Value> = data["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let evaluated = rules.iter().all(|r| {
+            r["lastEvaluation"]
+                .as_str()
+                .is_some_and(|t| !t.starts_with("0001"))
+        });
+        if evaluated && !rules.is_empty() {
+            break rules;
+        }
+        assert!(Instant::now() < until, "rules not evaluated: {data:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let expected = rule_names();
+    assert_eq!(loaded.len(), expected.len(), "{loaded:#?}");
+    for rule in &loaded {
+        let name = rule["name"].as_str().expect("name");
+        assert_eq!(rule["health"], "ok", "rule {name}: {rule:#}");
+        let query = rule["query"].as_str().expect("query");
+        let samples = prometheus
+            .try_query(query)
+            .await
+            .unwrap_or_else(|e| panic!("rule {name}: {query}: {e}"));
+        assert!(!samples.is_empty(), "rule {name}: {query} has no data");
+    }
+    let last_seen = prometheus.query("node_last_seen_timestamp").await;
+    assert_eq!(last_seen.len(), 1, "only web-1 was ever up: {last_seen:?}");
+    assert_eq!(last_seen[0].0["hostname"], "web-1");
+
+    let dashboard: Value =
+        serde_json::from_str(&read(&packaging().join("grafana/muster-fleet.json")))
+            .expect("dashboard JSON");
+    let exprs = dashboard_expressions(&dashboard);
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    for (from, expr) in exprs {
+        // `X or vector(0)` always has data: X itself must too.
+        let parts = match expr.strip_suffix(" or vector(0)") {
+            Some(x) => vec![expr.clone(), x.to_string()],
+            None => vec![expr],
+        };
+        for expr in parts {
+            let samples = prometheus
+                .try_query(&expr)
+                .await
+                .unwrap_or_else(|e| panic!("{from}: {expr}: {e}"));
+            assert!(!samples.is_empty(), "{from}: {expr} has no data");
+        }
+    }
+}
