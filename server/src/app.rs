@@ -9,6 +9,7 @@ use std::sync::Arc;
 use muster_shared::pin::Pin;
 
 use crate::api::install::Downloads;
+use crate::authlimit::AuthLimiter;
 use crate::ca::{self, Ca};
 use crate::render::{RenderSettings, Templates};
 use crate::settings::Settings;
@@ -26,6 +27,8 @@ pub struct App {
     pub reloader: Reloader,
     /// Agent binaries served at `/v1/download/`.
     pub downloads: Downloads,
+    /// Refused admin authentication per source (API and console sign-in).
+    pub auth_limiter: Arc<AuthLimiter>,
 }
 
 impl App {
@@ -84,7 +87,10 @@ impl App {
             otlp_endpoint: settings.otlp_endpoint.clone(),
             overrides,
         };
+        let auth_limiter = Arc::new(AuthLimiter::default());
+        spawn_auth_sweep(auth_limiter.clone(), store.clone());
         let app = App {
+            auth_limiter,
             store,
             ca,
             pin,
@@ -170,4 +176,27 @@ impl App {
             tracing::error!(error = %e, action = entry.action, "cannot write audit entry");
         }
     }
+}
+
+/// Audits, once per source and window, the refusals `AuthLimiter` summed up.
+fn spawn_auth_sweep(limiter: Arc<AuthLimiter>, store: Arc<Store>) {
+    tokio::spawn(async move {
+        let window = limiter.window();
+        let mut tick = tokio::time::interval(window / 4);
+        loop {
+            tick.tick().await;
+            for closed in limiter.sweep(std::time::Instant::now()) {
+                let source = closed.source.to_string();
+                let _ = store.audit(&AuditEntry {
+                    at: crate::api::unix_now(),
+                    actor: "anonymous",
+                    action: "admin.auth",
+                    target: None,
+                    outcome: "refused",
+                    detail: Some(&crate::authlimit::summary(&closed, window)),
+                    source: Some(&source),
+                });
+            }
+        }
+    });
 }

@@ -5,6 +5,7 @@ pub mod admin_wire;
 pub mod api;
 pub mod app;
 pub mod args;
+pub mod authlimit;
 pub mod batch;
 pub mod ca;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The admin API: bearer admin token, served on the admin listener only.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header;
@@ -26,10 +27,8 @@ impl FromRequestParts<Shared> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ApiError> {
         const MISSING: &str = "missing or invalid admin token (Authorization: Bearer <token>)";
-        let source = parts
-            .extensions
-            .get::<ConnInfo>()
-            .map(|c| c.peer.ip().to_string());
+        let source = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
+        throttle(app, source)?;
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -37,36 +36,71 @@ impl FromRequestParts<Shared> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string());
         let Some(token) = token else {
-            refused_admin(app, source.as_deref(), "no bearer token");
+            refused_admin(app, source, "no bearer token");
             return Err(ApiError::Unauthenticated(MISSING));
         };
-        match blocking(app, move |app| app.store.verify_admin_token(&token)).await? {
-            Ok(Some(name)) => Ok(Admin(name)),
-            Ok(None) => {
-                refused_admin(app, source.as_deref(), "invalid or revoked admin token");
+        match verify_admin(app, token).await? {
+            Some(name) => Ok(Admin(name)),
+            None => {
+                refused_admin(app, source, "invalid or revoked admin token");
                 Err(ApiError::Unauthenticated(MISSING))
             }
-            Err(e) => Err(ApiError::internal("admin token lookup failed", e)),
         }
     }
 }
 
-/// Audits a refused admin request (never the token itself).
-fn refused_admin(app: &Shared, source: Option<&str>, reason: &str) {
+/// The name of the admin token `token`, if it is valid and not revoked.
+pub async fn verify_admin(app: &Shared, token: String) -> Result<Option<String>, ApiError> {
+    blocking(app, move |app| app.store.verify_admin_token(&token))
+        .await?
+        .map_err(|e| ApiError::internal("admin token lookup failed", e))
+}
+
+/// Turns `source` away (429) while it is over its refused-authentication
+/// limit; checked before any credential is looked at.
+pub fn throttle(app: &Shared, source: Option<IpAddr>) -> Result<(), ApiError> {
+    let Some(ip) = source else { return Ok(()) };
+    app.auth_limiter
+        .check(ip, Instant::now())
+        .map_err(|retry_after| ApiError::RateLimited {
+            retry_after_secs: retry_after.as_secs(),
+        })
+}
+
+/// Counts a refused admin authentication against its source and audits it:
+/// the first of the source's window at once, the rest summed when the window
+/// closes (never the token itself).
+pub fn refused_admin(app: &Shared, source: Option<IpAddr>, reason: &str) {
+    let text = source.map(|s| s.to_string());
     tracing::warn!(
-        source = source.unwrap_or("-"),
+        source = text.as_deref().unwrap_or("-"),
         reason,
-        "admin request refused"
+        "admin authentication refused"
     );
-    app.audit(AuditEntry {
+    let Some(ip) = source else {
+        app.audit(refusal(None, reason));
+        return;
+    };
+    let refused = app.auth_limiter.refuse(ip, Instant::now());
+    if let Some(closed) = &refused.closed {
+        let detail = crate::authlimit::summary(closed, app.auth_limiter.window());
+        app.audit(refusal(text.as_deref(), &detail));
+    }
+    if refused.first {
+        app.audit(refusal(text.as_deref(), reason));
+    }
+}
+
+fn refusal<'a>(source: Option<&'a str>, detail: &'a str) -> AuditEntry<'a> {
+    AuditEntry {
         at: unix_now(),
         actor: "anonymous",
         action: "admin.auth",
         target: None,
         outcome: "refused",
-        detail: Some(reason),
+        detail: Some(detail),
         source,
-    });
+    }
 }
 
 /// The token lifetime a request asks for (the server's default when absent),

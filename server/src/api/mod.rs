@@ -63,6 +63,9 @@ pub enum ApiError {
     TooLarge,
     #[error("{0}")]
     Unsupported(String),
+    /// Too many refused admin authentications from this source.
+    #[error("too many refused admin authentications from this address; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// Details are logged, never sent.
     #[error("internal error; the server log has the details")]
     Internal,
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::Unsupported(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -115,6 +119,13 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
+        if let ApiError::RateLimited { retry_after_secs } = &self {
+            let retry = [(
+                axum::http::header::RETRY_AFTER,
+                retry_after_secs.to_string(),
+            )];
+            return (status, retry, Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

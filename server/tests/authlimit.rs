@@ -1,0 +1,59 @@
+//! The per-source limit on refused admin authentication (issue 10): after
+//! `MAX_REFUSALS` refusals a source is answered 429 with `Retry-After`, even
+//! with a valid token, and the refusals of one window are not audited one by
+//! one.
+
+mod common;
+
+use common::Fixture;
+use muster_server::authlimit::MAX_REFUSALS;
+use muster_server::store::{AuditFilter, Store};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn a_guessing_source_is_answered_429_and_audited_once_per_window() {
+    let f = Fixture::start();
+    let url = format!("{}/v1/admin/hosts", f.server.admin_url());
+    let client = f.anonymous_client();
+    for i in 0..MAX_REFUSALS {
+        let mut req = client.get(&url);
+        if i % 2 == 0 {
+            req = req.bearer_auth(format!("mta_0123456789ab_guess{i}"));
+        }
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    // Over the limit: turned away before the token is looked at, even the
+    // right one.
+    let resp = client
+        .get(&url)
+        .bearer_auth(f.admin_token.trim())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()[reqwest::header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    // One audit entry for the window so far, not one per guess.
+    let store = Store::open(&f.data_dir().join(muster_server::store::FILE_NAME)).expect("db");
+    let refusals: Vec<_> = store
+        .audit_query(&AuditFilter {
+            host: None,
+            since: None,
+            limit: 1000,
+        })
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.action == "admin.auth")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].outcome, "refused");
+    assert_eq!(refusals[0].source.as_deref(), Some("127.0.0.1"));
+}
