@@ -1,7 +1,15 @@
-//! Installing a config on the host: write the candidate beside the live file,
-//! validate it with the installed Alloy, keep the previous file, swap, reload,
-//! wait for ready, and roll back on any failure after the swap. Every failure
-//! names its step.
+//! Installing a config on the host: check the installed Alloy is new enough,
+//! write the candidate beside the live file, validate it with the installed
+//! Alloy (with the flags Alloy runs with), keep the previous file, swap, and
+//! have Alloy itself load it (`POST /-/reload`, which answers 400 with
+//! Alloy's error when a component cannot be built); roll back on any failure
+//! after the swap. Every failure names its step.
+//!
+//! The rollback target is the last config Alloy *accepted*
+//! (`<live>.muster-accepted`), kept apart from the previous file: after a
+//! crash between the swap and the reload, the live file holds a config Alloy
+//! never confirmed, and copying it to "previous" on the next attempt must
+//! not make it what a failure restores.
 
 use std::fmt;
 use std::io;
@@ -11,8 +19,9 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::alloy::command;
-use crate::alloy::http;
-use crate::alloy::version::{check_for, Check};
+use crate::alloy::env::{validate_flags_from_file, ENV_FILES};
+use crate::alloy::http::{self, ReloadError};
+use crate::alloy::version::{check_for, AlloyVersion, Check};
 use crate::atomic_file::{self, sibling};
 use crate::config::Config;
 
@@ -20,17 +29,26 @@ use crate::config::Config;
 pub const CANDIDATE_SUFFIX: &str = "muster-new";
 /// Suffix of the copy of the previous live file.
 pub const PREVIOUS_SUFFIX: &str = "muster-prev";
+/// Suffix of the copy of the last config Alloy accepted: the rollback target.
+pub const ACCEPTED_SUFFIX: &str = "muster-accepted";
 
 /// What applying needs from the agent's config.
 #[derive(Clone, Debug)]
 pub struct ApplySettings {
     pub alloy_config: PathBuf,
     pub alloy_bin: PathBuf,
+    /// Alloy's `/-/reload`: how a config is loaded and judged.
+    pub reload_url: String,
+    /// The fallback when nothing answers at `reload_url` (Alloy not running
+    /// yet): a service reload, which cannot say whether Alloy took the config.
     pub reload_command: Vec<String>,
     pub ready_url: String,
     pub ready_timeout: Duration,
-    /// Longest a validate or reload command may run.
+    /// Longest a validate or reload command (or the reload request) may run.
     pub command_timeout: Duration,
+    /// Alloy's environment file: `alloy validate` gets the
+    /// `--stability.level` and feature flags of its `CUSTOM_ARGS`.
+    pub alloy_env_file: Option<PathBuf>,
 }
 
 impl From<&Config> for ApplySettings {
@@ -38,10 +56,15 @@ impl From<&Config> for ApplySettings {
         ApplySettings {
             alloy_config: c.alloy_config.clone(),
             alloy_bin: c.alloy_bin.clone(),
+            reload_url: c.reload_url(),
             reload_command: c.reload_command.clone(),
             ready_url: c.ready_url.clone(),
             ready_timeout: c.ready_timeout,
             command_timeout: Duration::from_secs(120),
+            alloy_env_file: c
+                .alloy_env_file
+                .clone()
+                .or_else(|| ENV_FILES.iter().map(PathBuf::from).find(|p| p.is_file())),
         }
     }
 }
@@ -50,6 +73,7 @@ impl From<&Config> for ApplySettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     FindAlloy,
+    Version,
     WriteCandidate,
     Validate,
     KeepPrevious,
@@ -62,6 +86,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Step::FindAlloy => "find alloy",
+            Step::Version => "check the Alloy version",
             Step::WriteCandidate => "write candidate",
             Step::Validate => "validate",
             Step::KeepPrevious => "keep previous config",
@@ -108,6 +133,9 @@ fn failed(step: Step, message: impl Into<String>) -> ApplyError {
 pub struct Outcome {
     pub alloy_version: Option<String>,
     pub result: Result<(), ApplyError>,
+    /// Something the operator should know although the apply did not fail:
+    /// Alloy's `/-/reload` was unreachable and the fallback command reloaded.
+    pub warning: Option<String>,
 }
 
 /// Applies `content` as the new live config.
@@ -118,14 +146,41 @@ pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
             return Outcome {
                 alloy_version: None,
                 result: Err(without_alloy(content, message)),
+                warning: None,
             }
         }
     };
-    let result = apply_with(settings, content, check_for(Some(&version))).await;
+    let mut warning = None;
+    let needs = muster_shared::alloy::required_version(content);
+    let result = match too_old(&version, needs) {
+        Some(e) => Err(e),
+        None => apply_with(settings, content, check_for(Some(&version)), &mut warning).await,
+    };
     Outcome {
         alloy_version: Some(version.text),
         result,
+        warning,
     }
+}
+
+/// The refusal when `have` is older than the `// Requires Alloy` lines of
+/// the config ask for: naming both and how to upgrade.
+pub fn too_old(have: &AlloyVersion, needs: Option<(u64, u64, u64)>) -> Option<ApplyError> {
+    let needs = needs?;
+    if (have.major, have.minor, have.patch) >= needs {
+        return None;
+    }
+    let (major, minor, patch) = needs;
+    Some(failed(
+        Step::Version,
+        format!(
+            "this config needs Alloy v{major}.{minor}.{patch} or later (see its `Requires Alloy` \
+             lines) and this host has {}: upgrade Alloy (apt-get install --only-upgrade alloy, \
+             dnf upgrade alloy, zypper update alloy, or the Windows installer), then restart \
+             muster-agent",
+            have.text
+        ),
+    ))
 }
 
 /// No usable Alloy yet (not installed, or `--version` fails): the built-in
@@ -159,10 +214,12 @@ async fn apply_with(
     settings: &ApplySettings,
     content: &str,
     check: Check,
+    warning: &mut Option<String>,
 ) -> Result<(), ApplyError> {
     let live = &settings.alloy_config;
     let candidate = sibling(live, CANDIDATE_SUFFIX);
     let previous = sibling(live, PREVIOUS_SUFFIX);
+    let accepted = sibling(live, ACCEPTED_SUFFIX);
 
     write_candidate(&candidate, live, content).map_err(|e| {
         failed(
@@ -175,17 +232,11 @@ async fn apply_with(
         return Err(e);
     }
 
-    let had_previous = match std::fs::copy(live, &previous) {
-        Ok(_) => true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => {
-            let _ = std::fs::remove_file(&candidate);
-            return Err(failed(
-                Step::KeepPrevious,
-                format!("copy {} to {}: {e}", live.display(), previous.display()),
-            ));
-        }
-    };
+    let kept = keep_previous(live, &previous, &accepted);
+    if let Err(e) = kept {
+        let _ = std::fs::remove_file(&candidate);
+        return Err(e);
+    }
     if let Err(e) = std::fs::rename(&candidate, live) {
         let _ = std::fs::remove_file(&candidate);
         return Err(failed(
@@ -195,16 +246,69 @@ async fn apply_with(
     }
     atomic_file::sync_parent(live);
 
-    let after_swap = match reload(settings).await {
+    let after_swap = match reload(settings, warning).await {
         Ok(()) => wait_ready(settings).await,
         Err(e) => Err(e),
     };
     let Err(mut error) = after_swap else {
+        // Alloy runs this config now: it is what a later failure restores.
+        if let Err(e) = copy_atomic(live, &accepted) {
+            warn!(path = %accepted.display(), error = %e, "cannot keep a copy of the accepted config");
+        }
         return Ok(());
     };
     warn!(step = %error.step, error = %error.message, "apply failed after the swap: rolling back");
-    error.rollback = Some(roll_back(settings, &previous, had_previous).await);
+    error.rollback = Some(roll_back(settings, &accepted, warning).await);
     Err(error)
+}
+
+/// Copies the live file to `previous` (for people), and, the first time
+/// Muster touches this host, to `accepted`: what Alloy ran before Muster is
+/// the best rollback target there is until Alloy accepts a config of ours.
+fn keep_previous(live: &Path, previous: &Path, accepted: &Path) -> Result<(), ApplyError> {
+    let keep = |to: &Path| match std::fs::copy(live, to) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_file(to);
+            Ok(())
+        }
+        Err(e) => Err(failed(
+            Step::KeepPrevious,
+            format!("copy {} to {}: {e}", live.display(), to.display()),
+        )),
+    };
+    if !accepted.exists() {
+        // A crash right after would leave `accepted` half written: copy
+        // under a temp name and rename.
+        let tmp = sibling(accepted, "tmp");
+        keep(&tmp)?;
+        if tmp.exists() {
+            std::fs::rename(&tmp, accepted).map_err(|e| {
+                failed(
+                    Step::KeepPrevious,
+                    format!("rename {} to {}: {e}", tmp.display(), accepted.display()),
+                )
+            })?;
+        }
+    }
+    keep(previous)
+}
+
+/// `to` becomes a copy of `from`, atomically.
+fn copy_atomic(from: &Path, to: &Path) -> io::Result<()> {
+    let bytes = std::fs::read(from)?;
+    atomic_file::write_atomic(to, &bytes, file_mode(from))
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_path: &Path) -> u32 {
+    0o644
 }
 
 /// Writes the candidate with the live file's permissions and, when allowed,
@@ -237,9 +341,15 @@ async fn validate(
     candidate: &Path,
     check: Check,
 ) -> Result<(), ApplyError> {
+    let flags = settings
+        .alloy_env_file
+        .as_deref()
+        .map(validate_flags_from_file)
+        .unwrap_or_default();
     command::check_file(
         &settings.alloy_bin,
         check,
+        &flags,
         candidate,
         settings.command_timeout,
     )
@@ -247,10 +357,35 @@ async fn validate(
     .map_err(|m| failed(Step::Validate, m))
 }
 
-async fn reload(settings: &ApplySettings) -> Result<(), ApplyError> {
+/// Has Alloy load the live file: `POST /-/reload`, whose answer is Alloy's
+/// verdict. Only when nothing answers there (Alloy not running yet, or on
+/// another port) does the reload command run instead; `warning` says so.
+async fn reload(settings: &ApplySettings, warning: &mut Option<String>) -> Result<(), ApplyError> {
+    let unreachable = match http::reload(&settings.reload_url, settings.command_timeout).await {
+        Ok(()) => return Ok(()),
+        Err(ReloadError::Unreachable { detail, .. }) => detail,
+        Err(e) => return Err(failed(Step::Reload, e.to_string())),
+    };
+    let command = settings.reload_command.join(" ");
     command::run_command(&settings.reload_command, settings.command_timeout)
         .await
-        .map_err(|m| failed(Step::Reload, m))
+        .map_err(|m| {
+            failed(
+                Step::Reload,
+                format!(
+                    "{} was unreachable ({unreachable}), and the fallback {m}",
+                    settings.reload_url
+                ),
+            )
+        })?;
+    let text = format!(
+        "Alloy's {} was unreachable ({unreachable}): reloaded with `{command}` instead, \
+         which cannot tell whether Alloy took the config",
+        settings.reload_url
+    );
+    warn!(warning = %text, "reload fallback");
+    *warning = Some(text);
+    Ok(())
 }
 
 /// Waits until `ready_url` answers 200.
@@ -260,20 +395,20 @@ async fn wait_ready(settings: &ApplySettings) -> Result<(), ApplyError> {
         .map_err(|m| failed(Step::Ready, m))
 }
 
-/// Puts the previous live file back (or removes the new one when there was
-/// none) and reloads again.
+/// Puts the last accepted config back (or removes the new one when there
+/// was none) and has Alloy load it again.
 async fn roll_back(
     settings: &ApplySettings,
-    previous: &Path,
-    had_previous: bool,
+    accepted: &Path,
+    warning: &mut Option<String>,
 ) -> Result<(), String> {
     let live = &settings.alloy_config;
-    let restored = if had_previous {
-        std::fs::rename(previous, live).map_err(|e| {
+    let restored = if accepted.exists() {
+        copy_atomic(accepted, live).map_err(|e| {
             format!(
                 "restore {} from {}: {e}",
                 live.display(),
-                previous.display()
+                accepted.display()
             )
         })
     } else {
@@ -281,8 +416,8 @@ async fn roll_back(
     };
     restored?;
     atomic_file::sync_parent(live);
-    reload(settings).await.map_err(|e| e.to_string())?;
-    info!(path = %live.display(), "restored the previous config");
+    reload(settings, warning).await.map_err(|e| e.to_string())?;
+    info!(path = %live.display(), "restored the last accepted config");
     Ok(())
 }
 

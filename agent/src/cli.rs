@@ -81,7 +81,11 @@ pub struct EnrollArgs {
     /// The Alloy binary.
     #[arg(long, value_name = "BIN")]
     pub alloy_bin: Option<PathBuf>,
-    /// Command that reloads Alloy, split on whitespace (no shell).
+    /// Alloy's /-/reload URL [default: the ready URL's host and port].
+    #[arg(long, value_name = "URL")]
+    pub reload_url: Option<String>,
+    /// Command that reloads Alloy when nothing answers at the reload URL,
+    /// split on whitespace (no shell).
     #[arg(long, value_name = "COMMAND")]
     pub reload_command: Option<String>,
     /// Alloy's readiness URL.
@@ -128,6 +132,7 @@ impl EnrollArgs {
             state_dir: absolute(&self.state_dir)?,
             alloy_config: absolute(&self.alloy_config)?,
             alloy_bin,
+            reload_url: self.reload_url.clone(),
             reload_command: self
                 .reload_command
                 .as_deref()

@@ -32,7 +32,12 @@ pub struct Config {
     /// The Alloy binary used to validate configs (looked up in `PATH` when it
     /// has no slash).
     pub alloy_bin: PathBuf,
-    /// Command (argv, no shell) that makes Alloy load the new config.
+    /// Alloy's `/-/reload` URL, which loads the new config and answers with
+    /// Alloy's verdict. Default: `ready_url` with the path `/-/reload`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_url: Option<String>,
+    /// Command (argv, no shell) that reloads Alloy when nothing answers at
+    /// the reload URL (Alloy not running yet): a service reload.
     pub reload_command: Vec<String>,
     /// Polled after a reload until it answers 200. Plain `http://` (Alloy's
     /// default): the agent trusts no public CAs, so an `https://` URL fails.
@@ -54,6 +59,11 @@ pub struct Config {
     /// server's setting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alloy_mirror: Option<AlloyMirror>,
+    /// Alloy's environment file, whose `CUSTOM_ARGS` flags `alloy validate`
+    /// is given too. Default: `/etc/default/alloy`, else
+    /// `/etc/sysconfig/alloy`, whichever exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alloy_env_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -63,6 +73,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/muster"),
             alloy_config: PathBuf::from("/etc/alloy/config.alloy"),
             alloy_bin: PathBuf::from("alloy"),
+            reload_url: None,
             reload_command: ["systemctl", "reload", "alloy"].map(String::from).to_vec(),
             ready_url: format!("http://127.0.0.1:{ALLOY_PORT}/-/ready"),
             ready_timeout: Duration::from_secs(30),
@@ -70,6 +81,7 @@ impl Default for Config {
             hostname: None,
             machine_id_file: PathBuf::from("/etc/machine-id"),
             alloy_mirror: None,
+            alloy_env_file: None,
         }
     }
 }
@@ -194,6 +206,16 @@ impl Config {
                 "must be an http:// or https:// URL",
             ));
         }
+        if let Some(reload) = &self.reload_url {
+            let url = Url::parse(reload)
+                .map_err(|e| value_error("reload_url", format!("{reload:?} is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(value_error(
+                    "reload_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
         if self.ready_timeout.is_zero() {
             return Err(value_error("ready_timeout", "must be longer than zero"));
         }
@@ -206,6 +228,23 @@ impl Config {
                 .map_err(|e| value_error("hostname", e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Alloy's `/-/reload`: `reload_url`, else `ready_url`'s scheme, host
+    /// and port with the path `/-/reload`.
+    pub fn reload_url(&self) -> String {
+        if let Some(url) = &self.reload_url {
+            return url.clone();
+        }
+        match Url::parse(&self.ready_url) {
+            Ok(mut url) => {
+                url.set_path("/-/reload");
+                url.set_query(None);
+                url.to_string()
+            }
+            // check() refuses such a ready_url before anything applies.
+            Err(_) => format!("http://127.0.0.1:{ALLOY_PORT}/-/reload"),
+        }
     }
 
     /// The server's base URL; an error naming the file when it is missing.
@@ -227,6 +266,7 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub alloy_config: Option<PathBuf>,
     pub alloy_bin: Option<PathBuf>,
+    pub reload_url: Option<String>,
     pub reload_command: Option<Vec<String>>,
     pub ready_url: Option<String>,
     pub scrape_address: Option<String>,
@@ -242,6 +282,7 @@ impl Config {
             state_dir,
             alloy_config,
             alloy_bin,
+            reload_url,
             reload_command,
             ready_url,
             scrape_address,
@@ -256,6 +297,9 @@ impl Config {
         }
         if hostname.is_some() {
             self.hostname = hostname;
+        }
+        if reload_url.is_some() {
+            self.reload_url = reload_url;
         }
         self.state_dir = state_dir.unwrap_or(std::mem::take(&mut self.state_dir));
         self.alloy_config = alloy_config.unwrap_or(std::mem::take(&mut self.alloy_config));
@@ -336,6 +380,7 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/muster"));
         assert_eq!(c.reload_command, ["systemctl", "reload", "alloy"]);
         assert_eq!(c.ready_url, "http://127.0.0.1:12345/-/ready");
+        assert_eq!(c.reload_url(), "http://127.0.0.1:12345/-/reload");
         assert_eq!(c.ready_timeout, Duration::from_secs(30));
         assert_eq!(c.machine_id_file, Path::new("/etc/machine-id"));
         assert!(c.server.is_none() && c.scrape_address.is_none() && c.hostname.is_none());
@@ -349,6 +394,8 @@ mod tests {
             alloy_config = "/tmp/a/config.alloy"
             alloy_bin = "/usr/local/bin/alloy"
             reload_command = ["curl", "-fsS", "-X", "POST", "http://127.0.0.1:12345/-/reload"]
+            reload_url = "http://127.0.0.1:9/-/reload"
+            alloy_env_file = "/etc/sysconfig/alloy"
             ready_url = "http://127.0.0.1:9/-/ready"
             ready_timeout = "1m 30s"
             scrape_address = "10.0.0.5:12345"
@@ -363,6 +410,11 @@ mod tests {
         assert_eq!(c.server.as_deref(), Some("https://muster.example.com:8443"));
         assert_eq!(c.ready_timeout, Duration::from_secs(90));
         assert_eq!(c.reload_command.len(), 5);
+        assert_eq!(c.reload_url(), "http://127.0.0.1:9/-/reload");
+        assert_eq!(
+            c.alloy_env_file.as_deref(),
+            Some(Path::new("/etc/sysconfig/alloy"))
+        );
         assert_eq!(c.hostname.as_deref(), Some("web-01"));
         let mirror = c.alloy_mirror.as_ref().expect("mirror");
         assert_eq!(mirror.apt.as_deref(), Some("https://mirror.example/apt"));
@@ -392,6 +444,7 @@ mod tests {
             ("ready_timeout = \"soon\"", "soon"),
             ("ready_timeout = \"0s\"", "ready_timeout"),
             ("ready_url = \"ftp://x/\"", "ready_url"),
+            ("reload_url = \"ftp://x/\"", "reload_url"),
             ("scrape_address = \"10.0.0.5\"", "scrape_address"),
             ("hostname = \"a/b\"", "hostname"),
         ] {
@@ -437,6 +490,17 @@ mod tests {
         let other = dir.path().join("new/agent.toml");
         assert!(Config::merge_into_file(&other, Overrides::default()).is_err());
         assert!(!other.exists());
+    }
+
+    #[test]
+    fn the_reload_url_follows_the_ready_url_unless_set() {
+        let mut c = Config {
+            ready_url: "http://127.0.0.1:4242/-/ready?x=1".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.reload_url(), "http://127.0.0.1:4242/-/reload");
+        c.reload_url = Some("http://[::1]:9/-/reload".into());
+        assert_eq!(c.reload_url(), "http://[::1]:9/-/reload");
     }
 
     #[test]

@@ -20,9 +20,10 @@ use crate::state::{AgentState, StateError};
 
 /// Poll interval until the server names one.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-/// The range the server's `checkin_interval` is clamped to: a server (or a
-/// typo in its settings) can neither make the fleet hammer it nor go silent.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// The range the server's `checkin_interval` is clamped to (the server's
+/// own bounds): a server (or a typo in its settings) can neither make the
+/// fleet hammer it nor go silent.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// Longest error text sent in a status report.
 pub const MAX_REPORT_ERROR: usize = 4096;
@@ -238,6 +239,7 @@ impl Agent {
             if outcome.alloy_version.is_some() {
                 self.state.alloy_version = outcome.alloy_version;
             }
+            self.state.last_warning = outcome.warning;
             self.state.last_apply_at = Some(identity::unix_now());
             outcome.result.map_err(|e| e.to_string())
         };
@@ -459,11 +461,12 @@ mod tests {
         let mut agent = agent(dir.path());
         assert_eq!(agent.interval(), DEFAULT_INTERVAL);
         for (secs, want) in [
-            (0, 5),
-            (4, 5),
-            (5, 5),
+            (0, 1),
+            (1, 1),
+            (7, 7),
             (600, 600),
             (3600, 3600),
+            (3601, 3600),
             (u64::MAX, 3600),
         ] {
             agent.state.checkin_interval_secs = Some(secs);

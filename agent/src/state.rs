@@ -44,6 +44,10 @@ pub struct AgentState {
     pub last_result: Option<ApplyResult>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// What the operator should know about the last apply although it did
+    /// not fail (Alloy's `/-/reload` was unreachable: a fallback reloaded).
+    #[serde(default)]
+    pub last_warning: Option<String>,
     /// Unix seconds.
     #[serde(default)]
     pub last_apply_at: Option<i64>,

@@ -23,6 +23,7 @@ pub struct Status {
     pub last_attempted_hash: Option<String>,
     pub last_result: Option<ApplyResult>,
     pub last_error: Option<String>,
+    pub last_warning: Option<String>,
     pub last_apply_at: Option<i64>,
     pub alloy_version: Option<String>,
     pub report_pending: bool,
@@ -59,6 +60,7 @@ pub fn gather(config: &Config, now: i64) -> Result<Status, StatusError> {
         last_attempted_hash: state.last_attempted_hash,
         last_result: state.last_result,
         last_error: state.last_error,
+        last_warning: state.last_warning,
         last_apply_at: state.last_apply_at,
         alloy_version: state.alloy_version,
         report_pending: state.pending_report.is_some(),
@@ -118,6 +120,9 @@ pub fn render(status: &Status, config_path: &Path) -> String {
     if let Some(e) = &status.last_error {
         line("last error", e.clone());
     }
+    if let Some(w) = &status.last_warning {
+        line("warning", w.clone());
+    }
     line("last apply", time(status.last_apply_at));
     line("alloy", status.alloy_version.clone().unwrap_or_else(none));
     if status.report_pending {
@@ -163,6 +168,7 @@ mod tests {
             last_attempted_hash: Some("bbb".into()),
             last_result: Some(ApplyResult::Failed),
             last_error: Some("validate failed: boom".into()),
+            last_warning: None,
             last_apply_at: Some(86_400),
             alloy_version: Some("v1.10.2".into()),
             report_pending: false,

@@ -1,12 +1,15 @@
 //! End to end: the real `muster-server` and `muster-agent` binaries, the
 //! Alloy stand-in, and a real Prometheus (Debian's `prometheus`), all on
 //! loopback. A host enrolls with a token, applies its config, and Prometheus
-//! scrapes it with the token's labels; a config Alloy rejects is rolled back.
+//! scrapes it with the token's labels; a config Alloy rejects (at validation,
+//! or only when it loads it) is rolled back.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, init, AlloyHost, FIRST_ALLOY_CONFIG};
+use muster_e2e::fleet::{
+    admin, edit_settings, init, AlloyHost, FAST_CHECKINS, FIRST_ALLOY_CONFIG, NO_DETECTED_SERVICES,
+};
 use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server};
 use serde_json::{json, Value};
 
@@ -165,4 +168,109 @@ async fn a_config_alloy_rejects_is_rolled_back_and_reported() {
         .filter(|n| n.starts_with("config.alloy.") && n != "config.alloy.muster-prev")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Issue 14's proof: a config that passes `alloy validate` but that Alloy
+/// cannot load (the redis exporter's password file does not exist) is
+/// refused by Alloy's `/-/reload`, reported `config_failed` with Alloy's own
+/// text, and rolled back; the host's unix exporter stays up in Prometheus
+/// the whole time.
+#[tokio::test]
+async fn a_config_alloy_cannot_load_is_reported_with_its_error_and_the_host_stays_up() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let pin = init(&data);
+    edit_settings(&data, &[FAST_CHECKINS]);
+    // Redis for hosts labelled tier=cache, with a password file that is not
+    // there: `validate` does not read it, loading does.
+    let password = root.path().join("no-such-redis-password");
+    std::fs::write(
+        data.join("overrides.toml"),
+        format!(
+            "{NO_DETECTED_SERVICES}\n[[rule]]\nmatch = {{ tier = \"cache\" }}\n\
+             [rule.services.redis]\nenabled = true\npassword_file = \"{}\"\n",
+            password.display()
+        ),
+    )
+    .expect("overrides.toml");
+    let Some(prometheus) = Prometheus::start(&data.join("targets"), root.path()).await else {
+        return;
+    };
+    let server = Server::builder(&data)
+        .args(["--prometheus-url", prometheus.url()])
+        .start();
+    let created = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({})),
+    )
+    .await;
+    let host = AlloyHost::new(root.path(), "host-c", 3).await;
+    run_ok(&mut host.enroll(&server, created["token"].as_str().expect("token"), &pin));
+    let agent = host.run_daemon();
+    let shown = wait_for_state(&server, &agent, "config_applied").await;
+    let good_hash = shown["applied_hash"].clone();
+    let host_id = shown["id"].as_str().expect("id").to_string();
+    let hostname = shown["hostname"].as_str().expect("hostname").to_string();
+    let good = std::fs::read_to_string(&host.alloy_config).expect("alloy config");
+    let up = format!("up{{hostname=\"{hostname}\",service=\"\"}}");
+    prometheus
+        .wait_for(&up, |r| r.len() == 1 && r[0].1 == 1.0, DEADLINE)
+        .await;
+    let watch_from = Instant::now();
+
+    let edited = admin(
+        &server,
+        reqwest::Method::POST,
+        &format!("/v1/admin/hosts/{host_id}/labels"),
+        Some(json!({"set": {"tier": "cache"}})),
+    )
+    .await;
+    assert_eq!(edited["matched"], 1, "{edited}");
+    let shown = wait_for_state(&server, &agent, "config_failed").await;
+    let error = shown["last_error"].as_str().expect("error text");
+    assert!(
+        error.contains("Alloy refused the config (HTTP 400"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "Failed to build component: building component: open {}: no such file or directory",
+            password.display()
+        )),
+        "{error}"
+    );
+    assert!(error.contains("previous config restored"), "{error}");
+    assert_eq!(shown["applied_hash"], good_hash, "still on the good config");
+    // The live file is the good config again, and the stand-in (which never
+    // took the new one) still serves its exporter.
+    assert_eq!(
+        std::fs::read_to_string(&host.alloy_config).expect("alloy config"),
+        good
+    );
+    assert!(host
+        .alloy_config
+        .with_extension("alloy.muster-accepted")
+        .exists());
+    // Prometheus scraped the host's unix exporter once a second throughout
+    // (its series changed with the new label, so both are taken): every
+    // sample since the edit is 1, and there were no long gaps.
+    let up = format!("up{{host_id=\"{host_id}\",service=\"\"}}");
+    let window = watch_from.elapsed().as_secs() + 2;
+    let count = prometheus
+        .query(&format!("sum(count_over_time({up}[{window}s]))"))
+        .await;
+    assert!(
+        count.first().is_some_and(|s| s.1 >= (window / 2) as f64),
+        "{count:?} samples in {window}s"
+    );
+    let lowest = prometheus
+        .query(&format!("min(min_over_time({up}[{window}s]))"))
+        .await;
+    assert_eq!(lowest.len(), 1, "{lowest:?}");
+    assert_eq!(
+        lowest[0].1, 1.0,
+        "the host went down during the failed apply"
+    );
 }

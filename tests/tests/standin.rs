@@ -219,6 +219,45 @@ async fn http_reload_loads_the_new_config_and_keeps_the_old_one_on_error() {
     assert_eq!(get(&standin, UNIX_METRICS).await.0, 200);
 }
 
+#[tokio::test]
+async fn a_config_that_validates_can_still_fail_to_load_and_reload_says_why() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write(dir.path(), "config.alloy", UNIX);
+    let alloy = Standin::start(&config);
+    alloy.wait_ready(DEADLINE).await;
+    let password = dir.path().join("no-such-password");
+    let text = format!(
+        "{UNIX}\nprometheus.exporter.redis \"cache\" {{\n  redis_addr = \"127.0.0.1:6379\"\n  redis_password_file = \"{}\"\n}}\n",
+        password.display()
+    );
+    std::fs::write(&config, &text).expect("write config");
+    // `alloy validate` does not build components: it passes.
+    run_ok(standin().arg("validate").arg(&config));
+    // Loading builds them: the redis exporter cannot read its password file.
+    let (status, body) = fetch(reqwest::Method::POST, format!("{}/-/reload", alloy.url())).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "error during the initial load: {}:{}:3: Failed to build component: building component: open {}: no such file or directory\n",
+            config.display(),
+            text.lines().position(|l| l.contains("redis_password_file")).expect("line") + 1,
+            password.display()
+        )
+    );
+    assert_eq!(
+        get(&alloy, REDIS_METRICS).await.0,
+        404,
+        "the old config stays"
+    );
+    assert_eq!(get(&alloy, UNIX_METRICS).await.0, 200);
+    // Once the file is there, the same config loads.
+    std::fs::write(&password, "secret").expect("password");
+    let (status, _) = fetch(reqwest::Method::POST, format!("{}/-/reload", alloy.url())).await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&alloy, REDIS_METRICS).await.0, 200);
+}
+
 #[test]
 fn run_exits_when_the_first_load_fails() {
     let dir = tempfile::tempdir().expect("temp dir");

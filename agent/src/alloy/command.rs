@@ -43,18 +43,23 @@ pub async fn version(bin: &Path, timeout: Duration) -> Result<AlloyVersion, Stri
     })
 }
 
-/// Checks `file` with the Alloy at `bin`; the error says how it failed.
+/// Checks `file` with the Alloy at `bin`; `validate` gets `flags` (those
+/// `alloy run` runs with), `fmt` takes none. The error says how it failed.
 pub async fn check_file(
     bin: &Path,
     check: Check,
+    flags: &[String],
     file: &Path,
     timeout: Duration,
 ) -> Result<(), String> {
-    let verb = match check {
-        Check::Validate => "validate",
-        Check::Fmt => "fmt",
+    let (verb, flags) = match check {
+        Check::Validate => ("validate", flags),
+        Check::Fmt => ("fmt", &[][..]),
     };
-    let args = [OsStr::new(verb), file.as_os_str()];
+    let args: Vec<&OsStr> = std::iter::once(OsStr::new(verb))
+        .chain(flags.iter().map(OsStr::new))
+        .chain(std::iter::once(file.as_os_str()))
+        .collect();
     let output = run(bin, &args, timeout)
         .await
         .map_err(|e| e.describe("alloy", bin))?;

@@ -1,8 +1,9 @@
 //! Alloy's environment file (`/etc/default/alloy` on Debian,
 //! `/etc/sysconfig/alloy` on RHEL and SUSE): making Alloy's HTTP server
 //! listen where Prometheus can scrape it by setting
-//! `--server.http.listen-addr` in `CUSTOM_ARGS`. Only that flag changes;
-//! every other line, and every other flag, is kept as it was.
+//! `--server.http.listen-addr` in `CUSTOM_ARGS` (only that flag changes;
+//! every other line, and every other flag, is kept as it was), and reading
+//! the flags `alloy validate` must share with `alloy run`.
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,7 @@ pub fn set_listen_addr(text: &str, addr: &str) -> Result<String, EnvError> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let body = line.trim_end_matches(['\n', '\r']);
         let ending = &line[body.len()..];
-        let Some((prefix, value)) = custom_args(body) else {
+        let Some((prefix, value)) = custom_args_line(body) else {
             out.push_str(line);
             continue;
         };
@@ -64,7 +65,7 @@ pub fn set_listen_addr(text: &str, addr: &str) -> Result<String, EnvError> {
 }
 
 /// `(prefix up to and including '=', value)` of a `CUSTOM_ARGS=` line.
-fn custom_args(line: &str) -> Option<(&str, &str)> {
+fn custom_args_line(line: &str) -> Option<(&str, &str)> {
     let trimmed = line.trim_start();
     let after_export = trimmed
         .strip_prefix("export ")
@@ -95,19 +96,84 @@ fn unquote(value: &str) -> Option<String> {
 
 /// The listen address currently set in `text`, if any.
 pub fn listen_addr(text: &str) -> Option<String> {
-    text.lines().filter_map(custom_args).find_map(|(_, value)| {
-        let args = unquote(value)?;
-        let mut iter = args.split_whitespace();
-        let mut found = None;
-        while let Some(word) = iter.next() {
-            if let Some(v) = word.strip_prefix(&format!("{LISTEN_FLAG}=")) {
-                found = Some(v.to_string());
-            } else if word == LISTEN_FLAG {
-                found = iter.next().map(str::to_string);
+    text.lines()
+        .filter_map(custom_args_line)
+        .find_map(|(_, value)| {
+            let args = unquote(value)?;
+            let mut iter = args.split_whitespace();
+            let mut found = None;
+            while let Some(word) = iter.next() {
+                if let Some(v) = word.strip_prefix(&format!("{LISTEN_FLAG}=")) {
+                    found = Some(v.to_string());
+                } else if word == LISTEN_FLAG {
+                    found = iter.next().map(str::to_string);
+                }
             }
+            found
+        })
+}
+
+/// Where the packages put the environment file: Debian's, then the RPM
+/// distributions'.
+pub const ENV_FILES: [&str; 2] = ["/etc/default/alloy", "/etc/sysconfig/alloy"];
+
+/// The flags of `alloy run` that `alloy validate` must be given too, or it
+/// judges a config by other rules than the running Alloy (`alloy validate
+/// --help`: `--stability.level`, `--feature.community-components.enabled`).
+const VALIDATE_FLAGS: [&str; 2] = [
+    "--stability.level",
+    "--feature.community-components.enabled",
+];
+
+/// Of `alloy run`'s arguments, those `alloy validate` needs, each as
+/// `--flag=value` (`--flag value` is joined; a bare boolean flag is kept
+/// bare). Pure; the words come from `CUSTOM_ARGS` on Linux or the service's
+/// `Arguments` on Windows.
+pub fn validate_flags<S: AsRef<str>>(run_args: &[S]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut iter = run_args.iter().map(AsRef::as_ref).peekable();
+    while let Some(word) = iter.next() {
+        let (name, value) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (word, None),
+        };
+        // Go's flag package takes one or two leading dashes alike.
+        let name = format!("--{}", name.trim_start_matches('-'));
+        if !VALIDATE_FLAGS.contains(&name.as_str()) {
+            continue;
         }
-        found
-    })
+        let value = value.or_else(|| {
+            let boolean = name.starts_with("--feature.");
+            let next = iter.peek().filter(|v| !v.starts_with('-') && !boolean);
+            next.is_some()
+                .then(|| iter.next().unwrap_or_default().to_string())
+        });
+        out.push(match value {
+            Some(v) => format!("{name}={v}"),
+            None => name,
+        });
+    }
+    out
+}
+
+/// The words of the `CUSTOM_ARGS` line of an environment file's text (the
+/// last one wins, as in the shell); empty when there is none or it uses
+/// shell features this reader does not follow.
+pub fn custom_args(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(custom_args_line)
+        .filter_map(|(_, value)| unquote(value))
+        .next_back()
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The flags `alloy validate` needs, read from the environment file at
+/// `path`; none when it cannot be read.
+pub fn validate_flags_from_file(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|text| validate_flags(&custom_args(&text)))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +314,43 @@ mod tests {
         for bad in ["", "0.0.0.0", "a b:1", "x:1\"", "$(id):1"] {
             assert!(set_listen_addr("", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn validate_gets_the_stability_and_feature_flags_alloy_runs_with() {
+        let text = "CUSTOM_ARGS=\"--server.http.listen-addr=0.0.0.0:12345 --stability.level public-preview --feature.community-components.enabled --storage.path=/x\"\n";
+        let words = custom_args(text);
+        assert_eq!(words.len(), 5);
+        assert_eq!(
+            validate_flags(&words),
+            [
+                "--stability.level=public-preview",
+                "--feature.community-components.enabled"
+            ]
+        );
+        assert_eq!(
+            validate_flags(&[
+                "-stability.level=experimental",
+                "--feature.community-components.enabled=true"
+            ]),
+            [
+                "--stability.level=experimental",
+                "--feature.community-components.enabled=true"
+            ]
+        );
+        // Windows: the service's Arguments, one word per value.
+        let windows = [
+            "run",
+            "C:\\Alloy\\config.alloy",
+            "--storage.path=C:\\data",
+            "--stability.level=public-preview",
+        ];
+        assert_eq!(
+            validate_flags(&windows),
+            ["--stability.level=public-preview"]
+        );
+        assert!(validate_flags(&custom_args(PACKAGED)).is_empty());
+        assert!(custom_args("CUSTOM_ARGS=\"$X\"").is_empty());
     }
 
     #[test]

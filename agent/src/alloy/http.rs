@@ -1,16 +1,83 @@
 //! Alloy's own HTTP endpoints on this host (plain `http://`, Alloy's
-//! default): `/-/ready`, polled after a reload.
+//! default): `/-/reload`, which loads the config file and says whether it
+//! took it, and `/-/ready`.
+//!
+//! `/-/reload` (grafana/alloy `internal/service/http/http.go`): GET or POST
+//! calls the runtime's reload function, which reads the config file, parses
+//! it and builds its components; on error it answers 400 with the error text
+//! (`http.Error`) and keeps running the last good config, else 200 "config
+//! reloaded". `/-/ready` only says the first config ever loaded, so it
+//! cannot tell whether a reload worked.
 
 use std::time::Duration;
 
 use rustls::{ClientConfig, RootCertStore};
 use tokio::time::Instant;
 
-use crate::error_text::error_chain;
+use crate::error_text::{bounded, error_chain};
 use crate::tls::provider;
 
 /// How often the readiness URL is asked.
 const READY_POLL: Duration = Duration::from_millis(200);
+/// Most bytes of Alloy's error text kept.
+const MAX_ERROR: usize = 3072;
+
+/// Why Alloy did not confirm a reload.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// Nothing answers at the URL: Alloy is not running, or listens
+    /// elsewhere. Only then is another way of reloading worth trying.
+    #[error("{url} is unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// Alloy answered, and did not take the config: its own error text.
+    #[error("Alloy refused the config (HTTP {status} from {url}): {text}")]
+    Refused {
+        url: String,
+        status: u16,
+        text: String,
+    },
+    /// Alloy took the request but no answer came (in time).
+    #[error("{url}: {detail}")]
+    NoAnswer { url: String, detail: String },
+}
+
+/// Asks Alloy to load its config file again (`POST url`); `Ok` only when it
+/// answers 2xx, i.e. it built every component of the new config.
+pub async fn reload(url: &str, timeout: Duration) -> Result<(), ReloadError> {
+    let client = local_client().map_err(|detail| ReloadError::NoAnswer {
+        url: url.to_string(),
+        detail,
+    })?;
+    let response = client.post(url).timeout(timeout).send().await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            return Err(ReloadError::Unreachable {
+                url: url.to_string(),
+                detail: error_chain(&e),
+            })
+        }
+        Err(e) => {
+            return Err(ReloadError::NoAnswer {
+                url: url.to_string(),
+                detail: error_chain(&e),
+            })
+        }
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = match response.text().await {
+        Ok(text) => bounded(text.trim(), MAX_ERROR),
+        Err(e) => format!("(the error text could not be read: {})", error_chain(&e)),
+    };
+    Err(ReloadError::Refused {
+        url: url.to_string(),
+        status: status.as_u16(),
+        text,
+    })
+}
 
 /// An HTTP client for Alloy's local endpoints. HTTPS URLs would need a root
 /// store, which the agent has no use for otherwise, so they fail

@@ -102,6 +102,28 @@ pub fn blocks(file: &ast::File) -> impl Iterator<Item = (String, Option<String>)
     })
 }
 
+/// How a template declares the oldest Alloy its output works with: a
+/// comment line `// Requires Alloy v1.4.0 or later: <why>`, written by the
+/// template itself so the rendered config carries it to the host.
+pub const REQUIRES_PREFIX: &str = "// Requires Alloy v";
+
+/// The newest of the versions a rendered config's `// Requires Alloy vX.Y.Z`
+/// lines name (`(major, minor, patch)`), if any: what server and agent both
+/// compare the host's Alloy with.
+pub fn required_version(config: &str) -> Option<(u64, u64, u64)> {
+    config
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix(REQUIRES_PREFIX))
+        .filter_map(|rest| {
+            let word = rest.split(|c: char| c.is_whitespace() || c == ':').next()?;
+            let mut parts = word.split('.').map(|p| p.parse::<u64>().ok());
+            let (major, minor) = (parts.next()??, parts.next()??);
+            let patch = parts.next().flatten().unwrap_or(0);
+            Some((major, minor, patch))
+        })
+        .max()
+}
+
 /// True when `s` can be used as an identifier, e.g. a block label (`prometheus.scrape "s"`).
 pub fn is_valid_identifier(s: &str) -> bool {
     scanner::is_valid_identifier(s.as_bytes())
@@ -110,6 +132,14 @@ pub fn is_valid_identifier(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_declared_requirement_wins() {
+        let config = "// Requires Alloy v1.4.0 or later: sys.env\nlogging { }\n\t// Requires Alloy v1.10 or later: x\n// requires alloy v9.0.0 (not the form)\n";
+        assert_eq!(required_version(config), Some((1, 10, 0)));
+        assert_eq!(required_version("logging { }\n"), None);
+        assert_eq!(required_version("// Requires Alloy vX or later\n"), None);
+    }
 
     #[test]
     fn blocks_lists_top_level_blocks_only() {

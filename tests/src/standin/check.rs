@@ -1,7 +1,9 @@
 //! What the stand-in's `fmt`, `validate` and config loads check: syntax (with
 //! Muster's own Alloy-syntax checker, `muster_shared::alloy`), then (for
 //! `validate` and loads) that every top-level block is a component or config
-//! block Alloy knows, as real `alloy validate` does.
+//! block Alloy knows, as real `alloy validate` does; and, for loads only,
+//! building the components, where the files they name are read (a config can
+//! pass `validate` and still fail to load, as with real Alloy).
 
 use muster_shared::alloy::{self, ast, Diagnostic};
 
@@ -98,6 +100,77 @@ pub fn validate(text: &str) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
+/// Attributes naming a file a component reads when it is built, not when
+/// the config is validated: `local.file`'s `filename` (read by its
+/// constructor) and the redis exporter's `redis_password_file` (read when
+/// the exporter is created). An unreadable one fails the load.
+const FILES_READ_AT_BUILD: &[(&str, &str)] = &[
+    ("local.file", "filename"),
+    ("prometheus.exporter.redis", "redis_password_file"),
+];
+
+/// A config load (`alloy run`, SIGHUP, `/-/reload`): [`validate`], then
+/// building each component. A file a component needs that cannot be read is
+/// reported at its attribute as Alloy reports a component that fails to
+/// build: `<line>:<col>: Failed to build component: building component: open
+/// <file>: <reason>`.
+pub fn load(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let config = validate(text)?;
+    let mut failures = Vec::new();
+    for stmt in &config.file.body {
+        let ast::Stmt::Block { name, body, .. } = stmt else {
+            continue;
+        };
+        let name = name.join(".");
+        for attr in body {
+            let ast::Stmt::Attribute {
+                name: attr_name,
+                name_offset,
+                value: ast::Expr::Literal { raw, .. },
+            } = attr
+            else {
+                continue;
+            };
+            let reads_file = FILES_READ_AT_BUILD
+                .iter()
+                .any(|(block, a)| *block == name && a == attr_name);
+            let Ok(path) = alloy::unquote(raw) else {
+                continue;
+            };
+            if !reads_file {
+                continue;
+            }
+            if let Err(e) = std::fs::read(&path) {
+                let (line, col) = line_col(text, *name_offset);
+                failures.push(Diagnostic {
+                    line,
+                    col,
+                    offset: *name_offset,
+                    message: format!(
+                        "Failed to build component: building component: open {path}: {}",
+                        go_io_error(&e)
+                    ),
+                });
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(config)
+    } else {
+        Err(failures)
+    }
+}
+
+/// An IO error as Go's `os` package words it.
+fn go_io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// 1-based line and byte column of a byte offset, as the checker counts them.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
@@ -141,6 +214,30 @@ prometheus.scrape "self" {
     fn syntax_errors_come_from_the_shared_checker() {
         let diags = syntax("logging {\n").expect_err("unclosed block");
         assert_eq!(diags[0].to_string(), "2:1: expected }, got EOF");
+    }
+
+    #[test]
+    fn a_file_read_at_build_fails_the_load_but_not_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("redis-password");
+        let text = format!(
+            "prometheus.exporter.redis \"default\" {{\n  redis_addr = \"127.0.0.1:6379\"\n  redis_password_file = \"{}\"\n}}\n",
+            missing.display()
+        );
+        assert!(
+            validate(&text).is_ok(),
+            "validate does not build components"
+        );
+        let diags = load(&text).expect_err("the file is missing");
+        assert_eq!(
+            diags[0].to_string(),
+            format!(
+                "3:3: Failed to build component: building component: open {}: no such file or directory",
+                missing.display()
+            )
+        );
+        std::fs::write(&missing, "secret").unwrap();
+        assert!(load(&text).is_ok());
     }
 
     #[test]

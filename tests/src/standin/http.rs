@@ -53,16 +53,17 @@ impl App {
         }
     }
 
-    /// Reads and checks the config file; swaps it in when good, keeps the last
-    /// good one otherwise. The error names the file, as Alloy's does.
+    /// Reads and loads the config file ([`check::load`]: validate, then build
+    /// the components); swaps it in when good, keeps the last good one
+    /// otherwise. The error names the file and reads as Alloy's does.
     pub fn reload(&self) -> Result<(), String> {
         let path = self.config_path.display();
         let loaded = std::fs::read_to_string(&self.config_path)
             .map_err(|e| format!("reading config path \"{path}\": {e}"))
             .and_then(|text| {
-                check::validate(&text).map_err(|diags| {
+                check::load(&text).map_err(|diags| {
                     let lines: Vec<String> = diags.iter().map(|d| format!("{path}:{d}")).collect();
-                    lines.join("\n")
+                    format!("error during the initial load: {}", lines.join("\n"))
                 })
             });
         let mut state = self.state();
@@ -80,7 +81,11 @@ impl App {
         }
     }
 
-    /// Answers one request. Only `/-/reload` has a side effect.
+    /// Answers one request. Only `/-/reload` has a side effect. It follows
+    /// Alloy's handler (grafana/alloy `internal/service/http/http.go`): GET or
+    /// POST runs the reload; a failure answers 400 with the error text
+    /// (`http.Error`) and keeps the last good config; success answers 200
+    /// "config reloaded"; other methods get 405.
     pub fn respond(&self, method: &str, path: &str) -> Response {
         let path = path.split('?').next().unwrap_or_default();
         let reload = path == "/-/reload";
