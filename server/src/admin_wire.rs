@@ -46,12 +46,17 @@ pub struct Decommissioned {
     pub target_file: Option<String>,
 }
 
-/// The answer to `hosts replace`.
+/// The answer to `hosts replace`. The only time the token is shown.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReplaceArmed {
     pub host: HostInfo,
-    /// Another key may take the host over by enrolling until then.
+    /// The replacement token is valid until then.
     pub until: i64,
+    /// A one-time enrollment token that may take over this host only (the
+    /// machine with this host's machine-id, with a new key).
+    pub token: String,
+    /// The line to run on the reinstalled machine.
+    pub enroll_command: String,
 }
 
 /// One host that does not fit the label schema.

@@ -11,6 +11,7 @@ use muster_shared::pin::Pin;
 use crate::api::install::Downloads;
 use crate::authlimit::AuthLimiter;
 use crate::ca::{self, Ca};
+use crate::fleet::Fleet;
 use crate::render::{RenderSettings, Templates};
 use crate::settings::Settings;
 use crate::store::{AuditEntry, HostRecord, Store};
@@ -168,6 +169,25 @@ impl App {
                 tracing::error!(host = %host.id, dir = %self.targets_dir.display(), error = %e, "cannot write target file");
                 false
             }
+        }
+    }
+
+    /// Brings a changed host's target file up to date and asks for a
+    /// Prometheus reload when it changed.
+    pub fn host_changed(&self, host: &HostRecord) {
+        if self.write_target_file(host) {
+            self.reloader.request();
+        }
+    }
+
+    /// The fleet core over this server's state.
+    pub fn fleet(&self) -> Fleet<'_> {
+        Fleet {
+            store: &self.store,
+            ca: &self.ca,
+            templates: &self.templates,
+            render: &self.render_settings,
+            settings: &self.settings,
         }
     }
 

@@ -433,12 +433,13 @@ pub async fn hosts_replace(args: &AdminArgs, id: &str) -> Result<()> {
         return print_json(&armed);
     }
     println!(
-        "{}: the next enrollment of machine-id {} with a new key (and a valid token) takes this host over, until {}.",
+        "{}: the machine with machine-id {} may take this host over with a new key, using this one-time token until {}:",
         armed.host.id,
         armed.host.facts.machine_id,
         time(armed.until)
     );
-    println!("  The old key's certificates are revoked when that happens. Run the enroll command on the new machine now.");
+    println!("  {}", armed.enroll_command);
+    println!("  The old key's certificates are revoked when that happens. No other token can take this host over.");
     Ok(())
 }
 

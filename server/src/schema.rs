@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use muster_shared::labels::{self, LabelError, Labels, FACT_LABELS};
+use muster_shared::labels::{self, LabelError, Labels};
 use serde::Deserialize;
 
 /// `[labels]` as written in `server.toml`.
@@ -141,13 +141,12 @@ impl LabelSchema {
     /// compiling, defaults obeying their rules. Errors name the setting.
     pub fn compile(spec: &SchemaSpec) -> Result<LabelSchema, String> {
         let check_name = |setting: &str, name: &str| -> Result<(), String> {
-            labels::check_name(name).map_err(|e| format!("labels.{setting}: {e}"))?;
-            if FACT_LABELS.contains(&name) {
+            if labels::FACT_LABELS.contains(&name) {
                 return Err(format!(
                     "labels.{setting}: {name:?} is set by Muster from host facts"
                 ));
             }
-            Ok(())
+            labels::check_settable(name).map_err(|e| format!("labels.{setting}: {e}"))
         };
         for name in &spec.required {
             check_name("required", name)?;
@@ -254,12 +253,8 @@ impl LabelSchema {
             problems.push(Problem::Label(LabelError::TooMany));
         }
         for (name, value) in given {
-            if let Err(e) = labels::check_name(name) {
+            if let Err(e) = labels::check_settable(name) {
                 problems.push(Problem::Label(e));
-                continue;
-            }
-            if FACT_LABELS.contains(&name.as_str()) {
-                problems.push(Problem::Label(LabelError::FactLabel(name.clone())));
                 continue;
             }
             if let Some(allowed) = &self.allowed {
@@ -408,6 +403,8 @@ mod tests {
             ),
             ("required = [\"__x\"]", "labels.required"),
             ("required = [\"hostname\"]", "host facts"),
+            ("required = [\"job\"]", "set on every target"),
+            ("[defaults]\ninstance = \"x\"", "set on every target"),
             (
                 "[defaults]\nx = \"b\"\n[rules.x]\nvalues = [\"a\"]",
                 "labels.defaults.x",

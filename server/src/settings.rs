@@ -73,6 +73,12 @@ pub struct Settings {
     /// Where hosts install Alloy from instead of Grafana's repositories.
     #[serde(default)]
     pub alloy_mirror: Option<AlloyMirror>,
+    /// Whether an enrolled agent may report a scrape address whose host is
+    /// not the address it connects from (hosts behind NAT). Off: an agent
+    /// cannot point its target at another machine. Either way the change is
+    /// audited.
+    #[serde(default)]
+    pub agents_may_move_targets: bool,
 }
 
 pub use muster_shared::mirror::AlloyMirror;
@@ -309,6 +315,10 @@ admin_listen = "127.0.0.1:8444"
 # The URL agents use to reach the agent listener. Its host must be one of the
 # names the server certificate was issued for (`init --san`).
 public_url = "{public_url}"
+
+# May an enrolled agent report a scrape address on another host than the one
+# it connects from (hosts behind NAT)? Off, it cannot move its target.
+# agents_may_move_targets = false
 
 # Where Prometheus file_sd target files are written (default: <data dir>/targets).
 # targets_dir = "/var/lib/muster-server/targets"

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 
 /// File name of the database inside the data dir.
 pub const FILE_NAME: &str = "muster.db";
@@ -23,9 +23,10 @@ mod tokens;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRow};
 pub use batch::{BatchEntry, BatchRecord, NewBatchHost};
-pub use enroll::{EnrollAttempt, EnrollError, Enrolled};
-pub use hosts::{headline, CertLookup, Decommission, HostRecord, Lifecycle};
+pub use enroll::PastEnrollment;
+pub use hosts::{headline, CertRow, HostRecord, Lifecycle};
 pub use schema::VERSION as SCHEMA_VERSION;
+pub use tokens::TokenRow;
 
 use hosts::host_by_id;
 use tokens::token_state;
@@ -45,10 +46,48 @@ pub enum StoreError {
         "database schema version {0} is newer than this server understands ({SCHEMA_VERSION})"
     )]
     TooNew(i32),
+    #[error("cannot make {path} readable by its owner only: {source}")]
+    Mode {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Creates `path` with mode 0600, or sets an existing file (and its WAL
+/// files) to it.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 pub struct Store {
     conn: Mutex<Connection>,
+}
+
+/// One write transaction. The fleet core runs each lifecycle transition in
+/// one: it reads, decides and writes (audit entry included) through the
+/// methods each table group adds here, and [`Store::write`] commits only
+/// when it returns `Ok`.
+pub struct Tx<'c> {
+    tx: Transaction<'c>,
 }
 
 fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
@@ -65,7 +104,13 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
+    /// The database and its WAL files are readable by the owner only
+    /// (SQLite gives the `-wal` and `-shm` files the main file's mode).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        owner_only(path).map_err(|source| StoreError::Mode {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -89,5 +134,20 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite half-written
         // (transactions roll back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one transaction, committed when it returns `Ok` and
+    /// rolled back otherwise. Transactions are serialized (one connection).
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.conn();
+        let tx = Tx {
+            tx: conn.transaction().map_err(StoreError::from)?,
+        };
+        let out = f(&tx)?;
+        tx.tx.commit().map_err(StoreError::from)?;
+        Ok(out)
     }
 }

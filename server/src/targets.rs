@@ -106,6 +106,11 @@ pub fn compact_utc(t: std::time::SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
+/// The name a decommissioned host's target file is renamed to.
+pub fn retired_name(host_id: &str, decommissioned_at: std::time::SystemTime) -> String {
+    format!("{host_id}.json.deleted.{}", compact_utc(decommissioned_at))
+}
+
 /// Retires a decommissioned host's target file: renames `<id>.json` to
 /// `<id>.json.deleted.<UTC timestamp>`, which Prometheus's `*.json` glob no
 /// longer matches, so the targets dir keeps every host ever enrolled.
@@ -121,7 +126,7 @@ pub fn retire_host(
             format!("host id {host_id:?} is not a safe file name"),
         )
     })?;
-    let retired = dir.join(format!("{host_id}.json.deleted.{}", compact_utc(now)));
+    let retired = dir.join(retired_name(host_id, now));
     match std::fs::rename(&path, &retired) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -162,6 +162,8 @@ async fn renewal_issues_a_working_certificate() {
     let f = Fixture::start();
     let agent = TestAgent::new("renew-host", "m-renew-1");
     let (_, cert, _) = enrolled(&f, &agent, json!({}), "idem-routes-01").await;
+    // Renewal opens in the last third of the certificate's validity.
+    f.age_certs(70);
     let resp = agent
         .client(&cert, &f.ca_pem)
         .post(format!("{}/v1/agent/renew", f.server.agent_url()))

@@ -421,7 +421,21 @@ async fn a_cloned_machine_is_refused_until_hosts_replace_then_takes_over() {
         .admin(Method::POST, &format!("/v1/admin/hosts/{id}/replace"), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{armed}");
+    // Only the replacement token takes the host over; the clone's own
+    // token is still refused.
     let (status, body) = f.enroll(&clone.enroll_body(&token, "idem-clone-03")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let replacement = armed["token"].as_str().expect("replacement token");
+    assert!(
+        armed["enroll_command"]
+            .as_str()
+            .expect("command")
+            .contains(replacement),
+        "{armed}"
+    );
+    let (status, body) = f
+        .enroll(&clone.enroll_body(replacement, "idem-clone-04"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["host_id"], id.as_str(), "same host, new key");
     let new_cert = body["certificate_pem"].as_str().expect("cert");

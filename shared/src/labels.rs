@@ -20,6 +20,11 @@ pub const MAX_LABELS: usize = 64;
 /// cannot set them.
 pub const FACT_LABELS: &[&str] = &["host_id", "hostname", "os", "arch"];
 
+/// Label names Prometheus or Muster's target groups set on every series
+/// (`job` and `instance` by Prometheus, `service` by each target group);
+/// a token, batch row, host or admin cannot set them.
+pub const TARGET_LABELS: &[&str] = &["job", "instance", "service"];
+
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LabelError {
     #[error("label name {0:?} is not a valid Prometheus label name (letters, digits and '_', not starting with a digit)")]
@@ -28,6 +33,8 @@ pub enum LabelError {
     ReservedPrefix(String),
     #[error("label name {0:?} is set by Muster from the host's facts and cannot be given")]
     FactLabel(String),
+    #[error("label name {0:?} is set on every target by Prometheus or Muster and cannot be given")]
+    TargetLabel(String),
     #[error("label {name:?}: value is longer than {MAX_VALUE_LEN} bytes")]
     ValueTooLong { name: String },
     #[error("label {name:?}: value contains a control character (newline, tab, ...)")]
@@ -61,6 +68,19 @@ pub fn check_name(name: &str) -> Result<(), LabelError> {
     Ok(())
 }
 
+/// Checks a name an operator or host may set: a valid name, neither `__*`
+/// nor a fact label nor a target label.
+pub fn check_settable(name: &str) -> Result<(), LabelError> {
+    check_name(name)?;
+    if FACT_LABELS.contains(&name) {
+        return Err(LabelError::FactLabel(name.to_string()));
+    }
+    if TARGET_LABELS.contains(&name) {
+        return Err(LabelError::TargetLabel(name.to_string()));
+    }
+    Ok(())
+}
+
 /// Checks a label value: non-empty, bounded, no control characters. Quotes,
 /// braces and backslashes are allowed; every consumer escapes them.
 pub fn check_value(name: &str, value: &str) -> Result<(), LabelError> {
@@ -83,10 +103,7 @@ pub fn check_operator_labels(labels: &Labels) -> Result<(), LabelError> {
         return Err(LabelError::TooMany);
     }
     for (name, value) in labels {
-        check_name(name)?;
-        if FACT_LABELS.contains(&name.as_str()) {
-            return Err(LabelError::FactLabel(name.clone()));
-        }
+        check_settable(name)?;
         check_value(name, value)?;
     }
     Ok(())

@@ -92,6 +92,28 @@ pub struct StatusReport {
     pub alloy_version: Option<String>,
 }
 
+/// Longest error text of a status report the server keeps.
+pub const MAX_STATUS_ERROR_LEN: usize = 4096;
+
+/// A status report's error text as the server stores it: control characters
+/// (newlines and tabs included) become spaces, and text beyond
+/// [`MAX_STATUS_ERROR_LEN`] bytes is cut at a character boundary and marked.
+pub fn clean_status_error(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > MAX_STATUS_ERROR_LEN {
+        let mut cut = MAX_STATUS_ERROR_LEN;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(" [truncated]");
+    }
+    out
+}
+
 /// The answer to `POST /v1/agent/facts`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FactsAccepted {
@@ -298,5 +320,15 @@ mod tests {
     fn unknown_fields_in_agent_requests_are_refused() {
         let body = r#"{"hash":"x","result":"applied","extra":1}"#;
         assert!(serde_json::from_str::<StatusReport>(body).is_err());
+    }
+
+    #[test]
+    fn status_errors_lose_control_characters_and_long_ones_are_cut() {
+        let cut = clean_status_error(&"é".repeat(5000));
+        assert!(cut.len() <= MAX_STATUS_ERROR_LEN + 20 && cut.ends_with("[truncated]"));
+        assert_eq!(
+            clean_status_error("line 1\nline\t2\u{1b}[31m\u{7}"),
+            "line 1 line 2 [31m "
+        );
     }
 }

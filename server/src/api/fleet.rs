@@ -2,12 +2,9 @@
 //! `hosts replace`, the label schema check, and batch enrollment. Every
 //! change is audited with the admin token's name and the source address.
 
-use std::cell::Cell;
-use std::time::SystemTime;
-
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use muster_shared::labels::{self, Labels, Selector};
+use muster_shared::labels;
 
 use super::admin::{token_ttl, Admin};
 use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
@@ -17,30 +14,11 @@ use crate::admin_wire::{
 };
 use crate::app::App;
 use crate::batch::{self, Format, RowError};
-use crate::render::RenderError;
-use crate::schema::{LabelSchema, SchemaError};
-use crate::store::{AuditEntry, Decommission, HostRecord, StoreError};
+use crate::fleet::LabelTarget;
+use crate::schema::LabelSchema;
+use crate::store::{AuditEntry, HostRecord};
 use crate::targets;
 use crate::tokens::Secret;
-
-/// Why a label edit was refused; nothing is stored.
-enum EditError {
-    Schema {
-        host: String,
-        error: SchemaError,
-    },
-    Render {
-        host: String,
-        error: Box<RenderError>,
-    },
-    Store(StoreError),
-}
-
-impl From<StoreError> for EditError {
-    fn from(e: StoreError) -> Self {
-        EditError::Store(e)
-    }
-}
 
 fn schema(app: &App) -> Result<LabelSchema, ApiError> {
     app.settings
@@ -52,133 +30,33 @@ fn source(conn: &ConnInfo) -> String {
     conn.peer.ip().to_string()
 }
 
-/// Checks the shape of an edit before any host is touched.
-fn check_edit(edit: &LabelEdit) -> Result<(), ApiError> {
-    if edit.set.is_empty() && edit.remove.is_empty() {
-        return Err(ApiError::BadRequest(
-            "nothing to do: give labels to set and/or names to remove".into(),
-        ));
-    }
-    for name in edit.set.keys().chain(&edit.remove) {
-        labels::check_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if labels::FACT_LABELS.contains(&name.as_str()) {
-            return Err(ApiError::BadRequest(
-                labels::LabelError::FactLabel(name.clone()).to_string(),
-            ));
-        }
-    }
-    if let Some(both) = edit.remove.iter().find(|n| edit.set.contains_key(*n)) {
-        return Err(ApiError::BadRequest(format!(
-            "label {both:?} is both set and removed"
-        )));
-    }
-    Ok(())
-}
-
-enum Target {
-    Id(String),
-    Selector(Selector),
-}
-
-fn edit_text(edit: &LabelEdit) -> String {
-    let mut parts: Vec<String> = edit.set.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    parts.extend(edit.remove.iter().map(|k| format!("-{k}")));
-    parts.join(" ")
-}
-
 async fn apply_edit(
     app: Shared,
     conn: ConnInfo,
     admin: String,
-    target: Target,
+    target: LabelTarget,
     edit: LabelEdit,
 ) -> Result<Json<LabelEdited>, ApiError> {
-    check_edit(&edit)?;
-    let detail = edit_text(&edit);
-    let by_id = matches!(target, Target::Id(_));
-    let label_of = match &target {
-        Target::Id(id) => id.clone(),
-        Target::Selector(s) => labels_text(s),
-    };
-    let (matched, changed) = blocking(&app, move |app| {
-        let schema = schema(app)?;
-        let matched = Cell::new(0usize);
-        let result = app.store.update_hosts(
-            |h| {
-                let hit = match &target {
-                    Target::Id(id) => h.id == *id,
-                    Target::Selector(s) => labels::matches(s, &h.labels()),
-                };
-                matched.set(matched.get() + usize::from(hit));
-                hit
-            },
-            |h| {
-                let mut wanted: Labels = h.operator_labels.clone();
-                for name in &edit.remove {
-                    wanted.remove(name);
-                }
-                wanted.extend(edit.set.clone());
-                let full = schema.check(&wanted).map_err(|error| EditError::Schema {
-                    host: h.id.clone(),
-                    error,
-                })?;
-                if full == h.operator_labels {
-                    return Ok(false);
-                }
-                h.operator_labels = full;
-                let rendered = app
-                    .templates
-                    .render(h, &app.render_settings)
-                    .map_err(|error| EditError::Render {
-                        host: h.id.clone(),
-                        error: Box::new(error),
-                    })?;
-                h.config = rendered.config;
-                h.rendered_hash = rendered.hash;
-                h.targets = rendered.targets;
-                Ok(true)
-            },
-        );
-        match result {
-            Ok(changed) => Ok((matched.get(), changed)),
-            Err(EditError::Schema { host, error }) => Err(ApiError::BadRequest(format!(
-                "host {host}: {error}; nothing was changed"
-            ))),
-            Err(EditError::Render { host, error }) => Err(ApiError::internal(
-                "cannot render config after a label edit",
-                format!("host {host}: {error}"),
-            )),
-            Err(EditError::Store(e)) => Err(ApiError::internal("cannot edit labels", e)),
-        }
+    let source = source(&conn);
+    let change = blocking(&app, move |app| {
+        app.fleet().edit_labels(
+            &target,
+            &edit.set,
+            &edit.remove,
+            &admin,
+            &source,
+            unix_now(),
+        )
     })
     .await??;
-    if by_id && matched == 0 {
-        return Err(ApiError::NotFound(format!(
-            "no active host {label_of:?} (decommissioned hosts cannot be edited)"
-        )));
+    for host in &change.changed {
+        app.host_changed(host);
     }
     let now = unix_now();
     let stale = app.settings.stale_after.as_secs() as i64;
-    let mut wrote = false;
-    for host in &changed {
-        wrote |= app.write_target_file(host);
-        tracing::info!(host = %host.id, admin = %admin, hash = %host.rendered_hash, "labels changed");
-        app.audit(AuditEntry {
-            at: now,
-            actor: &admin,
-            action: "host.label",
-            target: Some(&host.id),
-            outcome: "ok",
-            detail: Some(&detail),
-            source: Some(&source(&conn)),
-        });
-    }
-    if wrote {
-        app.reloader.request();
-    }
     Ok(Json(LabelEdited {
-        matched,
-        hosts: changed.iter().map(|h| h.info(now, stale)).collect(),
+        matched: change.matched,
+        hosts: change.changed.iter().map(|h| h.info(now, stale)).collect(),
     }))
 }
 
@@ -195,7 +73,7 @@ pub async fn edit_host_labels(
             "a selector belongs on POST /v1/admin/hosts/labels, not on one host".into(),
         ));
     }
-    apply_edit(app, conn, admin, Target::Id(id), edit).await
+    apply_edit(app, conn, admin, LabelTarget::Id(id), edit).await
 }
 
 /// `POST /v1/admin/hosts/labels`: every active host the selector matches.
@@ -210,15 +88,7 @@ pub async fn edit_labels(
     })?;
     let selector =
         labels::parse_selector(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    apply_edit(app, conn, admin, Target::Selector(selector), edit).await
-}
-
-fn labels_text(labels: &Labels) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    apply_edit(app, conn, admin, LabelTarget::Selector(selector), edit).await
 }
 
 /// `POST /v1/admin/hosts/{id}/decommission`.
@@ -228,50 +98,28 @@ pub async fn decommission(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Decommissioned>, ApiError> {
-    let lookup = id.clone();
-    let outcome = blocking(&app, move |app| app.store.decommission(&lookup, unix_now()))
-        .await?
-        .map_err(|e| ApiError::internal("cannot decommission", e))?;
-    let (host, revoked) = match outcome {
-        Decommission::Done { host, revoked } => (host, revoked),
-        Decommission::Already(host) => {
-            return Err(ApiError::Conflict(format!(
-                "host {} was already decommissioned at {}",
-                host.id,
-                crate::cli::time(host.lifecycle.decommissioned_at.unwrap_or(0))
-            )))
-        }
-        Decommission::NotFound => return Err(ApiError::NotFound(format!("no host {id:?}"))),
-    };
-    let retired = retire_target_file(&app, &host);
+    let source = source(&conn);
+    let done = blocking(&app, move |app| {
+        app.fleet().decommission(&id, &admin, &source, unix_now())
+    })
+    .await??;
+    let retired = retire_target_file(&app, &done.host);
     // Prometheus sees the file go by itself; reloads wait a little (see
     // `targets::QUIET_AFTER_REMOVAL`).
     app.reloader.removed();
-    let file_text = match &retired {
-        Ok(Some(name)) => format!("target file renamed to {name}"),
-        Ok(None) => "there was no target file".into(),
-        Err(e) => format!("target file NOT renamed: {e}"),
-    };
-    tracing::info!(host = %host.id, admin = %admin, revoked, "{file_text}; host decommissioned");
-    app.audit(AuditEntry {
-        at: unix_now(),
-        actor: &admin,
-        action: "host.decommission",
-        target: Some(&host.id),
-        outcome: if retired.is_ok() { "ok" } else { "partial" },
-        detail: Some(&format!("revoked {revoked} certificate(s); {file_text}")),
-        source: Some(&source(&conn)),
-    });
     Ok(Json(Decommissioned {
-        host: host.info(unix_now(), app.settings.stale_after.as_secs() as i64),
-        revoked_certs: revoked,
+        host: done
+            .host
+            .info(unix_now(), app.settings.stale_after.as_secs() as i64),
+        revoked_certs: done.revoked_certs,
         target_file: retired.ok().flatten(),
     }))
 }
 
 /// Renames a decommissioned host's target file; the new file name.
 pub fn retire_target_file(app: &App, host: &HostRecord) -> Result<Option<String>, String> {
-    targets::retire_host(&app.targets_dir, &host.id, SystemTime::now())
+    let at = host.lifecycle.decommissioned_at.unwrap_or_else(unix_now);
+    targets::retire_host(&app.targets_dir, &host.id, crate::fleet::at(at))
         .map(|p| {
             p.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         })
@@ -281,36 +129,28 @@ pub fn retire_target_file(app: &App, host: &HostRecord) -> Result<Option<String>
         })
 }
 
-/// `POST /v1/admin/hosts/{id}/replace`: lets another key take the host over
-/// by enrolling (a reinstall) within the token lifetime.
+/// `POST /v1/admin/hosts/{id}/replace`: a one-time token with which a new
+/// key (a reinstalled machine with the same machine-id) takes the host over
+/// within the token lifetime.
 pub async fn replace(
     State(app): State<Shared>,
     Extension(conn): Extension<ConnInfo>,
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<ReplaceArmed>, ApiError> {
-    let until = unix_now() + app.settings.token_ttl.as_secs() as i64;
-    let lookup = id.clone();
-    let host = blocking(&app, move |app| app.store.arm_replace(&lookup, until))
-        .await?
-        .map_err(|e| ApiError::internal("cannot arm replacement", e))?
-        .ok_or_else(|| ApiError::NotFound(format!("no active host {id:?}")))?;
-    tracing::info!(host = %host.id, admin = %admin, until, "replacement allowed");
-    app.audit(AuditEntry {
-        at: unix_now(),
-        actor: &admin,
-        action: "host.replace",
-        target: Some(&host.id),
-        outcome: "ok",
-        detail: Some(&format!(
-            "another key may enroll as this host until {}",
-            crate::cli::time(until)
-        )),
-        source: Some(&source(&conn)),
-    });
+    let source = source(&conn);
+    let done = blocking(&app, move |app| {
+        app.fleet().replace(&id, &admin, &source, unix_now())
+    })
+    .await??;
+    let issued = issued(&app, 0, &done.host.facts.hostname, &done.token);
     Ok(Json(ReplaceArmed {
-        host: host.info(unix_now(), app.settings.stale_after.as_secs() as i64),
-        until,
+        host: done
+            .host
+            .info(unix_now(), app.settings.stale_after.as_secs() as i64),
+        until: done.until,
+        token: issued.token,
+        enroll_command: issued.enroll_command,
     }))
 }
 

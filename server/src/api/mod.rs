@@ -22,6 +22,7 @@ use muster_shared::wire::{self, ErrorBody, ErrorDetail, MAX_BODY_BYTES};
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
+use crate::fleet::FleetError;
 
 pub type Shared = Arc<App>;
 
@@ -45,6 +46,9 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A 403 whose reason depends on the request.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -83,7 +87,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden(_) | ApiError::Refused(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Revoked => (StatusCode::FORBIDDEN, wire::CODE_REVOKED),
@@ -127,6 +131,52 @@ impl IntoResponse for ApiError {
             return (status, retry, Json(body)).into_response();
         }
         (status, Json(body)).into_response()
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> ApiError {
+        match e {
+            FleetError::Token(_) => ApiError::InvalidToken,
+            FleetError::MachineConflict { ref host_id, .. } => ApiError::Conflict(format!(
+                "{e}. If this machine is a reinstall of {host_id}, an admin runs \
+                 `muster-server hosts replace {host_id}` and you enroll again with the token it \
+                 prints; if it is a clone, give it its own machine-id (systemd-machine-id-setup) \
+                 and enroll again"
+            )),
+            FleetError::HostnameMismatch { .. } => ApiError::Forbidden(
+                "this enrollment token was issued for another hostname (batch enrollment): use the token issued for this host",
+            ),
+            FleetError::ReplacementMismatch { .. } | FleetError::TargetMoved { .. } => {
+                ApiError::Refused(e.to_string())
+            }
+            FleetError::ReplayMismatch { .. }
+            | FleetError::RenewTooEarly { .. }
+            | FleetError::RenewKeyMismatch
+            | FleetError::MachineIdChanged { .. } => ApiError::Conflict(e.to_string()),
+            FleetError::AlreadyDecommissioned { host_id, at } => ApiError::Conflict(format!(
+                "host {host_id} was already decommissioned at {}",
+                crate::cli::time(at)
+            )),
+            FleetError::UnknownCert => {
+                ApiError::Unauthenticated("this client certificate belongs to no enrolled host")
+            }
+            FleetError::Revoked => ApiError::Revoked,
+            FleetError::Expired => ApiError::Forbidden(
+                "this agent's certificate has expired: re-enroll with a new token",
+            ),
+            FleetError::NotFound(m) => ApiError::NotFound(m),
+            FleetError::BadEdit(_) | FleetError::RequestedLabels(_) | FleetError::Schema { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            FleetError::Csr(csr) if csr.is_bad_request() => {
+                ApiError::BadRequest(format!("certificate signing request refused: {csr}"))
+            }
+            other @ (FleetError::Csr(_)
+            | FleetError::Render { .. }
+            | FleetError::SchemaSetting(_)
+            | FleetError::Store(_)) => ApiError::internal("fleet operation failed", other),
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The audit log (append-only: the schema's triggers refuse UPDATE and DELETE).
 
-use rusqlite::params;
+use rusqlite::{params, Connection};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Tx};
 
 /// One audit log entry.
 pub struct AuditEntry<'a> {
@@ -16,24 +16,34 @@ pub struct AuditEntry<'a> {
     pub source: Option<&'a str>,
 }
 
-impl Store {
-    // ---- audit ----
+fn insert(conn: &Connection, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, target, outcome, detail, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.outcome,
+            entry.detail,
+            entry.source
+        ],
+    )?;
+    Ok(())
+}
 
+impl Tx<'_> {
+    /// An audit entry in the same transaction as the change it describes.
     pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO audit (at, actor, action, target, outcome, detail, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                entry.at,
-                entry.actor,
-                entry.action,
-                entry.target,
-                entry.outcome,
-                entry.detail,
-                entry.source
-            ],
-        )?;
-        Ok(())
+        insert(&self.tx, entry)
+    }
+}
+
+impl Store {
+    /// An audit entry on its own (a refusal, which changes nothing else).
+    pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
+        insert(&self.conn(), entry)
     }
 
     /// The newest `limit` audit entries matching `filter`, oldest first.

@@ -10,8 +10,6 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::{corrupt, host_by_id, to_json, token_state, HostRecord, Store, StoreError};
 use crate::tokens::{self, Kind, Secret};
 
-pub use crate::batch::hostname_matches;
-
 /// A validated row to pre-register.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewBatchHost {
@@ -320,6 +318,17 @@ impl Store {
         self.conn().execute(
             "UPDATE batch_hosts SET last_error = ?2 WHERE token_id = ?1 AND host_id IS NULL",
             params![token_id, reason],
+        )?;
+        Ok(())
+    }
+}
+
+impl super::Tx<'_> {
+    /// Marks the batch row of `token_id` (if any) as enrolled as `host_id`.
+    pub fn bind_batch_row(&self, token_id: &str, host_id: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE batch_hosts SET host_id = ?2, last_error = NULL WHERE token_id = ?1",
+            params![token_id, host_id],
         )?;
         Ok(())
     }

@@ -1,13 +1,14 @@
 //! Hosts and their certificates.
 
-use muster_shared::facts::Facts;
+use muster_shared::facts::{self, Facts};
 use muster_shared::labels::Labels;
 use muster_shared::wire::{ApplyResult, HostInfo, HostState, ScrapeInfo, StatusReport};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::{corrupt, to_json, Store, StoreError};
+use super::{corrupt, to_json, Store, StoreError, Tx};
 use crate::ca::IssuedCert;
-use crate::render::{RenderError, Rendered, TargetGroup};
+use crate::render::{Rendered, TargetGroup};
+use crate::tokens;
 
 /// A host as stored.
 #[derive(Clone, Debug)]
@@ -106,36 +107,19 @@ impl HostRecord {
     }
 }
 
-/// What the certificate an agent presented maps to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CertLookup {
-    Host(String),
-    Revoked,
-    Expired,
-    Unknown,
+/// A certificate as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertRow {
+    pub fingerprint: String,
+    pub host_id: String,
+    pub issued_at: i64,
+    pub not_after: i64,
+    pub revoked_at: Option<i64>,
+    /// The certificate this one renewed.
+    pub replaces: Option<String>,
 }
 
 impl Store {
-    // ---- agents ----
-
-    /// Maps a presented client certificate (by fingerprint) to its host.
-    pub fn host_for_cert(&self, fingerprint: &str, now: i64) -> Result<CertLookup, StoreError> {
-        let row: Option<(String, Option<i64>, i64)> = self
-            .conn()
-            .query_row(
-                "SELECT host_id, revoked_at, not_after FROM certs WHERE fingerprint = ?1",
-                [fingerprint],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        Ok(match row {
-            None => CertLookup::Unknown,
-            Some((_, Some(_), _)) => CertLookup::Revoked,
-            Some((_, None, not_after)) if not_after < now => CertLookup::Expired,
-            Some((host_id, None, _)) => CertLookup::Host(host_id),
-        })
-    }
-
     /// The host, after marking it seen now.
     pub fn touch_host(&self, host_id: &str, now: i64) -> Result<Option<HostRecord>, StoreError> {
         let conn = self.conn();
@@ -145,96 +129,6 @@ impl Store {
         )?;
         host_by_id(&conn, host_id)
     }
-
-    pub fn record_status(
-        &self,
-        host_id: &str,
-        report: &StatusReport,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let conn = self.conn();
-        match report.result {
-            ApplyResult::Applied => conn.execute(
-                "UPDATE hosts SET state = ?2, applied_hash = ?3, last_error = NULL,
-                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
-                params![
-                    host_id,
-                    HostState::ConfigApplied.as_str(),
-                    report.hash,
-                    report.alloy_version,
-                    now
-                ],
-            )?,
-            ApplyResult::Failed => conn.execute(
-                "UPDATE hosts SET state = ?2, last_error = ?3,
-                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
-                params![
-                    host_id,
-                    HostState::ConfigFailed.as_str(),
-                    report
-                        .error
-                        .as_deref()
-                        .unwrap_or("the agent gave no error text"),
-                    report.alloy_version,
-                    now
-                ],
-            )?,
-        };
-        Ok(())
-    }
-
-    /// Records a renewed certificate; the host's key is the renewed one's.
-    pub fn add_cert(&self, host_id: &str, cert: &IssuedCert, now: i64) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        insert_cert(&tx, host_id, cert, now)?;
-        tx.execute(
-            "UPDATE hosts SET cert_expires_at = ?2, public_key_sha256 = ?3 WHERE id = ?1",
-            params![host_id, cert.not_after, cert.public_key_sha256],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Takes an enrolled host's new facts and re-renders its config with
-    /// them, holding the database for the whole read-render-write so a
-    /// concurrent label change cannot be lost. The facts are stored even
-    /// when the render fails (the host then keeps its previous config; the
-    /// render error is returned beside the host). `None`: no such host.
-    #[allow(clippy::type_complexity)]
-    pub fn update_facts(
-        &self,
-        host_id: &str,
-        facts: &Facts,
-        render: impl FnOnce(&HostRecord) -> Result<Rendered, RenderError>,
-    ) -> Result<Option<(HostRecord, Result<(), RenderError>)>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let Some(mut host) = host_by_id(&tx, host_id)? else {
-            return Ok(None);
-        };
-        host.facts = facts.clone();
-        let rendered = render(&host);
-        tx.execute(
-            "UPDATE hosts SET facts = ?2 WHERE id = ?1",
-            params![host_id, to_json(&host.facts)],
-        )?;
-        let outcome = match rendered {
-            Ok(r) => {
-                tx.execute(
-                    "UPDATE hosts SET config = ?2, rendered_hash = ?3, targets = ?4 WHERE id = ?1",
-                    params![host_id, r.config, r.hash, to_json(&r.targets)],
-                )?;
-                set_rendered(&mut host, r);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        tx.commit()?;
-        Ok(Some((host, outcome)))
-    }
-
-    // ---- hosts ----
 
     pub fn host(&self, id: &str) -> Result<Option<HostRecord>, StoreError> {
         host_by_id(&self.conn(), id)
@@ -262,60 +156,6 @@ impl Store {
             ],
         )?;
         Ok(())
-    }
-
-    /// Applies `edit` to every active host `select` picks, in one
-    /// transaction: the first error from `edit` stores nothing at all.
-    /// `edit` returns whether it changed the host; changed hosts are written
-    /// and returned.
-    pub fn update_hosts<E: From<StoreError>>(
-        &self,
-        select: impl Fn(&HostRecord) -> bool,
-        mut edit: impl FnMut(&mut HostRecord) -> Result<bool, E>,
-    ) -> Result<Vec<HostRecord>, E> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(StoreError::from)?;
-        let mut changed = Vec::new();
-        for mut host in query_hosts(&tx, "WHERE decommissioned_at IS NULL")? {
-            if select(&host) && edit(&mut host)? {
-                upsert_host(&tx, &host)?;
-                changed.push(host);
-            }
-        }
-        tx.commit().map_err(StoreError::from)?;
-        Ok(changed)
-    }
-
-    /// Decommissions a host: marks it, revokes every certificate it has.
-    pub fn decommission(&self, host_id: &str, now: i64) -> Result<Decommission, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let Some(mut host) = host_by_id(&tx, host_id)? else {
-            return Ok(Decommission::NotFound);
-        };
-        if !host.is_active() {
-            return Ok(Decommission::Already(host));
-        }
-        let revoked = tx.execute(
-            "UPDATE certs SET revoked_at = ?2 WHERE host_id = ?1 AND revoked_at IS NULL",
-            params![host_id, now],
-        )?;
-        host.lifecycle.decommissioned_at = Some(now);
-        host.lifecycle.replace_until = None;
-        upsert_host(&tx, &host)?;
-        tx.commit()?;
-        Ok(Decommission::Done { host, revoked })
-    }
-
-    /// Lets another key take over an active host until `until`
-    /// (`hosts replace`). `None` when there is no such active host.
-    pub fn arm_replace(&self, host_id: &str, until: i64) -> Result<Option<HostRecord>, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE hosts SET replace_until = ?2 WHERE id = ?1 AND decommissioned_at IS NULL",
-            params![host_id, until],
-        )?;
-        Ok(host_by_id(&conn, host_id)?.filter(HostRecord::is_active))
     }
 
     /// Remembers a refused claim of the host's machine-id, for `hosts show`.
@@ -374,18 +214,178 @@ impl Store {
     }
 }
 
-/// The outcome of [`Store::decommission`].
-#[derive(Debug)]
-pub enum Decommission {
-    Done { host: HostRecord, revoked: usize },
-    Already(HostRecord),
-    NotFound,
-}
+impl Tx<'_> {
+    pub fn host(&self, id: &str) -> Result<Option<HostRecord>, StoreError> {
+        host_by_id(&self.tx, id)
+    }
 
-pub(super) fn set_rendered(host: &mut HostRecord, rendered: Rendered) {
-    host.config = rendered.config;
-    host.rendered_hash = rendered.hash;
-    host.targets = rendered.targets;
+    /// Active hosts (not decommissioned), by id.
+    pub fn active_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        query_hosts(&self.tx, "WHERE decommissioned_at IS NULL")
+    }
+
+    /// The active host of a machine.
+    pub fn active_host_by_machine(
+        &self,
+        machine_id: &str,
+    ) -> Result<Option<HostRecord>, StoreError> {
+        self.tx
+            .query_row(
+                &format!(
+                    "SELECT {HOST_COLUMNS} FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NULL"
+                ),
+                [machine_id],
+                host_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// The most recently decommissioned host of a machine.
+    pub fn retired_host_of_machine(&self, machine_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NOT NULL
+                 ORDER BY decommissioned_at DESC LIMIT 1",
+                [machine_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A host id for `hostname` that no host has had.
+    pub fn new_host_id(&self, hostname: &str) -> Result<String, StoreError> {
+        loop {
+            let id = facts::host_id(hostname, &tokens::random_hex(3));
+            let taken: bool = self.tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM hosts WHERE id = ?1)",
+                [&id],
+                |r| r.get(0),
+            )?;
+            if !taken {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Inserts a host or updates everything about it but its id, machine
+    /// and enrollment time.
+    pub fn put_host(&self, host: &HostRecord) -> Result<(), StoreError> {
+        upsert_host(&self.tx, host)
+    }
+
+    pub fn touch(&self, host_id: &str, now: i64) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE hosts SET last_seen = ?2 WHERE id = ?1",
+            params![host_id, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn cert(&self, fingerprint: &str) -> Result<Option<CertRow>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT fingerprint, host_id, issued_at, not_after, revoked_at, replaces
+                 FROM certs WHERE fingerprint = ?1",
+                [fingerprint],
+                |r| {
+                    Ok(CertRow {
+                        fingerprint: r.get(0)?,
+                        host_id: r.get(1)?,
+                        issued_at: r.get(2)?,
+                        not_after: r.get(3)?,
+                        revoked_at: r.get(4)?,
+                        replaces: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn add_cert(
+        &self,
+        host_id: &str,
+        cert: &IssuedCert,
+        replaces: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO certs (fingerprint, host_id, serial, issued_at, not_after, replaces)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                cert.fingerprint,
+                host_id,
+                cert.serial,
+                now,
+                cert.not_after,
+                replaces
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Revokes every unrevoked certificate of a host; how many.
+    pub fn revoke_host_certs(&self, host_id: &str, now: i64) -> Result<usize, StoreError> {
+        Ok(self.tx.execute(
+            "UPDATE certs SET revoked_at = ?2 WHERE host_id = ?1 AND revoked_at IS NULL",
+            params![host_id, now],
+        )?)
+    }
+
+    /// Revokes one certificate unless it already is; whether it was revoked now.
+    pub fn revoke_cert(&self, fingerprint: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(self.tx.execute(
+            "UPDATE certs SET revoked_at = ?2 WHERE fingerprint = ?1 AND revoked_at IS NULL",
+            params![fingerprint, now],
+        )? > 0)
+    }
+
+    /// Revokes the certificates that renewed `fingerprint`; how many.
+    pub fn revoke_renewals_of(&self, fingerprint: &str, now: i64) -> Result<usize, StoreError> {
+        Ok(self.tx.execute(
+            "UPDATE certs SET revoked_at = ?2 WHERE replaces = ?1 AND revoked_at IS NULL",
+            params![fingerprint, now],
+        )?)
+    }
+
+    /// Records an agent's apply report (the error text already cleaned).
+    pub fn record_status(
+        &self,
+        host_id: &str,
+        report: &StatusReport,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match report.result {
+            ApplyResult::Applied => self.tx.execute(
+                "UPDATE hosts SET state = ?2, applied_hash = ?3, last_error = NULL,
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                params![
+                    host_id,
+                    HostState::ConfigApplied.as_str(),
+                    report.hash,
+                    report.alloy_version,
+                    now
+                ],
+            )?,
+            ApplyResult::Failed => self.tx.execute(
+                "UPDATE hosts SET state = ?2, last_error = ?3,
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                params![
+                    host_id,
+                    HostState::ConfigFailed.as_str(),
+                    report
+                        .error
+                        .as_deref()
+                        .unwrap_or("the agent gave no error text"),
+                    report.alloy_version,
+                    now
+                ],
+            )?,
+        };
+        Ok(())
+    }
 }
 
 const HOST_COLUMNS: &str = "id, machine_id, public_key_sha256, facts, labels, state, config,
@@ -463,21 +463,6 @@ pub(super) fn host_by_id(conn: &Connection, id: &str) -> Result<Option<HostRecor
     .transpose()
 }
 
-pub(super) fn active_host_by_machine_id(
-    conn: &Connection,
-    machine_id: &str,
-) -> Result<Option<HostRecord>, StoreError> {
-    conn.query_row(
-        &format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NULL"
-        ),
-        [machine_id],
-        host_row,
-    )
-    .optional()?
-    .transpose()
-}
-
 fn query_hosts(conn: &Connection, filter: &str) -> Result<Vec<HostRecord>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {HOST_COLUMNS} FROM hosts {filter} ORDER BY id"
@@ -488,7 +473,7 @@ fn query_hosts(conn: &Connection, filter: &str) -> Result<Vec<HostRecord>, Store
 
 /// Inserts a host or updates everything about it but its id, machine and
 /// enrollment time.
-pub(super) fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
+fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
     let l = &h.lifecycle;
     tx.execute(
         &format!(
@@ -532,19 +517,6 @@ pub(super) fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), St
             l.replace_until,
             l.last_conflict,
         ],
-    )?;
-    Ok(())
-}
-
-pub(super) fn insert_cert(
-    tx: &Transaction<'_>,
-    host_id: &str,
-    cert: &IssuedCert,
-    now: i64,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO certs (fingerprint, host_id, serial, issued_at, not_after) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![cert.fingerprint, host_id, cert.serial, now, cert.not_after],
     )?;
     Ok(())
 }

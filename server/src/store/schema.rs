@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this server writes and understands.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// Version 1 (the first release). Never edited: later versions are steps.
 const V1: &str = r#"
@@ -147,13 +147,24 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#;
 
+/// 2 → 3: the fleet core's invariants.
+/// * A renewed certificate names the one it replaces (`certs.replaces`): the
+///   old one is revoked when the new one is first used.
+/// * `hosts replace` issues a one-time token bound to the host it may take
+///   over (`enroll_tokens.replaces_host`).
+const V3: &str = r#"
+ALTER TABLE certs ADD COLUMN replaces TEXT;
+CREATE INDEX certs_replaces ON certs(replaces) WHERE replaces IS NOT NULL;
+ALTER TABLE enroll_tokens ADD COLUMN replaces_host TEXT;
+"#;
+
 /// Brings the database to [`VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::TooNew(version));
     }
-    let steps: [(i32, &str); 2] = [(1, V1), (2, V2)];
+    let steps: [(i32, &str); 3] = [(1, V1), (2, V2), (3, V3)];
     for (to, sql) in steps {
         if version >= to {
             continue;

@@ -4,7 +4,7 @@ use muster_shared::labels::Labels;
 use muster_shared::wire::{TokenInfo, TokenState};
 use rusqlite::{params, OptionalExtension};
 
-use super::{corrupt, to_json, Store, StoreError};
+use super::{corrupt, to_json, Store, StoreError, Tx};
 use crate::tokens::{self, Kind, Secret};
 
 impl Store {
@@ -48,23 +48,15 @@ impl Store {
         created_by: &str,
         now: i64,
     ) -> Result<(Secret, TokenInfo), StoreError> {
-        let token = tokens::generate(Kind::Enroll);
-        self.conn().execute(
-            "INSERT INTO enroll_tokens (id, hash, labels, created_at, expires_at, uses_allowed, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![token.id, token.hash, to_json(labels), now, expires_at, uses, created_by],
-        )?;
-        let info = TokenInfo {
-            id: token.id,
-            state: TokenState::Active,
-            labels: labels.clone(),
-            created_at: now,
+        insert_enroll_token(
+            &self.conn(),
+            labels,
             expires_at,
-            uses_allowed: uses,
-            uses: 0,
-            revoked_at: None,
-        };
-        Ok((token.text, info))
+            uses,
+            created_by,
+            None,
+            now,
+        )
     }
 
     pub fn list_enroll_tokens(&self, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
@@ -137,4 +129,130 @@ pub(super) fn token_row(
             uses,
             revoked_at,
         }))
+}
+
+/// An enrollment token as stored (its secret only as a hash).
+pub struct TokenRow {
+    pub hash: Vec<u8>,
+    pub labels: Labels,
+    pub state_at_now: TokenState,
+    /// Set for batch tokens: only this hostname may use it.
+    pub hostname: Option<String>,
+    pub batch_id: Option<String>,
+    /// Set for `hosts replace` tokens: the only host it may take over.
+    pub replaces_host: Option<String>,
+}
+
+fn insert_enroll_token(
+    conn: &rusqlite::Connection,
+    labels: &Labels,
+    expires_at: i64,
+    uses: u32,
+    created_by: &str,
+    replaces_host: Option<&str>,
+    now: i64,
+) -> Result<(Secret, TokenInfo), StoreError> {
+    let token = tokens::generate(Kind::Enroll);
+    conn.execute(
+        "INSERT INTO enroll_tokens (id, hash, labels, created_at, expires_at, uses_allowed,
+         created_by, replaces_host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            token.id,
+            token.hash,
+            to_json(labels),
+            now,
+            expires_at,
+            uses,
+            created_by,
+            replaces_host
+        ],
+    )?;
+    let info = TokenInfo {
+        id: token.id,
+        state: TokenState::Active,
+        labels: labels.clone(),
+        created_at: now,
+        expires_at,
+        uses_allowed: uses,
+        uses: 0,
+        revoked_at: None,
+    };
+    Ok((token.text, info))
+}
+
+impl Tx<'_> {
+    /// The enrollment token with this id, its state at `now`.
+    pub fn enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenRow>, StoreError> {
+        self.tx
+            .query_row(
+                "SELECT hash, labels, expires_at, uses_allowed, uses, revoked_at IS NOT NULL,
+                 hostname, batch_id, replaces_host FROM enroll_tokens WHERE id = ?1",
+                [id],
+                |r| {
+                    let labels: String = r.get(1)?;
+                    Ok((
+                        labels,
+                        TokenRow {
+                            hash: r.get(0)?,
+                            labels: Labels::new(),
+                            state_at_now: token_state(
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                                now,
+                            ),
+                            hostname: r.get(6)?,
+                            batch_id: r.get(7)?,
+                            replaces_host: r.get(8)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?
+            .map(|(labels, row)| {
+                Ok(TokenRow {
+                    labels: serde_json::from_str(&labels).map_err(corrupt("token labels"))?,
+                    ..row
+                })
+            })
+            .transpose()
+    }
+
+    /// Counts one use of a token.
+    pub fn spend_token(&self, id: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// A one-time token that may take over `host_id` only (`hosts replace`).
+    pub fn create_replacement_token(
+        &self,
+        host_id: &str,
+        expires_at: i64,
+        created_by: &str,
+        now: i64,
+    ) -> Result<(Secret, TokenInfo), StoreError> {
+        insert_enroll_token(
+            &self.tx,
+            &Labels::new(),
+            expires_at,
+            1,
+            created_by,
+            Some(host_id),
+            now,
+        )
+    }
+
+    /// Revokes the unused replacement tokens of a host; how many.
+    pub fn revoke_replacement_tokens(&self, host_id: &str, now: i64) -> Result<usize, StoreError> {
+        Ok(self.tx.execute(
+            "UPDATE enroll_tokens SET revoked_at = ?2
+             WHERE replaces_host = ?1 AND revoked_at IS NULL AND uses < uses_allowed",
+            params![host_id, now],
+        )?)
+    }
 }

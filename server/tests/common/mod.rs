@@ -64,6 +64,23 @@ impl Fixture {
         names
     }
 
+    /// Lets time pass for the certificates: every stored certificate's
+    /// issue and expiry times move back by `percent` of its validity, as if
+    /// that much of it had gone by (renewal is allowed in the last third).
+    /// The certificates themselves do not change; the server decides from
+    /// these records.
+    pub fn age_certs(&self, percent: i64) {
+        let db = rusqlite::Connection::open(self.data_dir().join("muster.db")).expect("open db");
+        db.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        db.execute(
+            "UPDATE certs SET issued_at = issued_at - (not_after - issued_at) * ?1 / 100,
+             not_after = not_after - (not_after - issued_at) * ?1 / 100",
+            [percent],
+        )
+        .expect("age certs");
+    }
+
     /// A client that trusts the Muster CA and presents no certificate.
     pub fn anonymous_client(&self) -> reqwest::Client {
         client(&self.ca_pem, None)
