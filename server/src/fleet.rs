@@ -114,3 +114,6 @@ impl Fleet<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
