@@ -304,6 +304,24 @@ pub async fn hosts_show(args: &AdminArgs, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// What the host's config needs of Alloy, and, when the host's Alloy is
+/// older, why the agent refuses the config and what to do.
+fn alloy_requirement(h: &HostInfo) -> Option<String> {
+    let required = h.alloy_required.as_deref()?;
+    let have = h
+        .alloy_version
+        .as_deref()
+        .or_else(|| h.facts.alloy.as_ref()?.version.as_deref());
+    let parse = muster_shared::alloy::parse_version;
+    Some(match have {
+        Some(have) if parse(have).zip(parse(required)).is_some_and(|(h, r)| h < r) => format!(
+            "{required} or later, and this host has {have}: the agent refuses this config \
+             (`Requires Alloy` lines of its templates) until Alloy is upgraded on the host"
+        ),
+        _ => format!("{required} or later"),
+    })
+}
+
 fn print_host(h: &HostInfo) {
     let os = match (&h.facts.os_id, &h.facts.os_version) {
         (Some(id), Some(v)) => format!("{} ({id} {v})", h.facts.os),
@@ -337,6 +355,10 @@ fn print_host(h: &HostInfo) {
         ("arch", h.facts.arch.clone()),
         ("scrape address", h.facts.scrape_address.clone()),
         ("alloy", dash(&h.alloy_version)),
+        (
+            "needs alloy",
+            alloy_requirement(h).unwrap_or_else(|| "-".into()),
+        ),
         ("agent", h.facts.agent_version.clone()),
         ("enrolled", time(h.enrolled_at)),
         ("last seen", time(h.last_seen)),
@@ -608,6 +630,37 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_show_says_why_an_older_alloy_refuses_the_config() {
+        let host = |required: Option<&str>, have: Option<&str>| -> HostInfo {
+            serde_json::from_value(serde_json::json!({
+                "id": "db-01-abc", "hostname": "db-01", "state": "config_failed",
+                "labels": {}, "rendered_hash": "h", "enrolled_at": 0, "last_seen": 0,
+                "cert_expires_at": 0, "alloy_version": have, "alloy_required": required,
+                "facts": {
+                    "hostname": "db-01", "machine_id": "m", "os": "linux", "arch": "x86_64",
+                    "scrape_address": "10.0.0.5:12345", "agent_version": "0.1.0",
+                },
+            }))
+            .expect("a host")
+        };
+        let old = alloy_requirement(&host(Some("v1.4.0"), Some("v1.3.2"))).expect("text");
+        assert!(
+            old.starts_with("v1.4.0 or later, and this host has v1.3.2: the agent refuses"),
+            "{old}"
+        );
+        assert!(old.contains("until Alloy is upgraded"), "{old}");
+        assert_eq!(
+            alloy_requirement(&host(Some("v1.4.0"), Some("v1.10.2"))).as_deref(),
+            Some("v1.4.0 or later")
+        );
+        assert_eq!(
+            alloy_requirement(&host(Some("v1.4.0"), None)).as_deref(),
+            Some("v1.4.0 or later")
+        );
+        assert_eq!(alloy_requirement(&host(None, Some("v1.3.2"))), None);
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -68,11 +68,11 @@ pub fn defaults(service: &str) -> Option<Params> {
     let v = match service {
         "postgres" => json!({
             "port": 5432, "address": "127.0.0.1", "user": "alloy", "database": "postgres",
-            "sslmode": "disable", "dsn_env": "MUSTER_POSTGRES_DSN",
+            "sslmode": "disable", "dsn_env": "MUSTER_POSTGRES_DSN", "socket_dir": "",
         }),
         "mysql" => json!({
             "port": 3306, "address": "127.0.0.1", "user": "alloy",
-            "dsn_env": "MUSTER_MYSQL_DSN",
+            "dsn_env": "MUSTER_MYSQL_DSN", "socket": "",
         }),
         "redis" => json!({ "port": 6379, "address": "127.0.0.1", "password_file": "" }),
         "nginx" => {
@@ -81,8 +81,8 @@ pub fn defaults(service: &str) -> Option<Params> {
         "docker" => json!({ "socket": "/var/run/docker.sock" }),
         "journal" => json!({ "max_age": "12h" }),
         "files" => json!({ "paths": ["/var/log/*.log"] }),
-        "otlp" => json!({ "grpc": "0.0.0.0:4317", "http": "0.0.0.0:4318" }),
-        "process" => json!({ "names": ["{{.Comm}}"] }),
+        "otlp" => json!({ "grpc": "0.0.0.0:4317", "http": "0.0.0.0:4318", "insecure": false }),
+        "process" => json!({ "names": [] }),
         _ => return None,
     };
     match v {
@@ -244,8 +244,15 @@ pub fn plan(
         if let Some(p) = fact.exporter_port {
             set("exporter_port", json!(p));
         }
-        if let (Some(path), ServiceKind::Docker) = (&fact.path, fact.kind) {
-            set("socket", json!(path));
+        match (&fact.path, fact.kind) {
+            (Some(path), ServiceKind::Docker | ServiceKind::Mysql) => set("socket", json!(path)),
+            // PostgreSQL's DSN names the socket's directory (`host=DIR`).
+            (Some(path), ServiceKind::Postgres) => {
+                if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
+                    set("socket_dir", json!(dir));
+                }
+            }
+            _ => {}
         }
         plan.insert(name.to_string(), params);
         enabled.insert(name.to_string(), true);

@@ -333,9 +333,11 @@ impl Templates {
             labels => labels,
             services => plan.keys().collect::<Vec<_>>(),
         };
+        let otlp = settings.otlp_endpoint.as_deref().map(otlp_target);
         let settings_ctx = minijinja::context! {
-            loki_url => &settings.loki_url,
-            otlp_endpoint => &settings.otlp_endpoint,
+            loki_url => settings.loki_url.as_deref().map(loki_base),
+            otlp_endpoint => otlp.as_ref().map(|(target, _)| target),
+            otlp_insecure => otlp.as_ref().is_some_and(|(_, plaintext)| *plaintext),
         };
         let mut parts = vec![self.render_part(
             &base,
@@ -386,6 +388,39 @@ impl Templates {
             text: captured.into_output(),
             targets,
         })
+    }
+}
+
+/// The path Loki takes pushes on, which templates append to `loki_url`.
+const LOKI_PUSH_PATH: &str = "/loki/api/v1/push";
+
+/// `loki_url` as the base templates append [`LOKI_PUSH_PATH`] to: without
+/// trailing slashes, and without the push path when it was given whole, so
+/// `http://loki:3100/` never renders `…3100//loki/api/v1/push`.
+pub fn loki_base(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    url.strip_suffix(LOKI_PUSH_PATH)
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The OTLP endpoint as Alloy's gRPC exporter (`otelcol.exporter.otlp`)
+/// takes it, `host:port` without scheme or trailing slash, and whether the
+/// collector speaks plaintext (`http://`): the exporter uses TLS unless
+/// told `tls { insecure = true }`, so a plaintext collector otherwise fails
+/// only at run time.
+pub fn otlp_target(endpoint: &str) -> (String, bool) {
+    let endpoint = endpoint.trim().trim_end_matches('/');
+    match endpoint.strip_prefix("http://") {
+        Some(rest) => (rest.to_string(), true),
+        None => (
+            endpoint
+                .strip_prefix("https://")
+                .unwrap_or(endpoint)
+                .to_string(),
+            false,
+        ),
     }
 }
 
@@ -556,6 +591,110 @@ pub(crate) mod tests {
         assert!(!r.config.contains("redis"), "{}", r.config);
         assert!(r.config.contains("otelcol.receiver.otlp \"default\""));
         assert!(r.config.contains("endpoint = \"otel.example:4317\""));
+    }
+
+    #[test]
+    fn endpoints_are_normalized_for_the_templates() {
+        for (given, want) in [
+            ("http://loki:3100", "http://loki:3100"),
+            ("http://loki:3100/", "http://loki:3100"),
+            ("https://logs.example.com//", "https://logs.example.com"),
+            ("http://loki:3100/loki/api/v1/push", "http://loki:3100"),
+            ("http://loki:3100/loki/api/v1/push/", "http://loki:3100"),
+            (
+                "https://gw.example.com/tenant-a/",
+                "https://gw.example.com/tenant-a",
+            ),
+        ] {
+            assert_eq!(loki_base(given), want, "{given}");
+        }
+        for (given, target, plaintext) in [
+            ("otel.example:4317", "otel.example:4317", false),
+            ("https://otel.example:4317/", "otel.example:4317", false),
+            ("http://otel.example:4317", "otel.example:4317", true),
+            ("http://10.0.0.9:4317/", "10.0.0.9:4317", true),
+        ] {
+            assert_eq!(
+                otlp_target(given),
+                (target.to_string(), plaintext),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plaintext_otlp_collector_gets_tls_insecure_and_a_tls_one_does_not() {
+        let t = Templates::builtin().expect("load");
+        let h = host(&[]);
+        let render = |endpoint: &str| {
+            let settings = RenderSettings {
+                otlp_endpoint: Some(endpoint.into()),
+                overrides: Overrides::from_toml("[[rule]]\n[rule.services.otlp]\nenabled = true\n")
+                    .expect("overrides"),
+                ..RenderSettings::default()
+            };
+            t.render(&h, &settings).expect("renders").config
+        };
+        let plain = render("http://otel.example:4317/");
+        assert!(
+            plain.contains("endpoint = \"otel.example:4317\""),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("tls {\n\t\t\tinsecure = true\n\t\t}"),
+            "{plain}"
+        );
+        for secure in ["https://otel.example:4317", "otel.example:4317"] {
+            let config = render(secure);
+            assert!(
+                config.contains("endpoint = \"otel.example:4317\""),
+                "{config}"
+            );
+            assert!(!config.contains("insecure"), "{config}");
+        }
+        // Or per host, by the otlp service's `insecure` parameter.
+        let settings = RenderSettings {
+            otlp_endpoint: Some("otel.example:4317".into()),
+            overrides: Overrides::from_toml(
+                "[[rule]]\n[rule.services.otlp]\nenabled = true\ninsecure = true\n",
+            )
+            .expect("overrides"),
+            ..RenderSettings::default()
+        };
+        let config = t.render(&h, &settings).expect("renders").config;
+        assert!(config.contains("insecure = true"), "{config}");
+    }
+
+    #[test]
+    fn process_matchers_never_shadow_each_other() {
+        let t = Templates::builtin().expect("load");
+        let h = host(&[]);
+        let render = |overrides: &str| {
+            let settings = RenderSettings {
+                overrides: Overrides::from_toml(overrides).expect("overrides"),
+                ..RenderSettings::default()
+            };
+            t.render(&h, &settings).expect("renders").config
+        };
+        let named = render(
+            "[[rule]]\n[rule.services.process]\nenabled = true\nnames = [\"postgres\", \"nginx\"]\n",
+        );
+        assert!(
+            named.contains(
+                "\tmatcher {\n\t\tname = \"postgres\"\n\t\tcomm = [\"postgres\"]\n\t}\n\tmatcher {\n\t\tname = \"nginx\"\n\t\tcomm = [\"nginx\"]\n\t}"
+            ),
+            "{named}"
+        );
+        assert!(
+            !named.contains("cmdline"),
+            "a catch-all would shadow: {named}"
+        );
+        let all = render("[[rule]]\n[rule.services.process]\nenabled = true\n");
+        assert_eq!(all.matches("matcher {").count(), 1, "{all}");
+        assert!(
+            all.contains("name    = \"{{.Comm}}\"\n\t\tcmdline = [\".+\"]"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -287,6 +287,10 @@ pub struct HostInfo {
     pub last_error: Option<String>,
     #[serde(default)]
     pub alloy_version: Option<String>,
+    /// The oldest Alloy the rendered config works with (`v1.4.0`), from the
+    /// `// Requires Alloy` lines its templates declare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alloy_required: Option<String>,
     pub enrolled_at: i64,
     pub last_seen: i64,
     pub cert_expires_at: i64,

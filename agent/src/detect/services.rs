@@ -53,6 +53,12 @@ pub struct Listener {
 pub const PROBE_PATHS: &[&str] = &[
     "/var/run/docker.sock",
     "/run/docker.sock",
+    "/run/postgresql/.s.PGSQL.5432",
+    "/var/run/postgresql/.s.PGSQL.5432",
+    "/tmp/.s.PGSQL.5432",
+    "/run/mysqld/mysqld.sock",
+    "/var/run/mysqld/mysqld.sock",
+    "/var/lib/mysql/mysql.sock",
     "/run/log/journal",
     "/var/log/journal",
 ];
@@ -76,14 +82,25 @@ const RULES: &[Rule] = &[
         programs: &["postgres", "postmaster"],
         default_port: Some(5432),
         port_flags: &["-p", "--port"],
-        paths: &[],
+        // The local socket (its dir goes into the DSN: peer authentication
+        // works over it, not over TCP).
+        paths: &[
+            "/run/postgresql/.s.PGSQL.5432",
+            "/var/run/postgresql/.s.PGSQL.5432",
+            "/tmp/.s.PGSQL.5432",
+        ],
     },
     Rule {
         kind: ServiceKind::Mysql,
         programs: &["mysqld", "mariadbd"],
         default_port: Some(3306),
         port_flags: &["--port", "-P"],
-        paths: &[],
+        // Debian's and RHEL's socket (auth_socket / unix_socket work over it).
+        paths: &[
+            "/run/mysqld/mysqld.sock",
+            "/var/run/mysqld/mysqld.sock",
+            "/var/lib/mysql/mysql.sock",
+        ],
     },
     Rule {
         kind: ServiceKind::Redis,
@@ -450,6 +467,40 @@ mod tests {
         assert_eq!(s[0].port, Some(5433));
         assert_eq!(s[0].address.as_deref(), Some("127.0.0.1"));
         assert_eq!(s[0].evidence, ["listen 127.0.0.1:5433", "process postgres"]);
+    }
+
+    #[test]
+    fn database_sockets_are_reported_as_the_service_path() {
+        let snap = Snapshot {
+            processes: vec![
+                proc(
+                    10,
+                    "postgres",
+                    &["/usr/lib/postgresql/15/bin/postgres"],
+                    &[],
+                ),
+                proc(11, "mariadbd", &["/usr/sbin/mariadbd"], &[]),
+            ],
+            listeners: vec![],
+            paths: vec![
+                "/run/postgresql/.s.PGSQL.5432".into(),
+                "/var/lib/mysql/mysql.sock".into(),
+            ],
+        };
+        let s = detect(&snap);
+        let path = |kind| {
+            s.iter()
+                .find(|f| f.kind == kind)
+                .and_then(|f| f.path.clone())
+        };
+        assert_eq!(
+            path(ServiceKind::Postgres).as_deref(),
+            Some("/run/postgresql/.s.PGSQL.5432")
+        );
+        assert_eq!(
+            path(ServiceKind::Mysql).as_deref(),
+            Some("/var/lib/mysql/mysql.sock")
+        );
     }
 
     #[test]

@@ -100,6 +100,8 @@ impl HostRecord {
             applied_hash: self.applied_hash.clone(),
             last_error: self.last_error.clone(),
             alloy_version: self.alloy_version.clone(),
+            alloy_required: muster_shared::alloy::required_version(&self.config)
+                .map(|(major, minor, patch)| format!("v{major}.{minor}.{patch}")),
             enrolled_at: self.enrolled_at,
             last_seen: self.last_seen,
             cert_expires_at: self.cert_expires_at,

@@ -115,13 +115,20 @@ pub fn required_version(config: &str) -> Option<(u64, u64, u64)> {
         .lines()
         .filter_map(|line| line.trim_start().strip_prefix(REQUIRES_PREFIX))
         .filter_map(|rest| {
-            let word = rest.split(|c: char| c.is_whitespace() || c == ':').next()?;
-            let mut parts = word.split('.').map(|p| p.parse::<u64>().ok());
-            let (major, minor) = (parts.next()??, parts.next()??);
-            let patch = parts.next().flatten().unwrap_or(0);
-            Some((major, minor, patch))
+            parse_version(rest.split(|c: char| c.is_whitespace() || c == ':').next()?)
         })
         .max()
+}
+
+/// `(major, minor, patch)` of a release number such as `v1.10.2`, `1.4`
+/// or `v1.11.0-rc.1` (the release part decides).
+pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    let bare = text.strip_prefix('v').unwrap_or(text);
+    let release = bare.split(['-', '+']).next()?;
+    let mut parts = release.split('.').map(|p| p.parse::<u64>().ok());
+    let (major, minor) = (parts.next()??, parts.next()??);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
 }
 
 /// True when `s` can be used as an identifier, e.g. a block label (`prometheus.scrape "s"`).
@@ -139,6 +146,9 @@ mod tests {
         assert_eq!(required_version(config), Some((1, 10, 0)));
         assert_eq!(required_version("logging { }\n"), None);
         assert_eq!(required_version("// Requires Alloy vX or later\n"), None);
+        assert_eq!(parse_version("v1.11.0-rc.1"), Some((1, 11, 0)));
+        assert_eq!(parse_version("1.4"), Some((1, 4, 0)));
+        assert_eq!(parse_version("stand-in"), None);
     }
 
     #[test]
