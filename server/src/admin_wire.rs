@@ -1,5 +1,6 @@
 //! JSON bodies of the fleet part of the admin API (label edits, decommission,
-//! replacement, label checks, batches, audit), shared by the handlers and the
+//! replacement, label checks, batches, audit) and of targets-reader tokens,
+//! shared by the handlers and the
 //! admin CLI. The token and host bodies are in `muster_shared::wire`.
 
 use std::collections::BTreeMap;
@@ -10,6 +11,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{EntryStatus, Format, RowError};
 use crate::store::BatchRecord;
+
+/// `POST /v1/admin/reader-tokens`: a token that can read Prometheus targets
+/// (`/v1/sd/targets`) and `/metrics`, nothing else.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderTokenCreate {
+    /// What it is for, e.g. the Prometheus that uses it.
+    pub name: String,
+}
+
+/// The token, shown this once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReaderTokenCreated {
+    pub id: String,
+    pub name: String,
+    pub token: String,
+}
 
 /// `POST /v1/admin/hosts/{id}/labels` and `POST /v1/admin/hosts/labels`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

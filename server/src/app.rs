@@ -12,6 +12,7 @@ use crate::api::install::Downloads;
 use crate::authlimit::AuthLimiter;
 use crate::ca::{self, Ca};
 use crate::fleet::Fleet;
+use crate::metrics::Metrics;
 use crate::render::{RenderSettings, Templates};
 use crate::settings::Settings;
 use crate::store::{AuditEntry, HostRecord, Store};
@@ -30,6 +31,8 @@ pub struct App {
     pub downloads: Downloads,
     /// Refused admin authentication per source (API and console sign-in).
     pub auth_limiter: Arc<AuthLimiter>,
+    /// Muster's own metrics (`/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -52,20 +55,25 @@ impl App {
             .unwrap_or_else(|| data_dir.join("targets"));
         std::fs::create_dir_all(&targets_dir)
             .with_context(|| format!("creating targets dir {}", targets_dir.display()))?;
+        let metrics = Arc::new(Metrics::new());
         let audit_store = store.clone();
+        let reload_metrics = metrics.clone();
         let reloader = Reloader::spawn(
             settings.prometheus_url.clone(),
             settings.reload_window,
-            move |error| {
-                let _ = audit_store.audit(&AuditEntry {
-                    at: crate::api::unix_now(),
-                    actor: "server",
-                    action: "prometheus.reload",
-                    target: None,
-                    outcome: "failed",
-                    detail: Some(error),
-                    source: None,
-                });
+            move |result| {
+                reload_metrics.reload(result.is_ok());
+                if let Err(error) = result {
+                    let _ = audit_store.audit(&AuditEntry {
+                        at: crate::api::unix_now(),
+                        actor: "server",
+                        action: "prometheus.reload",
+                        target: None,
+                        outcome: "failed",
+                        detail: Some(error),
+                        source: None,
+                    });
+                }
             },
         );
         let overrides_path = settings
@@ -101,6 +109,7 @@ impl App {
             targets_dir,
             reloader,
             downloads,
+            metrics,
         };
         app.sync_hosts()?;
         if let Some(url) = &app.settings.prometheus_url {
@@ -162,11 +171,15 @@ impl App {
             Ok(changed) => {
                 if changed {
                     tracing::info!(host = %host.id, dir = %self.targets_dir.display(), "wrote target file");
+                    self.metrics.target_write(&host.id, true);
+                } else {
+                    self.metrics.target_in_sync(&host.id);
                 }
                 changed
             }
             Err(e) => {
                 tracing::error!(host = %host.id, dir = %self.targets_dir.display(), error = %e, "cannot write target file");
+                self.metrics.target_write(&host.id, false);
                 false
             }
         }

@@ -146,6 +146,15 @@ pub enum TokenCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Create a targets-reader token for Prometheus (http_sd at /v1/sd/targets
+    /// and /metrics, nothing else) and print it: `> /etc/prometheus/muster-sd.token`
+    CreateReader {
+        /// What it is for, e.g. the Prometheus that uses it
+        #[arg(long, default_value = "prometheus")]
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// List enrollment tokens (never their secrets)
     List {
         #[command(flatten)]

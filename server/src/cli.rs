@@ -195,6 +195,22 @@ pub async fn token_create(
     Ok(())
 }
 
+/// `token create-reader`: prints only the token (so it can go straight into
+/// Prometheus's `credentials_file`), or the JSON answer with `--json`.
+pub async fn token_create_reader(args: &AdminArgs, name: &str) -> Result<()> {
+    let req = crate::admin_wire::ReaderTokenCreate {
+        name: name.to_string(),
+    };
+    let created: crate::admin_wire::ReaderTokenCreated = AdminClient::new(args)?
+        .post("/v1/admin/reader-tokens", &req)
+        .await?;
+    if args.json {
+        return print_json(&created);
+    }
+    println!("{}", created.token);
+    Ok(())
+}
+
 pub async fn token_list(args: &AdminArgs) -> Result<()> {
     let tokens: Vec<TokenInfo> = AdminClient::new(args)?.get("/v1/admin/tokens").await?;
     if args.json {

@@ -75,6 +75,9 @@ pub fn run(command: Command) -> Result<(), Failure> {
                     let labels: Labels = labels.into_iter().collect();
                     cli::token_create(&admin, labels, ttl, Some(uses)).await
                 }
+                TokenCommand::CreateReader { name, admin } => {
+                    cli::token_create_reader(&admin, &name).await
+                }
                 TokenCommand::List { admin } => cli::token_list(&admin).await,
                 TokenCommand::Revoke { id, admin } => cli::token_revoke(&admin, &id).await,
             }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod fleet;
 pub mod init;
+pub mod metrics;
 pub mod overrides;
 pub mod preview;
 pub mod render;

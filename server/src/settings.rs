@@ -79,6 +79,19 @@ pub struct Settings {
     /// audited.
     #[serde(default)]
     pub agents_may_move_targets: bool,
+    /// `/metrics` on the admin listener: `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: who may read Muster's own `/metrics`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Ask for a targets-reader or admin token (by default anyone who reaches
+    /// the admin listener may read it).
+    #[serde(default)]
+    pub token_required: bool,
 }
 
 pub use muster_shared::mirror::AlloyMirror;
@@ -381,6 +394,12 @@ scrape_check_interval = "15s"
 # apt = "https://mirror.example.com/grafana/apt"   # deb URL stable main
 # rpm = "https://mirror.example.com/grafana/rpm"   # dnf/yum/zypper baseurl
 # key = "https://mirror.example.com/grafana/gpg.key"
+
+# Muster's own /metrics on the admin listener needs no token unless asked
+# (then a targets-reader token, `muster-server token create-reader`, or an
+# admin token).
+# [metrics]
+# token_required = true
 "#
         )
     }

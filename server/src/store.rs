@@ -18,6 +18,7 @@ mod audit;
 mod batch;
 mod enroll;
 mod hosts;
+mod monitoring;
 mod schema;
 mod tokens;
 

@@ -37,7 +37,18 @@ pub fn groups_json(
     scrape_address: &str,
     targets: &[crate::render::TargetGroup],
 ) -> String {
-    let groups: Vec<Group> = targets
+    let mut text = serde_json::to_string_pretty(&groups(labels, scrape_address, targets))
+        .expect("plain data always serializes");
+    text.push('\n');
+    text
+}
+
+fn groups(
+    labels: &muster_shared::labels::Labels,
+    scrape_address: &str,
+    targets: &[crate::render::TargetGroup],
+) -> Vec<Group> {
+    targets
         .iter()
         .map(|t| {
             let mut labels = labels.clone();
@@ -50,10 +61,18 @@ pub fn groups_json(
                 targets: [t.address(scrape_address)],
             }
         })
+        .collect()
+}
+
+/// The `http_sd` answer: the groups of every active host's target file, in
+/// one list (hosts in the order given).
+pub fn http_sd(hosts: &[HostRecord]) -> String {
+    let all: Vec<Group> = hosts
+        .iter()
+        .filter(|h| h.is_active())
+        .flat_map(|h| groups(&h.labels(), &h.facts.scrape_address, &h.targets))
         .collect();
-    let mut text = serde_json::to_string_pretty(&groups).expect("plain data always serializes");
-    text.push('\n');
-    text
+    serde_json::to_string(&all).expect("plain data always serializes")
 }
 
 /// The target file of a host. Host ids are checked to be file-name safe when
@@ -137,9 +156,9 @@ pub fn retire_host(
 }
 
 /// Asks Prometheus to reload after target changes, at most once per window:
-/// many enrollments in a burst cause one reload. A failed reload is logged
-/// and handed to `on_failure`, never fatal (Prometheus also re-reads
-/// `file_sd` files by itself).
+/// many enrollments in a burst cause one reload. Each outcome is handed to
+/// `on_result`; a failed reload is logged, never fatal (Prometheus also
+/// re-reads `file_sd` files by itself).
 #[derive(Clone)]
 pub struct Reloader {
     notify: Arc<Notify>,
@@ -168,7 +187,7 @@ impl Reloader {
     pub fn spawn(
         prometheus_url: Option<String>,
         window: Duration,
-        on_failure: impl Fn(&str) + Send + 'static,
+        on_result: impl Fn(Result<(), &str>) + Send + 'static,
     ) -> Reloader {
         let notify = Arc::new(Notify::new());
         let removed_at = Arc::new(std::sync::Mutex::new(None));
@@ -201,17 +220,18 @@ impl Reloader {
                     }
                     match client.post(&url).send().await {
                         Ok(r) if r.status().is_success() => {
-                            tracing::info!(url = %url, "reloaded Prometheus")
+                            tracing::info!(url = %url, "reloaded Prometheus");
+                            on_result(Ok(()));
                         }
                         Ok(r) => {
                             let msg = format!("Prometheus reload answered {}", r.status());
                             tracing::warn!(url = %url, "{msg}");
-                            on_failure(&msg);
+                            on_result(Err(&msg));
                         }
                         Err(e) => {
                             let msg = format!("Prometheus reload failed: {e}");
                             tracing::warn!(url = %url, "{msg}");
-                            on_failure(&msg);
+                            on_result(Err(&msg));
                         }
                     }
                 }
@@ -264,6 +284,31 @@ mod tests {
         assert_eq!(nginx["labels"]["service"], "nginx");
         assert_eq!(nginx["labels"]["host_id"], "web-01-abc123");
         assert!(json[0]["labels"].get("service").is_none());
+    }
+
+    #[test]
+    fn http_sd_is_the_file_sd_groups_of_active_hosts() {
+        let mut a = host();
+        a.targets.push(TargetGroup {
+            component: String::new(),
+            port: Some(9113),
+            path: None,
+            service: Some("nginx".into()),
+        });
+        let mut b = host();
+        b.id = "web-02-def456".into();
+        let mut gone = host();
+        gone.id = "web-03-aaaaaa".into();
+        gone.lifecycle.decommissioned_at = Some(1);
+        let sd: serde_json::Value =
+            serde_json::from_str(&http_sd(&[a.clone(), gone, b.clone()])).expect("JSON");
+        let mut expected: Vec<serde_json::Value> = Vec::new();
+        for h in [&a, &b] {
+            let file: serde_json::Value = serde_json::from_str(&file_sd(h)).expect("JSON");
+            expected.extend(file.as_array().expect("groups").iter().cloned());
+        }
+        assert_eq!(sd, serde_json::Value::Array(expected));
+        assert_eq!(http_sd(&[]), "[]");
     }
 
     #[test]

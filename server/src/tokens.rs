@@ -1,4 +1,4 @@
-//! Bearer secrets: enrollment and admin tokens. A token reads
+//! Bearer secrets: enrollment, admin and targets-reader tokens. A token reads
 //! `<prefix>_<id>_<secret>`; the id finds the row, the secret is kept only as
 //! its SHA-256 and compared in constant time.
 
@@ -15,6 +15,8 @@ pub enum Kind {
     Enroll,
     /// Use the admin API (`mta_…`).
     Admin,
+    /// Read Prometheus targets and `/metrics`, nothing else (`mtr_…`).
+    Reader,
 }
 
 impl Kind {
@@ -22,6 +24,7 @@ impl Kind {
         match self {
             Kind::Enroll => "mte_",
             Kind::Admin => "mta_",
+            Kind::Reader => "mtr_",
         }
     }
 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::{run, run_ok, tools, Prometheus};
+use muster_e2e::fleet::{
+    admin, disable_detected_services, edit_settings, init, AlloyHost, FAST_CHECKINS,
+};
+use muster_e2e::{run, run_ok, tools, Prometheus, Server};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -188,7 +191,7 @@ fn fixture(path: &str, t: f64) -> String {
                  muster_prometheus_reloads_total{{outcome=\"failure\"}} {t}\n\
                  muster_enrollments_total{{outcome=\"enrolled\"}} {t}\n\
                  muster_enrollments_total{{outcome=\"unauthorized\"}} {many}\n\
-                 muster_rate_limit_refusals_total {t}\n\
+                 muster_admin_auth_refusals_total {t}\n\
                  muster_agent_requests_total{{route=\"/v1/agent/config\",status=\"304\"}} {t}\n\
                  muster_agent_request_duration_seconds_bucket{{route=\"/v1/agent/config\",le=\"0.005\"}} {t}\n\
                  muster_agent_request_duration_seconds_bucket{{route=\"/v1/agent/config\",le=\"+Inf\"}} {t}\n\
@@ -201,6 +204,25 @@ fn fixture(path: &str, t: f64) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// The `muster_…` family names the fixture serves (histograms by their base
+/// name): the real server's `/metrics` must have each (see the end-to-end
+/// test), so the fixture cannot drift from what Muster serves.
+fn fixture_muster_families() -> Vec<String> {
+    let mut names: Vec<String> = fixture("/muster", 1.0)
+        .lines()
+        .map(|l| {
+            let name = l.split(['{', ' ']).next().expect("a name");
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+                .to_string()
+        })
+        .collect();
+    names.dedup();
+    names
 }
 
 /// Serves [`fixture`] over plain HTTP on a loopback port 0 until dropped.
@@ -422,4 +444,222 @@ async fn every_rule_and_dashboard_expression_evaluates_to_data_in_prometheus() {
             assert!(!samples.is_empty(), "{from}: {expr} has no data");
         }
     }
+}
+
+/// End to end: the real server, a real agent with the Alloy stand-in, and a
+/// real Prometheus that finds the host through `http_sd_configs` (a
+/// targets-reader token, Muster's CA) and scrapes Muster's own `/metrics`.
+#[tokio::test]
+async fn prometheus_finds_hosts_over_http_sd_and_watches_muster() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let pin = init(&data);
+    edit_settings(&data, &[FAST_CHECKINS]);
+    disable_detected_services(&data);
+    // No --prometheus-url: this Prometheus is "on another machine" and no
+    // scrape check turns config_applied into scrape_ok.
+    let server = Server::start(&data);
+    let client = server.client();
+
+    // Health on both listeners, without a token.
+    for base in [server.agent_url(), server.admin_url()] {
+        for (path, status) in [("/healthz", "ok"), ("/readyz", "ready")] {
+            let resp = client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .expect(path);
+            assert_eq!(resp.status(), 200, "{base}{path}");
+            let body: Value = resp.json().await.expect("JSON");
+            assert_eq!(body["status"], status, "{base}{path}: {body}");
+        }
+    }
+
+    // A targets-reader token reads targets and nothing else.
+    let reader = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/reader-tokens",
+        Some(json!({"name": "prometheus"})),
+    )
+    .await;
+    let token = reader["token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("mtr_"), "{reader}");
+    let sd = format!("{}/v1/sd/targets", server.admin_url());
+    for (bearer, status) in [
+        (None, 401),
+        (Some("mtr_000000000000_nope"), 401),
+        (Some(token.as_str()), 200),
+    ] {
+        let mut req = client.get(&sd);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        assert_eq!(req.send().await.expect("sd").status(), status, "{bearer:?}");
+    }
+    for path in ["/v1/admin/hosts", "/v1/admin/audit"] {
+        let resp = client
+            .get(format!("{}{path}", server.admin_url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("admin route");
+        assert_eq!(resp.status(), 401, "a reader token on {path}");
+    }
+    let token_file = root.path().join("muster-sd.token");
+    std::fs::write(&token_file, &token).expect("token file");
+
+    let quoted = |p: &Path| Value::from(p.to_string_lossy()).to_string();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n\
+         \x20 - job_name: muster\n    http_sd_configs:\n      - url: {url}\n        refresh_interval: 1s\n\
+         \x20       authorization:\n          type: Bearer\n          credentials_file: {token}\n\
+         \x20       tls_config:\n          ca_file: {ca}\n\
+         \x20 - job_name: muster-server\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n\
+         \x20   static_configs:\n      - targets: [\"{admin}\"]\n",
+        url = Value::from(sd.clone()),
+        token = quoted(&token_file),
+        ca = quoted(&data.join("ca.crt")),
+        admin = server.admin_addr(),
+    );
+    let Some(prometheus) = Prometheus::start_with(&config, root.path()).await else {
+        return;
+    };
+
+    // Muster's /metrics: promtool-clean, and every family the rules and the
+    // dashboard read (the fixture above) is there.
+    let text = client
+        .get(format!("{}/metrics", server.admin_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for family in fixture_muster_families() {
+        assert!(
+            text.contains(&format!("\n{family}")),
+            "{family} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    // The refused token requests above (two on /v1/sd/targets, two on admin
+    // routes) count as refused admin authentications.
+    assert!(
+        text.contains("\nmuster_admin_auth_refusals_total 4\n"),
+        "{text}"
+    );
+    if tools::require("promtool check metrics", &["promtool"], false) {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write metrics");
+        let out = child.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A host enrolls and applies its config.
+    let created = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({"labels": {"env": "e2e"}})),
+    )
+    .await;
+    let host = AlloyHost::new(root.path(), "sd-host", 11).await;
+    run_ok(&mut host.enroll(&server, created["token"].as_str().expect("token"), &pin));
+    let _agent = host.run_daemon();
+
+    let up = prometheus
+        .wait_for(
+            "up{job=\"muster\", service=\"\"}",
+            |r| r.len() == 1 && r[0].1 == 1.0,
+            DEADLINE,
+        )
+        .await;
+    let host_id = up[0].0["host_id"].clone();
+    assert_eq!(up[0].0["env"], "e2e");
+    assert_eq!(up[0].0["instance"], host.standin.addr().to_string());
+    // The http_sd answer is exactly the target file's groups.
+    let file: Value =
+        serde_json::from_str(&read(&data.join("targets").join(format!("{host_id}.json"))))
+            .expect("target file");
+    let served: Value = client
+        .get(&sd)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sd")
+        .json()
+        .await
+        .expect("sd JSON");
+    assert_eq!(served, file);
+
+    prometheus
+        .wait_for(
+            "muster_hosts{job=\"muster-server\", state=\"config_applied\"} == 1",
+            |r| r.len() == 1,
+            DEADLINE,
+        )
+        .await;
+    prometheus
+        .wait_for(
+            "muster_enrollments_total{job=\"muster-server\", outcome=\"enrolled\"} >= 1",
+            |r| r.len() == 1,
+            DEADLINE,
+        )
+        .await;
+    prometheus
+        .wait_for(
+            "muster_config_rollout_hosts{job=\"muster-server\", status=\"current\"} == 1",
+            |r| r.len() == 1,
+            DEADLINE,
+        )
+        .await;
+
+    // Decommission: Prometheus loses the target, Muster's metrics follow.
+    admin(
+        &server,
+        reqwest::Method::POST,
+        &format!("/v1/admin/hosts/{host_id}/decommission"),
+        None,
+    )
+    .await;
+    let served: Value = client
+        .get(&sd)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sd")
+        .json()
+        .await
+        .expect("sd JSON");
+    assert_eq!(served, json!([]));
+    prometheus
+        .wait_for("up{job=\"muster\"}", |r| r.is_empty(), DEADLINE)
+        .await;
+    prometheus
+        .wait_for(
+            "muster_hosts{job=\"muster-server\", state=\"decommissioned\"} == 1 \
+             and on() muster_hosts{job=\"muster-server\", state=\"config_applied\"} == 0",
+            |r| r.len() == 1,
+            DEADLINE,
+        )
+        .await;
 }

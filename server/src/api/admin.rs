@@ -103,6 +103,44 @@ fn refusal<'a>(source: Option<&'a str>, detail: &'a str) -> AuditEntry<'a> {
     }
 }
 
+/// `POST /v1/admin/reader-tokens`: a targets-reader token for a Prometheus
+/// (`http_sd_configs` → `/v1/sd/targets`, and `/metrics`).
+pub async fn create_reader_token(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    ApiJson(req): ApiJson<crate::admin_wire::ReaderTokenCreate>,
+) -> Result<Json<crate::admin_wire::ReaderTokenCreated>, ApiError> {
+    let name = req.name.trim().to_string();
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 64 characters without control characters".into(),
+        ));
+    }
+    let (actor, for_store) = (admin.clone(), name.clone());
+    let (id, secret) = blocking(&app, move |app| {
+        app.store
+            .create_reader_token(&for_store, &actor, unix_now())
+    })
+    .await?
+    .map_err(|e| ApiError::internal("cannot create reader token", e))?;
+    tracing::info!(token = %id, admin = %admin, name = %name, "created targets-reader token");
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &admin,
+        action: "reader_token.create",
+        target: Some(&id),
+        outcome: "ok",
+        detail: Some(&name),
+        source: Some(&conn.peer.ip().to_string()),
+    });
+    Ok(Json(crate::admin_wire::ReaderTokenCreated {
+        id,
+        name,
+        token: secret.expose().to_string(),
+    }))
+}
+
 /// The token lifetime a request asks for (the server's default when absent),
 /// within bounds.
 pub fn token_ttl(app: &Shared, secs: Option<u64>) -> Result<Duration, ApiError> {

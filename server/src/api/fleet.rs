@@ -121,10 +121,12 @@ pub fn retire_target_file(app: &App, host: &HostRecord) -> Result<Option<String>
     let at = host.lifecycle.decommissioned_at.unwrap_or_else(unix_now);
     targets::retire_host(&app.targets_dir, &host.id, crate::fleet::at(at))
         .map(|p| {
+            app.metrics.target_in_sync(&host.id);
             p.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         })
         .map_err(|e| {
             tracing::error!(host = %host.id, dir = %app.targets_dir.display(), error = %e, "cannot rename the target file of a decommissioned host");
+            app.metrics.target_write(&host.id, false);
             e.to_string()
         })
 }

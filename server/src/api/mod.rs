@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod facts;
 pub mod fleet;
 pub mod install;
+pub mod monitoring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -234,8 +235,14 @@ pub fn agent_router(app: Shared) -> Router {
         .route(install::DOWNLOAD_PREFIX, get(install::index))
         .route("/v1/download/{name}", get(install::file))
         .route(wire::FACTS_PATH, post(facts::facts))
+        .route("/healthz", get(monitoring::healthz))
+        .route("/readyz", get(monitoring::readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            monitoring::track_agent_requests,
+        ))
         .with_state(app)
 }
 
@@ -266,7 +273,12 @@ pub fn admin_router(app: Shared) -> Router {
         .route("/v1/admin/batches/{id}", get(fleet::batch_status))
         .route("/v1/admin/batches/{id}/retry", post(fleet::retry_batch))
         .route("/v1/admin/audit", get(admin::audit))
+        .route("/v1/admin/reader-tokens", post(admin::create_reader_token))
         .route(OPENAPI_PATH, get(openapi))
+        .route("/v1/sd/targets", get(monitoring::sd_targets))
+        .route("/metrics", get(monitoring::metrics))
+        .route("/healthz", get(monitoring::healthz))
+        .route("/readyz", get(monitoring::readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)

@@ -53,14 +53,34 @@ pub struct Lifecycle {
 /// stopped checking in is stale whatever it last said; a failed or not yet
 /// applied config comes before what Prometheus says.
 pub fn headline(host: &HostRecord, now: i64, stale_after: i64) -> HostState {
-    if host.lifecycle.decommissioned_at.is_some() {
+    headline_of(
+        host.lifecycle.decommissioned_at.is_some(),
+        host.last_seen,
+        host.state,
+        host.lifecycle.scrape.as_ref().map(|s| s.state),
+        now,
+        stale_after,
+    )
+}
+
+/// [`headline`] from the stored fields it reads (the state counts of
+/// `/metrics` read only these).
+pub fn headline_of(
+    decommissioned: bool,
+    last_seen: i64,
+    state: HostState,
+    scrape: Option<HostState>,
+    now: i64,
+    stale_after: i64,
+) -> HostState {
+    if decommissioned {
         return HostState::Decommissioned;
     }
-    if now - host.last_seen > stale_after {
+    if now - last_seen > stale_after {
         return HostState::Stale;
     }
-    match (host.state, &host.lifecycle.scrape) {
-        (HostState::ConfigApplied, Some(scrape)) => scrape.state,
+    match (state, scrape) {
+        (HostState::ConfigApplied, Some(scrape)) => scrape,
         (state, _) => state,
     }
 }

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this server writes and understands.
-pub const VERSION: i32 = 3;
+pub const VERSION: i32 = 4;
 
 /// Version 1 (the first release). Never edited: later versions are steps.
 const V1: &str = r#"
@@ -158,13 +158,26 @@ CREATE INDEX certs_replaces ON certs(replaces) WHERE replaces IS NOT NULL;
 ALTER TABLE enroll_tokens ADD COLUMN replaces_host TEXT;
 "#;
 
+/// 3 → 4: targets-reader tokens (Prometheus's `http_sd` and `/metrics`), in
+/// a table of their own so that no reader token can pass as an admin token.
+const V4: &str = r#"
+CREATE TABLE reader_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at INTEGER
+);
+"#;
+
 /// Brings the database to [`VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::TooNew(version));
     }
-    let steps: [(i32, &str); 3] = [(1, V1), (2, V2), (3, V3)];
+    let steps: [(i32, &str); 4] = [(1, V1), (2, V2), (3, V3), (4, V4)];
     for (to, sql) in steps {
         if version >= to {
             continue;

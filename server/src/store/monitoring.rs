@@ -1,0 +1,140 @@
+//! What monitoring reads: the counts of Muster's `/metrics` (at scrape time,
+//! with narrow queries: no configs or facts are loaded), the readiness ping,
+//! and targets-reader tokens (`mtr_…`: `/v1/sd/targets` and `/metrics`, nothing
+//! else; their own table, so no reader token can pass as an admin token).
+
+use muster_shared::wire::HostState;
+use rusqlite::OptionalExtension as _;
+
+use super::hosts::headline_of;
+use super::{Store, StoreError};
+use crate::metrics::FleetCounts;
+use crate::tokens::{self, Kind, Secret};
+
+impl Store {
+    /// Hosts by state at `now`, config rollout, certificates of active hosts
+    /// expiring before `expiring_before`, and usable tokens.
+    pub fn fleet_counts(
+        &self,
+        now: i64,
+        stale_after: i64,
+        expiring_before: i64,
+    ) -> Result<FleetCounts, StoreError> {
+        let conn = self.conn();
+        let mut counts = FleetCounts::default();
+        let mut by_state = std::collections::BTreeMap::<&'static str, (HostState, u64)>::new();
+        let mut stmt = conn.prepare(
+            "SELECT state, scrape_state, last_seen, decommissioned_at IS NOT NULL,
+                    applied_hash IS NOT NULL AND applied_hash = rendered_hash
+             FROM hosts",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let state = parse_state(&r.get::<_, String>(0)?)?;
+            let scrape = r
+                .get::<_, Option<String>>(1)?
+                .as_deref()
+                .map(parse_state)
+                .transpose()?;
+            let last_seen: i64 = r.get(2)?;
+            let decommissioned: bool = r.get(3)?;
+            let current: bool = r.get(4)?;
+            let shown = headline_of(decommissioned, last_seen, state, scrape, now, stale_after);
+            by_state.entry(shown.as_str()).or_insert((shown, 0)).1 += 1;
+            if !decommissioned {
+                if current {
+                    counts.rollout_current += 1;
+                } else {
+                    counts.rollout_outdated += 1;
+                }
+            }
+        }
+        let pending: u64 = conn.query_row(
+            "SELECT count(*) FROM batch_hosts WHERE host_id IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        if pending > 0 {
+            by_state.insert("pending", (HostState::Pending, pending));
+        }
+        counts.by_state = by_state.into_values().collect();
+        // A renewal leaves the older certificate valid until it expires: only
+        // each active host's newest one counts.
+        counts.certs_expiring = conn.query_row(
+            "SELECT count(*) FROM (
+                SELECT max(c.not_after) AS newest FROM certs c
+                JOIN hosts h ON h.id = c.host_id
+                WHERE h.decommissioned_at IS NULL AND c.revoked_at IS NULL
+                GROUP BY c.host_id)
+             WHERE newest < ?1",
+            [expiring_before],
+            |r| r.get(0),
+        )?;
+        counts.enroll_tokens = conn.query_row(
+            "SELECT count(*) FROM enroll_tokens
+             WHERE revoked_at IS NULL AND expires_at > ?1 AND uses < uses_allowed",
+            [now],
+            |r| r.get(0),
+        )?;
+        counts.admin_tokens = conn.query_row(
+            "SELECT count(*) FROM admin_tokens WHERE revoked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        counts.reader_tokens = conn.query_row(
+            "SELECT count(*) FROM reader_tokens WHERE revoked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(counts)
+    }
+
+    /// Whether the database answers a query (`/readyz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// A new targets-reader token named `name`; the text is shown once.
+    pub fn create_reader_token(
+        &self,
+        name: &str,
+        created_by: &str,
+        now: i64,
+    ) -> Result<(String, Secret), StoreError> {
+        let token = tokens::generate(Kind::Reader);
+        self.conn().execute(
+            "INSERT INTO reader_tokens (id, name, hash, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![token.id, name, token.hash, now, created_by],
+        )?;
+        Ok((token.id, token.text))
+    }
+
+    /// The name of the token `text` when it may read targets: an unrevoked
+    /// targets-reader token, or an admin token.
+    pub fn verify_reader_token(&self, text: &str) -> Result<Option<String>, StoreError> {
+        let Some((id, secret)) = tokens::parse(Kind::Reader, text) else {
+            return self.verify_admin_token(text);
+        };
+        let row: Option<(String, Vec<u8>, Option<i64>)> = self
+            .conn()
+            .query_row(
+                "SELECT name, hash, revoked_at FROM reader_tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            Some((name, hash, None)) if tokens::verify(secret, &hash) => Some(name),
+            _ => None,
+        })
+    }
+}
+
+fn parse_state(text: &str) -> Result<HostState, StoreError> {
+    HostState::parse(text).ok_or(StoreError::Corrupt {
+        what: "host state",
+        message: text.to_string(),
+    })
+}
