@@ -134,7 +134,8 @@ pub struct Outcome {
     pub alloy_version: Option<String>,
     pub result: Result<(), ApplyError>,
     /// Something the operator should know although the apply did not fail:
-    /// Alloy's `/-/reload` was unreachable and the fallback command reloaded.
+    /// Alloy's `/-/reload` was unreachable and the fallback command reloaded,
+    /// or the `alloy` user lacks a group or file the config needs.
     pub warning: Option<String>,
 }
 
@@ -156,6 +157,17 @@ pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
         Some(e) => Err(e),
         None => apply_with(settings, content, check_for(Some(&version)), &mut warning).await,
     };
+    // What Alloy's user lacks shows only when Alloy runs the config: say it
+    // now, with the fix.
+    let access = crate::access::problems(content);
+    if !access.is_empty() {
+        let text = access.join("; ");
+        warn!(problems = %text, "Alloy's user cannot reach what the config needs");
+        warning = Some(match warning {
+            Some(w) => format!("{w}; {text}"),
+            None => text,
+        });
+    }
     Outcome {
         alloy_version: Some(version.text),
         result,

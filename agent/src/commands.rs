@@ -91,6 +91,12 @@ fn install_alloy_cmd(config_path: &Path, args: &InstallAlloyArgs) -> Result<Exit
     let mirror = config.alloy_mirror.clone().unwrap_or_default();
     let found = install::locate_alloy(&config.alloy_bin, &root);
     let systemd = args.root.is_none() && Path::new("/run/systemd/system").is_dir();
+    // The services running here decide the groups; a private root is not
+    // this host.
+    let groups = match args.root {
+        None => install::groups_for(&crate::detect::services()),
+        Some(_) => Vec::new(),
+    };
     let plan = install::alloy_plan(&install::Request {
         os: &os,
         mirror: &mirror,
@@ -98,6 +104,7 @@ fn install_alloy_cmd(config_path: &Path, args: &InstallAlloyArgs) -> Result<Exit
         alloy_present: found.is_some(),
         listen_addr: &listen_addr,
         systemd,
+        groups: &groups,
     })
     .map_err(runtime_failure)?;
     match &found {

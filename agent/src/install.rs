@@ -361,6 +361,23 @@ pub struct Request<'a> {
     pub listen_addr: &'a str,
     /// systemd runs this host (and `root` is `/`): enable and (re)start Alloy.
     pub systemd: bool,
+    /// Groups the `alloy` user must join for the services detected here
+    /// (`docker` for cAdvisor).
+    pub groups: &'a [String],
+}
+
+/// The groups the `alloy` user needs for `services` (detected on the host):
+/// the Docker socket belongs to group `docker`, which cAdvisor reads.
+/// (Journal access needs `adm`/`systemd-journal`, which Alloy's package
+/// grants itself.)
+pub fn groups_for(services: &[muster_shared::facts::ServiceFact]) -> Vec<String> {
+    let mut groups: Vec<String> = services
+        .iter()
+        .filter(|s| s.kind == muster_shared::facts::ServiceKind::Docker)
+        .map(|_| "docker".to_string())
+        .collect();
+    groups.dedup();
+    groups
 }
 
 /// The whole plan: install Alloy when it is missing, set its listen address,
@@ -376,6 +393,17 @@ pub fn alloy_plan(req: &Request<'_>) -> Result<Vec<Step>, InstallError> {
         env_file: env_file(family, req.root),
         addr: req.listen_addr.to_string(),
     });
+    for group in req.groups {
+        let mut argv = vec!["usermod".to_string()];
+        if !is_root(req.root) {
+            argv.extend(["--root".to_string(), req.root.display().to_string()]);
+        }
+        argv.extend(["-aG", group, crate::access::ALLOY_USER].map(String::from));
+        steps.push(Step::Run {
+            argv,
+            env: Vec::new(),
+        });
+    }
     if req.systemd {
         steps.push(Step::Service {
             unit: ALLOY_UNIT.to_string(),
@@ -610,6 +638,36 @@ mod tests {
             assert!(!text.contains("grafana.com"), "{text}");
             assert!(text.contains("https://mirror.example/key.asc"), "{text}");
         }
+    }
+
+    #[test]
+    fn alloy_joins_the_groups_detected_services_need_before_it_restarts() {
+        use muster_shared::facts::{ServiceFact, ServiceKind};
+        let fact = |kind| ServiceFact {
+            kind,
+            port: None,
+            address: None,
+            path: None,
+            exporter_port: None,
+            evidence: vec![],
+        };
+        let groups = groups_for(&[fact(ServiceKind::Journal), fact(ServiceKind::Docker)]);
+        assert_eq!(groups, ["docker"]);
+        assert!(groups_for(&[fact(ServiceKind::Postgres)]).is_empty());
+        let debian = os("debian", "", "12");
+        let plan = alloy_plan(&Request {
+            os: &debian,
+            mirror: &AlloyMirror::default(),
+            root: Path::new("/"),
+            alloy_present: true,
+            listen_addr: "0.0.0.0:12345",
+            systemd: true,
+            groups: &groups,
+        })
+        .unwrap();
+        let text: Vec<String> = plan.iter().map(|s| s.to_string()).collect();
+        assert_eq!(text[1], "usermod -aG docker alloy", "{text:?}");
+        assert!(text[2].starts_with("systemctl enable alloy"), "{text:?}");
     }
 
     #[test]

@@ -4,14 +4,16 @@
 //!
 //! The modules form a one-way chain; each imports only those listed before
 //! it:
-//! * leaves: `atomic_file`, `backoff`, `error_text`, `detect` (os-release
-//!   and services)
+//! * leaves: `access` (what the `alloy` user lacks for a config),
+//!   `atomic_file`, `backoff`, `error_text`, `detect` (os-release and
+//!   services)
 //! * `identity` (key, certificates), `tls`, `state`, `config`
 //! * `alloy` (version, command runner, HTTP endpoints, environment file)
 //! * `client` (the server's routes), `facts`, `install`, `apply`
 //! * `enroll`, `run`, `status`
 //! * `cli` (clap definitions), `commands` (what each subcommand does)
 
+pub mod access;
 pub mod alloy;
 pub mod apply;
 pub mod atomic_file;

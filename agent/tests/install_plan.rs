@@ -21,6 +21,7 @@ fn plan_text(os: &OsRelease, mirror: &AlloyMirror, present: bool) -> String {
         alloy_present: present,
         listen_addr: "0.0.0.0:12345",
         systemd: true,
+        groups: &[],
     })
     .expect("a plan for every fixture");
     plan.iter()
