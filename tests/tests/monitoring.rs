@@ -147,6 +147,124 @@ fn alertmanager_example_passes_amtool() {
     assert!(out.contains(" - 1 inhibit rules"), "{out}");
 }
 
+/// The example's inhibit rule in a real Alertmanager: while HostDown fires
+/// for a host, that host's other alerts are suppressed, another host's are
+/// not, and neither are Muster's own alerts (no `host_id`), not even by a
+/// HostDown without `host_id` (Alertmanager treats a label missing on both
+/// sides as equal, which the rule guards against).
+#[tokio::test]
+async fn alertmanager_inhibits_a_down_hosts_other_alerts_only() {
+    if !tools::require("alertmanager inhibit", &["prometheus-alertmanager"], false) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = muster_e2e::http_client();
+    let mut attempt = 0;
+    let (_alertmanager, url) = loop {
+        attempt += 1;
+        let addr = closed_addr();
+        let mut process = muster_e2e::Process::spawn(
+            Command::new("prometheus-alertmanager")
+                .arg(format!(
+                    "--config.file={}",
+                    packaging().join("alertmanager/alertmanager.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.path().join(format!("data-{attempt}")).display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--cluster.listen-address="),
+        );
+        let url = format!("http://{addr}");
+        let until = Instant::now() + DEADLINE;
+        let mut ready = false;
+        while Instant::now() < until && process.try_wait().is_none() {
+            if let Ok(r) = client.get(format!("{url}/-/ready")).send().await {
+                if r.status().is_success() {
+                    ready = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if ready {
+            break (process, url);
+        }
+        assert!(
+            attempt < 3,
+            "alertmanager did not start\n{}",
+            process.logs()
+        );
+    };
+    let alert = |name: &str, host: Option<&str>| {
+        let mut labels = json!({"alertname": name, "severity": "warning"});
+        if let Some(h) = host {
+            labels["host_id"] = json!(h);
+            labels["instance"] = json!(format!("{h}:12345"));
+        }
+        json!({"labels": labels})
+    };
+    let alerts = json!([
+        alert("HostDown", Some("web-1-a1b2c3")),
+        alert("HighCPUUsage", Some("web-1-a1b2c3")),
+        alert("DiskSpaceLow", Some("web-2-d4e5f6")),
+        alert("MusterHostsStale", None),
+    ]);
+    let mut alerts = alerts;
+    let mut foreign = alert("HostDown", None);
+    foreign["labels"]["job"] = json!("other");
+    alerts.as_array_mut().expect("array").push(foreign);
+    let resp = client
+        .post(format!("{url}/api/v2/alerts"))
+        .json(&alerts)
+        .send()
+        .await
+        .expect("post alerts");
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let listed: Value = client
+            .get(format!("{url}/api/v2/alerts"))
+            .send()
+            .await
+            .expect("alerts")
+            .json()
+            .await
+            .expect("alerts JSON");
+        let state = |name: &str| {
+            listed
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["labels"]["alertname"] == name)
+                .map(|a| {
+                    let inhibited = a["status"]["inhibitedBy"]
+                        .as_array()
+                        .is_some_and(|v| !v.is_empty());
+                    (a["status"]["state"].clone(), inhibited)
+                })
+        };
+        let expected = [
+            ("HostDown", false),
+            ("HighCPUUsage", true),
+            ("DiskSpaceLow", false),
+            ("MusterHostsStale", false),
+        ];
+        let all = expected.iter().all(|(name, inhibited)| {
+            state(name).is_some_and(|(s, i)| {
+                i == *inhibited && s == if *inhibited { "suppressed" } else { "active" }
+            })
+        });
+        if all {
+            break;
+        }
+        assert!(Instant::now() < until, "unexpected inhibition: {listed:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// What the fixture exporter serves at `path` after `t` seconds: the node
 /// exporter series the rules and dashboard read (a host 95% busy, 95% of
 /// memory used, / 95% full) and Muster's own families, every counter growing
