@@ -51,6 +51,10 @@ pub struct LabelEdited {
     pub matched: usize,
     /// Those whose labels changed.
     pub hosts: Vec<HostInfo>,
+    /// Changed hosts whose target file could not be written (yet): host id
+    /// → error. The server keeps retrying; `hosts show` tells when it is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_file_errors: BTreeMap<String, String>,
 }
 
 /// The answer to a decommission.
@@ -62,6 +66,9 @@ pub struct Decommissioned {
     /// What the target file was renamed to, when there was one.
     #[serde(default)]
     pub target_file: Option<String>,
+    /// Why the target file could not be renamed (yet); the server retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_file_error: Option<String>,
 }
 
 /// The answer to `hosts replace`. The only time the token is shown.

@@ -1,22 +1,24 @@
 //! The server's state, assembled at start-up from the data dir and settings:
-//! store, CA, templates, targets dir and the Prometheus reloader. Start-up
-//! also re-renders every host (templates may have changed) and rewrites the
-//! target files from the database.
+//! store, CA, templates, and the reconciler (target files, Prometheus
+//! reload). Start-up also re-renders every host (templates may have
+//! changed) and has the reconciler bring the target files in line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use muster_shared::pin::Pin;
+use muster_shared::wire::HostInfo;
 
 use crate::api::install::Downloads;
 use crate::authlimit::AuthLimiter;
 use crate::ca::{self, Ca};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
+use crate::reconciler::{FileChange, Reconciler};
 use crate::render::{RenderSettings, Templates};
 use crate::settings::Settings;
 use crate::store::{AuditEntry, HostRecord, Store};
-use crate::targets::{self, Reloader};
+use crate::targets;
 
 pub struct App {
     pub store: Arc<Store>,
@@ -25,8 +27,8 @@ pub struct App {
     pub templates: Templates,
     pub render_settings: RenderSettings,
     pub settings: Settings,
-    pub targets_dir: PathBuf,
-    pub reloader: Reloader,
+    /// Owns the target files and the Prometheus reload.
+    pub reconciler: Reconciler,
     /// Agent binaries served at `/v1/download/`.
     pub downloads: Downloads,
     /// Refused admin authentication per source (API and console sign-in).
@@ -58,7 +60,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let audit_store = store.clone();
         let reload_metrics = metrics.clone();
-        let reloader = Reloader::spawn(
+        let reloader = targets::Reloader::spawn(
             settings.prometheus_url.clone(),
             settings.reload_window,
             move |result| {
@@ -91,6 +93,13 @@ impl App {
         } else {
             tracing::info!(dir = %downloads_dir.display(), files = ?downloads.files.keys().collect::<Vec<_>>(), "serving agent binaries");
         }
+        let reconciler = Reconciler::new(
+            store.clone(),
+            targets_dir.clone(),
+            reloader,
+            metrics.clone(),
+        )
+        .with_context(|| format!("cleaning targets dir {}", targets_dir.display()))?;
         let render_settings = RenderSettings {
             loki_url: settings.loki_url.clone(),
             otlp_endpoint: settings.otlp_endpoint.clone(),
@@ -106,12 +115,12 @@ impl App {
             templates,
             render_settings,
             settings,
-            targets_dir,
-            reloader,
+            reconciler,
             downloads,
             metrics,
         };
         app.sync_hosts()?;
+        app.reconciler.spawn();
         if let Some(url) = &app.settings.prometheus_url {
             crate::scrape::spawn(
                 app.store.clone(),
@@ -122,75 +131,45 @@ impl App {
         Ok(app)
     }
 
-    /// Re-renders every host and rewrites target files that differ. A host
-    /// whose render fails keeps its previous config, and the failure is
-    /// logged with the host id.
+    /// Re-renders every host whose config changed (templates, overrides or
+    /// settings may have), then has the reconciler bring every target file
+    /// in line. A host whose render fails keeps its previous config, and the
+    /// failure is logged with the host id.
     pub fn sync_hosts(&self) -> anyhow::Result<()> {
-        let mut changed = 0;
-        for mut host in self.store.hosts()? {
+        for host in self.store.hosts()? {
             match self.templates.render(&host, &self.render_settings) {
                 Ok(rendered) if rendered.hash != host.rendered_hash => {
                     self.store.set_rendered(&host.id, &rendered)?;
                     tracing::info!(host = %host.id, hash = %rendered.hash, "re-rendered config");
-                    host.config = rendered.config;
-                    host.rendered_hash = rendered.hash;
-                    host.targets = rendered.targets;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(host = %host.id, error = %e, "cannot render config; the host keeps its previous one")
                 }
             }
-            if self.write_target_file(&host) {
-                changed += 1;
-            }
         }
-        // A decommissioned host's file that is still live (the rename
-        // failed, or the database was restored) is retired now.
-        for host in self.store.hosts_all()?.iter().filter(|h| !h.is_active()) {
-            let live = targets::path_for(&self.targets_dir, &host.id).is_some_and(|p| p.exists());
-            if live && crate::api::fleet::retire_target_file(self, host).is_ok() {
-                self.reloader.removed();
-            }
-        }
-        if changed > 0 {
-            tracing::info!(changed, dir = %self.targets_dir.display(), "synced target files");
-            self.reloader.request();
-        }
+        self.reconciler.full_pass()?;
         Ok(())
     }
 
-    /// Writes a host's target file; logs and returns false on failure (the
-    /// database stays the truth and the next start-up writes it again).
-    pub fn write_target_file(&self, host: &HostRecord) -> bool {
-        // A decommissioned host's file was retired; nothing brings it back.
-        if !host.is_active() {
-            return false;
-        }
-        match targets::write_host(&self.targets_dir, host) {
-            Ok(changed) => {
-                if changed {
-                    tracing::info!(host = %host.id, dir = %self.targets_dir.display(), "wrote target file");
-                    self.metrics.target_write(&host.id, true);
-                } else {
-                    self.metrics.target_in_sync(&host.id);
-                }
-                changed
-            }
-            Err(e) => {
-                tracing::error!(host = %host.id, dir = %self.targets_dir.display(), error = %e, "cannot write target file");
-                self.metrics.target_write(&host.id, false);
-                false
-            }
-        }
+    /// Brings a changed host's target file in line with the store (a
+    /// failure leaves the host drifting, retried in the background).
+    /// Blocking.
+    pub fn host_changed(&self, host_id: &str) -> Result<FileChange, String> {
+        self.reconciler.host_changed(host_id)
     }
 
-    /// Brings a changed host's target file up to date and asks for a
-    /// Prometheus reload when it changed.
-    pub fn host_changed(&self, host: &HostRecord) {
-        if self.write_target_file(host) {
-            self.reloader.request();
-        }
+    /// The admin view of a host, with its target file's drift.
+    pub fn host_info(&self, host: &HostRecord, now: i64) -> HostInfo {
+        let mut info = host.info(now, self.settings.stale_after.as_secs() as i64);
+        info.target_drift = self.reconciler.drift(&host.id).map(|d| {
+            format!(
+                "target file not written since {}: {}",
+                crate::cli::time(d.since),
+                d.error
+            )
+        });
+        info
     }
 
     /// The fleet core over this server's state.

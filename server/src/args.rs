@@ -50,6 +50,9 @@ pub enum Command {
     /// Batch enrollment from a spreadsheet: import, status, retry
     #[command(subcommand)]
     Batch(BatchCommand),
+    /// Prometheus target files: compare them with the database and repair them
+    #[command(subcommand)]
+    Targets(TargetsCommand),
     /// The audit log: every admin action and enrollment attempt, with its source address
     Audit {
         /// Only entries about or by this host (or any other target: a token or batch id)
@@ -128,6 +131,21 @@ impl ServeArgs {
             downloads_dir: self.downloads_dir.clone(),
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum TargetsCommand {
+    /// Rewrite every target file that differs from the database (missing,
+    /// changed, a decommissioned host's still live, leftover temp files);
+    /// with --check only list them and exit 1 if there are any
+    Sync {
+        /// The server's data dir (its server.toml names the targets dir)
+        #[arg(long, env = "MUSTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Only report the differences; change nothing
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand)]

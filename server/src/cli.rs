@@ -281,6 +281,11 @@ pub async fn hosts_list(args: &AdminArgs, filter: &HostFilter) -> Result<()> {
                 time(h.last_seen),
                 h.alloy_version.clone().unwrap_or_else(|| "-".into()),
                 os_text(h),
+                if h.target_drift.is_some() {
+                    "DRIFT (hosts show)".into()
+                } else {
+                    "ok".into()
+                },
             ]
         })
         .collect();
@@ -294,7 +299,8 @@ pub async fn hosts_list(args: &AdminArgs, filter: &HostFilter) -> Result<()> {
                 "CONFIG",
                 "LAST SEEN",
                 "ALLOY",
-                "OS"
+                "OS",
+                "TARGET FILE"
             ],
             rows
         )
@@ -395,6 +401,9 @@ fn print_host(h: &HostInfo) {
     if let Some(t) = h.decommissioned_at {
         lines.push(("decommissioned", time(t)));
     }
+    if let Some(d) = &h.target_drift {
+        lines.push(("target file", format!("DRIFT: {d}")));
+    }
     for (k, v) in lines {
         println!("{:<15} {v}", format!("{k}:"));
     }
@@ -429,11 +438,16 @@ pub async fn hosts_label(
     if args.json {
         return print_json(&done);
     }
+    let failed = done.target_file_errors.len();
     println!(
-        "{} host(s) matched, {} changed: configs re-rendered, target files rewritten, Prometheus reload requested",
+        "{} host(s) matched, {} changed: configs re-rendered, {} target file(s) rewritten, Prometheus reload requested",
         done.matched,
-        done.hosts.len()
+        done.hosts.len(),
+        done.hosts.len() - failed
     );
+    for (id, e) in &done.target_file_errors {
+        println!("  {id}: target file NOT written ({e}); the server retries, `hosts show {id}` tells when it is");
+    }
     for h in &done.hosts {
         println!(
             "  {}  {}  rendered {} (agents pick it up on their next poll; `hosts show` tells when applied)",
@@ -456,9 +470,14 @@ pub async fn hosts_decommission(args: &AdminArgs, id: &str) -> Result<()> {
         "  revoked {} certificate(s): the agent is refused from now on",
         done.revoked_certs
     );
-    match &done.target_file {
-        Some(f) => println!("  target file renamed to {f}: Prometheus stops scraping it"),
-        None => println!("  there was no target file to rename"),
+    match (&done.target_file, &done.target_file_error) {
+        (_, Some(e)) => {
+            println!("  target file NOT renamed yet ({e}); the server retries until it is")
+        }
+        (Some(f), None) => {
+            println!("  target file renamed to {f}: Prometheus stops scraping it")
+        }
+        (None, None) => println!("  there was no target file to rename"),
     }
     println!("  still listed with `hosts list --all`; its audit trail stays");
     Ok(())

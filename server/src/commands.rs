@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use muster_shared::labels::{self, Labels};
 
-use crate::args::{BatchCommand, Command, HostsCommand, LabelsCommand, TokenCommand};
+use crate::args::{
+    BatchCommand, Command, HostsCommand, LabelsCommand, TargetsCommand, TokenCommand,
+};
 use crate::{cli, init};
 
 /// Exit code for a bad command line or configuration (EX_USAGE).
@@ -61,6 +63,18 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 .context("writing to stdout")?;
             if errors > 0 {
                 return Err(anyhow::anyhow!("{errors} syntax error(s)").into());
+            }
+            Ok(())
+        }
+        Command::Targets(TargetsCommand::Sync { data_dir, check }) => {
+            let differences = targets_sync(&data_dir, check)?;
+            if check && differences > 0 {
+                return Err(Failure {
+                    code: 1,
+                    error: anyhow::anyhow!(
+                        "{differences} target file(s) differ from the database; `muster-server targets sync` repairs them"
+                    ),
+                });
             }
             Ok(())
         }
@@ -256,4 +270,50 @@ where
 {
     runtime()?.block_on(f())?;
     Ok(())
+}
+
+/// `targets sync [--check]`: lists every difference between the targets
+/// dir and the database and (without `check`) repairs it; how many there
+/// were. Safe while the server runs: writes go through unique temp files,
+/// and a temp file of a live process is left alone.
+fn targets_sync(data_dir: &Path, check: bool) -> Result<usize, Failure> {
+    use crate::reconciler::{self, Difference};
+    let settings = crate::settings::Settings::read(&data_dir.join(crate::settings::FILE_NAME))
+        .context("reading settings")
+        .map_err(usage)?;
+    let dir = settings
+        .targets_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("targets"));
+    let store = crate::store::Store::open(&data_dir.join(crate::store::FILE_NAME))
+        .context("opening the database")?;
+    let hosts = store.hosts_all().context("reading hosts")?;
+    let differences = reconciler::differences(&dir, &hosts)
+        .with_context(|| format!("reading {}", dir.display()))?;
+    for d in &differences {
+        println!("{d}");
+        if check {
+            continue;
+        }
+        let id = match d {
+            Difference::Missing(id) | Difference::Differs(id) | Difference::NotRetired(id) => id,
+            Difference::StrayTemp(name) => {
+                if !reconciler::temp_of_live_process(name) {
+                    std::fs::remove_file(dir.join(name))
+                        .with_context(|| format!("removing {name}"))?;
+                }
+                continue;
+            }
+        };
+        let host = hosts.iter().find(|h| &h.id == id).expect("listed host");
+        reconciler::sync_file(&dir, host)
+            .with_context(|| format!("syncing the target file of {id}"))?;
+    }
+    let what = if check { "differ" } else { "repaired" };
+    println!(
+        "{} target file(s) {what} in {}",
+        differences.len(),
+        dir.display()
+    );
+    Ok(differences.len())
 }

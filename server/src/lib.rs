@@ -15,6 +15,7 @@ pub mod init;
 pub mod metrics;
 pub mod overrides;
 pub mod preview;
+pub mod reconciler;
 pub mod render;
 pub mod schema;
 pub mod scrape;

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{post, Fixture, TestAgent};
+use common::{join_all, post, Fixture, TestAgent};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -58,41 +58,12 @@ async fn renewals_racing(
     during: impl std::future::Future<Output = ()>,
 ) -> Vec<String> {
     let renewals = (0..count).map(|_| renew(f, agent, cert));
-    let (answers, ()) = tokio::join!(futures_join_all(renewals), during);
+    let (answers, ()) = tokio::join!(join_all(renewals), during);
     answers
         .into_iter()
         .filter(|(s, _)| *s == StatusCode::OK)
         .map(|(_, b)| b["certificate_pem"].as_str().expect("cert").to_string())
         .collect()
-}
-
-/// `join_all` without another crate: polls every future on this task.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pending: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if let Some(fut) = slot {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        results[i] = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all = false,
-                }
-            }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    results.into_iter().map(|r| r.expect("ready")).collect()
 }
 
 #[tokio::test]

@@ -294,6 +294,11 @@ pub struct HostInfo {
     pub enrolled_at: i64,
     pub last_seen: i64,
     pub cert_expires_at: i64,
+    /// Set while the host's target file does not match the database (it
+    /// could not be written): why, as the server last saw it. The server
+    /// keeps retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_drift: Option<String>,
 }
 
 fn enrolled() -> HostState {

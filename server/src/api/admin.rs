@@ -301,7 +301,6 @@ pub async fn list_hosts(
     .await?
     .map_err(|e| ApiError::internal("cannot list hosts", e))?;
     let now = unix_now();
-    let stale = app.settings.stale_after.as_secs() as i64;
     Ok(Json(
         hosts
             .iter()
@@ -310,7 +309,7 @@ pub async fn list_hosts(
                     .as_ref()
                     .is_none_or(|s| labels::matches(s, &h.labels()))
             })
-            .map(|h| h.info(now, stale))
+            .map(|h| app.host_info(h, now))
             .filter(|h| state.is_none_or(|s| h.state == s))
             .collect(),
     ))
@@ -322,11 +321,10 @@ pub async fn show_host(
     Path(id): Path<String>,
 ) -> Result<Json<HostInfo>, ApiError> {
     let lookup = id.clone();
-    let stale = app.settings.stale_after.as_secs() as i64;
     blocking(&app, move |app| app.store.host(&lookup))
         .await?
         .map_err(|e| ApiError::internal("cannot read host", e))?
-        .map(|h| Json(h.info(unix_now(), stale)))
+        .map(|h| Json(app.host_info(&h, unix_now())))
         .ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))
 }
 

@@ -15,7 +15,7 @@ pub async fn enroll(
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let source = conn.peer.ip().to_canonical().to_string();
     let enrolled = blocking(&app, move |app| {
-        app.fleet().enroll(&EnrollAttempt {
+        let enrolled = app.fleet().enroll(&EnrollAttempt {
             token: &req.token,
             facts: &req.facts,
             csr_pem: &req.csr_pem,
@@ -23,12 +23,14 @@ pub async fn enroll(
             requested_labels: &req.labels,
             source: &source,
             now: unix_now(),
-        })
+        })?;
+        // A failed write leaves the host drifting; the reconciler retries.
+        let _ = app.host_changed(&enrolled.host.id);
+        Ok::<_, crate::fleet::FleetError>(enrolled)
     })
     .await??;
     let host = &enrolled.host;
     tracing::info!(host = %host.id, hostname = %host.facts.hostname, what = ?enrolled.what, token = %enrolled.token_id, "enrolled");
-    app.host_changed(host);
     Ok(Json(EnrollResponse {
         host_id: host.id.clone(),
         certificate_pem: enrolled.cert.pem,

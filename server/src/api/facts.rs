@@ -20,14 +20,18 @@ pub async fn facts(
     let source = conn.peer.ip();
     let id = cert.host_id.clone();
     let update = blocking(&app, move |app| {
-        app.fleet().report_facts(&id, &facts, source, unix_now())
+        let update = app.fleet().report_facts(&id, &facts, source, unix_now())?;
+        if update.render_error.is_none() {
+            // A failed write leaves the host drifting; the reconciler retries.
+            let _ = app.host_changed(&id);
+        }
+        Ok::<_, crate::fleet::FleetError>(update)
     })
     .await??;
     let host = &update.host;
     match &update.render_error {
         None => {
             tracing::info!(host = %host.id, hash = %host.rendered_hash, "took untrusted facts (checked) and re-rendered");
-            app.host_changed(host);
         }
         Some(e) => {
             tracing::error!(host = %host.id, error = %e, "took facts, but the config does not render; the host keeps its previous config")

@@ -2,6 +2,8 @@
 //! `hosts replace`, the label schema check, and batch enrollment. Every
 //! change is audited with the admin token's name and the source address.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use muster_shared::labels;
@@ -15,9 +17,9 @@ use crate::admin_wire::{
 use crate::app::App;
 use crate::batch::{self, Format, RowError};
 use crate::fleet::LabelTarget;
+use crate::reconciler::FileChange;
 use crate::schema::LabelSchema;
-use crate::store::{AuditEntry, HostRecord};
-use crate::targets;
+use crate::store::AuditEntry;
 use crate::tokens::Secret;
 
 fn schema(app: &App) -> Result<LabelSchema, ApiError> {
@@ -38,26 +40,34 @@ async fn apply_edit(
     edit: LabelEdit,
 ) -> Result<Json<LabelEdited>, ApiError> {
     let source = source(&conn);
-    let change = blocking(&app, move |app| {
-        app.fleet().edit_labels(
+    let edited = blocking(&app, move |app| {
+        let change = app.fleet().edit_labels(
             &target,
             &edit.set,
             &edit.remove,
             &admin,
             &source,
             unix_now(),
-        )
+        )?;
+        let now = unix_now();
+        let mut target_file_errors = BTreeMap::new();
+        for host in &change.changed {
+            if let Err(e) = app.host_changed(&host.id) {
+                target_file_errors.insert(host.id.clone(), e);
+            }
+        }
+        Ok::<_, crate::fleet::FleetError>(LabelEdited {
+            matched: change.matched,
+            hosts: change
+                .changed
+                .iter()
+                .map(|h| app.host_info(h, now))
+                .collect(),
+            target_file_errors,
+        })
     })
     .await??;
-    for host in &change.changed {
-        app.host_changed(host);
-    }
-    let now = unix_now();
-    let stale = app.settings.stale_after.as_secs() as i64;
-    Ok(Json(LabelEdited {
-        matched: change.matched,
-        hosts: change.changed.iter().map(|h| h.info(now, stale)).collect(),
-    }))
+    Ok(Json(edited))
 }
 
 /// `POST /v1/admin/hosts/{id}/labels`.
@@ -99,36 +109,21 @@ pub async fn decommission(
     Path(id): Path<String>,
 ) -> Result<Json<Decommissioned>, ApiError> {
     let source = source(&conn);
-    let done = blocking(&app, move |app| {
-        app.fleet().decommission(&id, &admin, &source, unix_now())
+    let answer = blocking(&app, move |app| {
+        let done = app.fleet().decommission(&id, &admin, &source, unix_now())?;
+        let file = app.host_changed(&done.host.id);
+        Ok::<_, crate::fleet::FleetError>(Decommissioned {
+            host: app.host_info(&done.host, unix_now()),
+            revoked_certs: done.revoked_certs,
+            target_file: match &file {
+                Ok(FileChange::Retired(name)) => Some(name.clone()),
+                _ => None,
+            },
+            target_file_error: file.err(),
+        })
     })
     .await??;
-    let retired = retire_target_file(&app, &done.host);
-    // Prometheus sees the file go by itself; reloads wait a little (see
-    // `targets::QUIET_AFTER_REMOVAL`).
-    app.reloader.removed();
-    Ok(Json(Decommissioned {
-        host: done
-            .host
-            .info(unix_now(), app.settings.stale_after.as_secs() as i64),
-        revoked_certs: done.revoked_certs,
-        target_file: retired.ok().flatten(),
-    }))
-}
-
-/// Renames a decommissioned host's target file; the new file name.
-pub fn retire_target_file(app: &App, host: &HostRecord) -> Result<Option<String>, String> {
-    let at = host.lifecycle.decommissioned_at.unwrap_or_else(unix_now);
-    targets::retire_host(&app.targets_dir, &host.id, crate::fleet::at(at))
-        .map(|p| {
-            app.metrics.target_in_sync(&host.id);
-            p.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        })
-        .map_err(|e| {
-            tracing::error!(host = %host.id, dir = %app.targets_dir.display(), error = %e, "cannot rename the target file of a decommissioned host");
-            app.metrics.target_write(&host.id, false);
-            e.to_string()
-        })
+    Ok(Json(answer))
 }
 
 /// `POST /v1/admin/hosts/{id}/replace`: a one-time token with which a new
@@ -147,9 +142,7 @@ pub async fn replace(
     .await??;
     let issued = issued(&app, 0, &done.host.facts.hostname, &done.token);
     Ok(Json(ReplaceArmed {
-        host: done
-            .host
-            .info(unix_now(), app.settings.stale_after.as_secs() as i64),
+        host: app.host_info(&done.host, unix_now()),
         until: done.until,
         token: issued.token,
         enroll_command: issued.enroll_command,

@@ -125,6 +125,7 @@ impl HostRecord {
             enrolled_at: self.enrolled_at,
             last_seen: self.last_seen,
             cert_expires_at: self.cert_expires_at,
+            target_drift: None,
         }
     }
 }

@@ -1,0 +1,386 @@
+//! The reconciler owns everything derived from the database on disk: the
+//! Prometheus `file_sd` target files, and the coalesced Prometheus reload.
+//! The store says what each file should hold (an active host's targets;
+//! nothing live for a decommissioned one); the reconciler makes the
+//! targets dir match. Writes are serialized (one lock), each through a
+//! temp file with a unique name; stray temp files are removed at start; a
+//! host whose file cannot be brought in line (disk full, unwritable dir)
+//! is *drifting*: logged, counted, shown by `hosts show`/`hosts list`, and
+//! retried with backoff until it is written. A full pass every
+//! [`FULL_PASS`] also repairs files changed or removed behind the server's
+//! back. `muster-server targets sync [--check]` runs the same comparison
+//! offline.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::Metrics;
+use crate::store::{HostRecord, Store, StoreError};
+use crate::targets::{self, Reloader};
+
+/// How often every file is compared with the database.
+pub const FULL_PASS: Duration = Duration::from_secs(60);
+/// First retry of a drifting host; doubled per failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// What a host's file needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileChange {
+    /// It already held the right bytes (or was already retired).
+    Unchanged,
+    Written,
+    /// A decommissioned host's live file was renamed to this.
+    Retired(String),
+}
+
+/// A host whose file does not match the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    /// Why the last attempt failed.
+    pub error: String,
+    /// Unix seconds of the first failure.
+    pub since: i64,
+    attempts: u32,
+    next_try: Instant,
+}
+
+/// One difference between the targets dir and the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Difference {
+    Missing(String),
+    Differs(String),
+    /// A decommissioned host's file is still live.
+    NotRetired(String),
+    /// A leftover temp file.
+    StrayTemp(String),
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Missing(id) => write!(f, "missing   {id}.json"),
+            Difference::Differs(id) => write!(f, "differs   {id}.json"),
+            Difference::NotRetired(id) => write!(f, "live      {id}.json (host decommissioned)"),
+            Difference::StrayTemp(name) => write!(f, "temp file {name}"),
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether `name` is one of our temp files (`.<id>.json.tmp-...`).
+fn is_temp(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".json.tmp-")
+}
+
+/// Whether a temp file's name carries the pid of a running process (a
+/// writer mid-write: the server, or another `targets sync`).
+pub fn temp_of_live_process(name: &str) -> bool {
+    name.rsplit_once(".json.tmp-")
+        .and_then(|(_, rest)| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes leftover temp files (a crash between create and rename);
+/// their names.
+pub fn remove_stray_temps(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if is_temp(&name) {
+            std::fs::remove_file(dir.join(&name))?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+/// Brings one host's file in line with its record.
+pub fn sync_file(dir: &Path, host: &HostRecord) -> std::io::Result<FileChange> {
+    if host.is_active() {
+        return Ok(if targets::write_host(dir, host)? {
+            FileChange::Written
+        } else {
+            FileChange::Unchanged
+        });
+    }
+    let at = UNIX_EPOCH
+        + Duration::from_secs(host.lifecycle.decommissioned_at.unwrap_or(0).max(0) as u64);
+    Ok(match targets::retire_host(dir, &host.id, at)? {
+        Some(path) => FileChange::Retired(
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        None => FileChange::Unchanged,
+    })
+}
+
+/// Every difference between `dir` and `hosts` (all hosts, decommissioned
+/// ones included).
+pub fn differences(dir: &Path, hosts: &[HostRecord]) -> std::io::Result<Vec<Difference>> {
+    let mut out = Vec::new();
+    for host in hosts {
+        let Some(path) = targets::path_for(dir, &host.id) else {
+            continue;
+        };
+        let on_disk = match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        match (host.is_active(), on_disk) {
+            (true, None) => out.push(Difference::Missing(host.id.clone())),
+            (true, Some(bytes)) if bytes != targets::file_sd(host).as_bytes() => {
+                out.push(Difference::Differs(host.id.clone()))
+            }
+            (false, Some(_)) => out.push(Difference::NotRetired(host.id.clone())),
+            _ => {}
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if is_temp(&name) {
+            out.push(Difference::StrayTemp(name));
+        }
+    }
+    Ok(out)
+}
+
+struct Inner {
+    store: Arc<Store>,
+    dir: PathBuf,
+    reloader: Reloader,
+    /// Target file writes by outcome and the drifting hosts' gauge.
+    metrics: Arc<Metrics>,
+    /// Held for every file operation: writes never interleave.
+    files: Mutex<()>,
+    drift: Mutex<BTreeMap<String, Drift>>,
+    /// Times a host started drifting.
+    drift_events: AtomicU64,
+}
+
+/// The handle handlers and start-up use; cheap to clone.
+#[derive(Clone)]
+pub struct Reconciler {
+    inner: Arc<Inner>,
+}
+
+impl Reconciler {
+    /// Removes stray temp files and makes a reconciler for `dir`. Call
+    /// [`Reconciler::spawn`] (inside a tokio runtime) for retries and full
+    /// passes.
+    pub fn new(
+        store: Arc<Store>,
+        dir: PathBuf,
+        reloader: Reloader,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Reconciler> {
+        for name in remove_stray_temps(&dir)? {
+            tracing::warn!(dir = %dir.display(), file = %name, "removed a leftover temp file");
+        }
+        Ok(Reconciler {
+            inner: Arc::new(Inner {
+                store,
+                dir,
+                reloader,
+                metrics,
+                files: Mutex::new(()),
+                drift: Mutex::new(BTreeMap::new()),
+                drift_events: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Starts the background task: retries drifting hosts when their
+    /// backoff is up, and a full pass every [`FULL_PASS`].
+    pub fn spawn(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut last_full = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(FIRST_BACKOFF).await;
+                let full = last_full.elapsed() >= FULL_PASS;
+                if full {
+                    last_full = tokio::time::Instant::now();
+                }
+                let worker = me.clone();
+                let pass = tokio::task::spawn_blocking(move || {
+                    if full {
+                        worker.full_pass()
+                    } else {
+                        worker.retry_due();
+                        Ok(())
+                    }
+                })
+                .await;
+                match pass {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot read hosts for the target files")
+                    }
+                    Err(e) => tracing::error!(error = %e, "target file pass failed"),
+                }
+            }
+        });
+    }
+
+    /// Brings one host's file in line with what the store holds now (read
+    /// under the file lock, so the last writer writes the newest state),
+    /// and asks for a reload when it changed. Blocking.
+    pub fn host_changed(&self, host_id: &str) -> Result<FileChange, String> {
+        let _files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
+        let host = match self.inner.store.host(host_id) {
+            Ok(Some(host)) => host,
+            Ok(None) => return Ok(FileChange::Unchanged),
+            Err(e) => return Err(e.to_string()),
+        };
+        self.sync_locked(&host)
+    }
+
+    fn sync_locked(&self, host: &HostRecord) -> Result<FileChange, String> {
+        match sync_file(&self.inner.dir, host) {
+            Ok(change) => {
+                self.settled(&host.id);
+                if change == FileChange::Written {
+                    self.inner.metrics.target_write(&host.id, true);
+                } else {
+                    self.inner.metrics.target_in_sync(&host.id);
+                }
+                match &change {
+                    FileChange::Written => {
+                        tracing::info!(host = %host.id, dir = %self.inner.dir.display(), "wrote target file");
+                        self.inner.reloader.request();
+                    }
+                    FileChange::Retired(name) => {
+                        tracing::info!(host = %host.id, file = %name, "retired target file");
+                        // Prometheus sees the file go by itself; reloads wait
+                        // a little (see `targets::QUIET_AFTER_REMOVAL`).
+                        self.inner.reloader.removed();
+                    }
+                    FileChange::Unchanged => {}
+                }
+                Ok(change)
+            }
+            Err(e) => {
+                let error = e.to_string();
+                self.inner.metrics.target_write(&host.id, false);
+                self.drifting(&host.id, &error);
+                Err(error)
+            }
+        }
+    }
+
+    fn settled(&self, host_id: &str) {
+        let mut drift = self.inner.drift.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = drift.remove(host_id) {
+            tracing::info!(host = %host_id, after = d.attempts, "target file written after drifting");
+        }
+    }
+
+    fn drifting(&self, host_id: &str, error: &str) {
+        let mut drift = self.inner.drift.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = drift.entry(host_id.to_string()).or_insert_with(|| {
+            self.inner.drift_events.fetch_add(1, Ordering::Relaxed);
+            Drift {
+                error: String::new(),
+                since: unix(SystemTime::now()),
+                attempts: 0,
+                next_try: Instant::now(),
+            }
+        });
+        entry.attempts += 1;
+        entry.error = error.to_string();
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << entry.attempts.min(8))
+            .min(MAX_BACKOFF);
+        entry.next_try = Instant::now() + backoff;
+        tracing::error!(host = %host_id, dir = %self.inner.dir.display(), error, attempts = entry.attempts, retry_in = ?backoff, "target file drifts from the database; retrying");
+    }
+
+    /// Retries the drifting hosts whose backoff is up.
+    pub fn retry_due(&self) {
+        let due: Vec<String> = {
+            let drift = self.inner.drift.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            drift
+                .iter()
+                .filter(|(_, d)| d.next_try <= now)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in due {
+            let _ = self.host_changed(&id);
+        }
+    }
+
+    /// Compares every host's file with the database and repairs what
+    /// differs (start-up, and every [`FULL_PASS`]).
+    pub fn full_pass(&self) -> Result<(), StoreError> {
+        let hosts = self.inner.store.hosts_all()?;
+        let _files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = 0;
+        for host in &hosts {
+            if let Ok(FileChange::Written | FileChange::Retired(_)) = self.sync_locked(host) {
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            tracing::info!(changed, dir = %self.inner.dir.display(), "synced target files");
+        }
+        Ok(())
+    }
+
+    /// Why a host's file does not match the database, if it does not.
+    pub fn drift(&self, host_id: &str) -> Option<Drift> {
+        self.inner
+            .drift
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host_id)
+            .cloned()
+    }
+
+    /// Hosts drifting now.
+    pub fn drifting_hosts(&self) -> usize {
+        self.inner
+            .drift
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// How many times a host started drifting since start-up.
+    pub fn drift_events(&self) -> u64 {
+        self.inner.drift_events.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_temp_names_count_as_temp_files() {
+        assert!(is_temp(".web-01-abc.json.tmp-123-4"));
+        assert!(!is_temp("web-01-abc.json"));
+        assert!(!is_temp(".hidden"));
+        assert!(!is_temp("web-01-abc.json.deleted.20240101T000000Z"));
+        let mine = format!(".a-1.json.tmp-{}-0-ab", std::process::id());
+        assert!(temp_of_live_process(&mine));
+        assert!(!temp_of_live_process(".a-1.json.tmp-notapid"));
+    }
+}
