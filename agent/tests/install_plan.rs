@@ -1,7 +1,7 @@
 //! Golden tests of the Alloy install plans: for every os-release fixture in
 //! `tests/fixtures/os-release/`, the plan `muster-agent install-alloy` would
 //! carry out (Grafana's repositories, and a mirror), compared with
-//! `tests/golden/install-plan/<fixture>.txt`. `UPDATE_GOLDEN=1` rewrites them.
+//! `tests/golden/install-plan/<fixture>.txt`. `MUSTER_BLESS=1` rewrites them (the one bless variable of every golden test).
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,7 @@ fn render(os: &OsRelease) -> String {
 fn install_plans_match_their_golden_files() {
     let fixtures = manifest().join("tests/fixtures/os-release");
     let golden_dir = manifest().join("tests/golden/install-plan");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let update = std::env::var_os("MUSTER_BLESS").is_some();
     let mut names: Vec<String> = std::fs::read_dir(&fixtures)
         .expect("fixtures dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -67,7 +67,7 @@ fn install_plans_match_their_golden_files() {
         let want = std::fs::read_to_string(&golden).unwrap_or_default();
         if want != got {
             failures.push(format!(
-                "{} differs (UPDATE_GOLDEN=1 rewrites it)\n--- want ---\n{want}\n--- got ---\n{got}",
+                "{} differs (MUSTER_BLESS=1 rewrites it)\n--- want ---\n{want}\n--- got ---\n{got}",
                 golden.display()
             ));
         }
