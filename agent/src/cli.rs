@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use muster_shared::pin::Pin;
 
-use crate::config::{Overrides, DEFAULT_PATH};
+use crate::config::{default_path, Overrides};
 
 /// Muster agent: enrolls this host with a Muster server, then keeps its
 /// Grafana Alloy config current.
@@ -15,7 +15,7 @@ use crate::config::{Overrides, DEFAULT_PATH};
 #[command(name = "muster-agent", version)]
 pub struct Cli {
     /// Agent config file.
-    #[arg(long, global = true, value_name = "FILE", env = "MUSTER_AGENT_CONFIG", default_value = DEFAULT_PATH)]
+    #[arg(long, global = true, value_name = "FILE", env = "MUSTER_AGENT_CONFIG", default_value_os_t = default_path())]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -34,6 +34,10 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Run as the Windows service MusterAgent (the MSI registers it): the
+    /// same loop as `run`, started and stopped by the service control manager.
+    #[cfg(windows)]
+    Service,
     /// Show this agent's identity, certificate expiry and last apply.
     Status {
         /// Print JSON for scripts.

@@ -52,6 +52,11 @@ pub fn dispatch(
         Command::Run { once } => run_cmd(config, once, shutdown),
         Command::Status { json } => status_cmd(config, json),
         Command::InstallAlloy(args) => install_alloy_cmd(config, &args),
+        #[cfg(windows)]
+        Command::Service => crate::service::run(config)
+            .map(|()| ExitCode::SUCCESS)
+            .context("cannot run as a Windows service (only the service control manager starts `muster-agent service`)")
+            .map_err(Failure::Runtime),
     }
 }
 
@@ -105,6 +110,7 @@ fn install_alloy_cmd(config_path: &Path, args: &InstallAlloyArgs) -> Result<Exit
         listen_addr: &listen_addr,
         systemd,
         groups: &groups,
+        downloads: &config.state_dir,
     })
     .map_err(runtime_failure)?;
     match &found {
@@ -114,7 +120,7 @@ fn install_alloy_cmd(config_path: &Path, args: &InstallAlloyArgs) -> Result<Exit
             config.alloy_bin.display()
         ),
     }
-    if !systemd {
+    if !systemd && !cfg!(windows) {
         println!("no systemd here (or --root given): Alloy's service is not enabled or started");
     }
     if args.dry_run {

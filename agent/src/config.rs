@@ -1,5 +1,6 @@
-//! The agent's configuration file (`/etc/muster/agent.toml`): its fields and
-//! defaults, pure parsing from TOML text, and reading and writing the file.
+//! The agent's configuration file (`/etc/muster/agent.toml`;
+//! `%ProgramData%\Muster\agent.toml` on Windows): its fields and defaults,
+//! pure parsing from TOML text, and reading and writing the file.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,42 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file;
 
 /// Where the agent looks for its configuration unless told otherwise.
-pub const DEFAULT_PATH: &str = "/etc/muster/agent.toml";
+#[cfg(not(windows))]
+pub fn default_path() -> PathBuf {
+    PathBuf::from("/etc/muster/agent.toml")
+}
+
+/// Where the agent looks for its configuration unless told otherwise.
+#[cfg(windows)]
+pub fn default_path() -> PathBuf {
+    windows_dirs::data().join("agent.toml")
+}
+
+/// The Windows folders the defaults live in: `%ProgramData%\Muster` (config
+/// and state) and Alloy's install folder, `%ProgramFiles%\GrafanaLabs\Alloy`,
+/// where its installer puts `alloy-windows-amd64.exe` and `config.alloy`.
+#[cfg(windows)]
+pub mod windows_dirs {
+    use std::path::PathBuf;
+
+    fn known(var: &str, fallback: &str) -> PathBuf {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(fallback), PathBuf::from)
+    }
+
+    /// `%ProgramData%\Muster`.
+    pub fn data() -> PathBuf {
+        known("ProgramData", r"C:\ProgramData").join("Muster")
+    }
+
+    /// `%ProgramFiles%\GrafanaLabs\Alloy`.
+    pub fn alloy() -> PathBuf {
+        known("ProgramFiles", r"C:\Program Files")
+            .join("GrafanaLabs")
+            .join("Alloy")
+    }
+}
 /// The port Alloy's HTTP server listens on by default.
 pub const ALLOY_PORT: u16 = 12345;
 
@@ -66,20 +102,67 @@ pub struct Config {
     pub alloy_env_file: Option<PathBuf>,
 }
 
+/// The defaults that differ by OS: where the state, Alloy's config and
+/// binary and the machine id are, and how Alloy is told to reload.
+struct OsDefaults {
+    state_dir: PathBuf,
+    alloy_config: PathBuf,
+    alloy_bin: PathBuf,
+    reload_command: Vec<String>,
+    machine_id_file: PathBuf,
+}
+
+/// Grafana's Linux packages: systemd unit `alloy` (`systemctl reload` =
+/// SIGHUP, when Alloy does not answer at its reload URL).
+#[cfg(not(windows))]
+fn os_defaults() -> OsDefaults {
+    OsDefaults {
+        state_dir: PathBuf::from("/var/lib/muster"),
+        alloy_config: PathBuf::from("/etc/alloy/config.alloy"),
+        alloy_bin: PathBuf::from("alloy"),
+        reload_command: ["systemctl", "reload", "alloy"].map(String::from).to_vec(),
+        machine_id_file: PathBuf::from("/etc/machine-id"),
+    }
+}
+
+/// Alloy's Windows installer: the service `Alloy`, restarted when Alloy does
+/// not answer at its reload URL (there is no SIGHUP); the machine id is the
+/// registry's MachineGuid unless the file exists.
+#[cfg(windows)]
+fn os_defaults() -> OsDefaults {
+    let alloy = windows_dirs::alloy();
+    OsDefaults {
+        state_dir: windows_dirs::data().join("state"),
+        alloy_config: alloy.join("config.alloy"),
+        alloy_bin: alloy.join("alloy-windows-amd64.exe"),
+        reload_command: [
+            "powershell.exe",
+            "-NoProfile",
+            "-NonInteractive",
+            "-Command",
+            "Restart-Service -Name Alloy",
+        ]
+        .map(String::from)
+        .to_vec(),
+        machine_id_file: windows_dirs::data().join("machine-id"),
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
+        let os = os_defaults();
         Config {
             server: None,
-            state_dir: PathBuf::from("/var/lib/muster"),
-            alloy_config: PathBuf::from("/etc/alloy/config.alloy"),
-            alloy_bin: PathBuf::from("alloy"),
+            state_dir: os.state_dir,
+            alloy_config: os.alloy_config,
+            alloy_bin: os.alloy_bin,
             reload_url: None,
-            reload_command: ["systemctl", "reload", "alloy"].map(String::from).to_vec(),
+            reload_command: os.reload_command,
             ready_url: format!("http://127.0.0.1:{ALLOY_PORT}/-/ready"),
             ready_timeout: Duration::from_secs(30),
             scrape_address: None,
             hostname: None,
-            machine_id_file: PathBuf::from("/etc/machine-id"),
+            machine_id_file: os.machine_id_file,
             alloy_mirror: None,
             alloy_env_file: None,
         }

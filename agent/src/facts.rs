@@ -162,10 +162,22 @@ fn check_dropping_optionals(facts: &mut Facts) -> Result<(), FactError> {
 
 /// The machine id, trimmed.
 pub fn read_machine_id(path: &Path) -> Result<String, FactsError> {
-    let text = std::fs::read_to_string(path).map_err(|error| FactsError::MachineId {
-        path: path.to_owned(),
-        error,
-    })?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        #[cfg(windows)]
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            machine_guid().map_err(|error| FactsError::MachineId {
+                path: path.to_owned(),
+                error,
+            })?
+        }
+        Err(error) => {
+            return Err(FactsError::MachineId {
+                path: path.to_owned(),
+                error,
+            })
+        }
+    };
     let id = text.trim();
     if id.is_empty() {
         return Err(FactsError::MachineIdEmpty {
@@ -173,6 +185,15 @@ pub fn read_machine_id(path: &Path) -> Result<String, FactsError> {
         });
     }
     Ok(id.to_string())
+}
+
+/// Windows' own id for this installation (set up by Windows' setup, changed
+/// by sysprep): `HKLM\SOFTWARE\Microsoft\Cryptography`, `MachineGuid`.
+#[cfg(windows)]
+fn machine_guid() -> io::Result<String> {
+    let key = winreg::RegKey::predef(winreg::enums::HKEY_LOCAL_MACHINE)
+        .open_subkey(r"SOFTWARE\Microsoft\Cryptography")?;
+    key.get_value("MachineGuid")
 }
 
 /// `/etc/os-release`, falling back to `/usr/lib/os-release`; where neither

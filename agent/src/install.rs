@@ -29,6 +29,10 @@ pub const GRAFANA_RPM_KEY: &str = "https://rpm.grafana.com/gpg.key";
 /// Where the packages put Alloy's binary, and its unit's name.
 pub const ALLOY_BIN: &str = "/usr/bin/alloy";
 pub const ALLOY_UNIT: &str = "alloy";
+/// Alloy's Windows installer as a mirror serves it (Grafana's releases wrap
+/// it in a zip), and the service it registers.
+pub const WINDOWS_INSTALLER: &str = "alloy-installer-windows-amd64.exe";
+pub const WINDOWS_SERVICE: &str = "Alloy";
 
 /// Which package manager family a host belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +79,9 @@ pub enum Step {
     /// `systemctl enable` the unit, then restart it when an earlier step
     /// changed anything (else just start it).
     Service { unit: String },
+    /// Windows: set `--server.http.listen-addr` in Alloy's service
+    /// arguments (the `Arguments` registry value), keeping the others.
+    ServiceArguments { addr: String },
 }
 
 impl fmt::Display for Step {
@@ -109,6 +116,11 @@ impl fmt::Display for Step {
             Step::Service { unit } => write!(
                 f,
                 "systemctl enable {unit}; systemctl restart {unit} (start, when nothing changed)"
+            ),
+            Step::ServiceArguments { addr } => write!(
+                f,
+                "set {LISTEN_FLAG}={addr} in HKLM\\{} Arguments",
+                crate::alloy::env::REGISTRY_KEY
             ),
             Step::Run { argv, env } => {
                 let words: Vec<String> = env
@@ -152,6 +164,8 @@ pub enum InstallError {
     },
     #[error("{message}")]
     Env { message: String },
+    #[error("Alloy is not installed and no installer is known: Grafana publishes Alloy's Windows installer zipped; put {WINDOWS_INSTALLER} on a web server and set windows = \"<its URL>\" under [alloy_mirror] in the agent config (or the server's)")]
+    NoWindowsInstaller,
     #[error("`{command}` failed ({status}); {hint}")]
     Failed {
         command: String,
@@ -168,8 +182,18 @@ fn unsupported(os: &OsRelease) -> InstallError {
 }
 
 /// The os-release under `root`, which decides the plan.
+#[cfg(not(windows))]
 pub fn read_os(root: &Path) -> Result<OsRelease, InstallError> {
     OsRelease::read(root).map_err(|path| InstallError::NoOsRelease { path })
+}
+
+/// Windows has no os-release: the plan only needs to know it is Windows.
+#[cfg(windows)]
+pub fn read_os(_root: &Path) -> Result<OsRelease, InstallError> {
+    Ok(OsRelease {
+        id: Some("windows".to_string()),
+        ..OsRelease::default()
+    })
 }
 
 fn run(argv: &[&str]) -> Step {
@@ -364,6 +388,8 @@ pub struct Request<'a> {
     /// Groups the `alloy` user must join for the services detected here
     /// (`docker` for cAdvisor).
     pub groups: &'a [String],
+    /// Where a downloaded installer goes (Windows: the agent's state dir).
+    pub downloads: &'a Path,
 }
 
 /// The groups the `alloy` user needs for `services` (detected on the host):
@@ -383,6 +409,10 @@ pub fn groups_for(services: &[muster_shared::facts::ServiceFact]) -> Vec<String>
 /// The whole plan: install Alloy when it is missing, set its listen address,
 /// enable and start its service. Pure.
 pub fn alloy_plan(req: &Request<'_>) -> Result<Vec<Step>, InstallError> {
+    // The os-release model's family is Linux's; Windows says its id instead.
+    if req.os.id() == "windows" {
+        return windows_plan(req);
+    }
     let family = family(req.os).ok_or_else(|| unsupported(req.os))?;
     let mut steps = if req.alloy_present {
         Vec::new()
@@ -409,6 +439,44 @@ pub fn alloy_plan(req: &Request<'_>) -> Result<Vec<Step>, InstallError> {
             unit: ALLOY_UNIT.to_string(),
         });
     }
+    Ok(steps)
+}
+
+/// Windows: Alloy's installer from the mirror, run silently (`/S`; it
+/// registers and starts the `Alloy` service), the listen address in the
+/// service's arguments, then the service restarted to read them. Pure.
+fn windows_plan(req: &Request<'_>) -> Result<Vec<Step>, InstallError> {
+    let mut steps = Vec::new();
+    if !req.alloy_present {
+        let url = req
+            .mirror
+            .windows
+            .clone()
+            .ok_or(InstallError::NoWindowsInstaller)?;
+        let installer = req.downloads.join(WINDOWS_INSTALLER);
+        steps.push(Step::Fetch {
+            url,
+            path: installer.clone(),
+        });
+        steps.push(Step::Run {
+            argv: vec![
+                installer.display().to_string(),
+                "/S".to_string(),
+                "/DISABLEREPORTING=yes".to_string(),
+            ],
+            env: Vec::new(),
+        });
+    }
+    steps.push(Step::ServiceArguments {
+        addr: req.listen_addr.to_string(),
+    });
+    steps.push(run(&[
+        "powershell.exe",
+        "-NoProfile",
+        "-NonInteractive",
+        "-Command",
+        &format!("Restart-Service -Name {WINDOWS_SERVICE}"),
+    ]));
     Ok(steps)
 }
 
@@ -478,6 +546,10 @@ pub fn execute(steps: &[Step]) -> Result<(), InstallError> {
                 changed |= edited;
                 continue;
             }
+            Step::ServiceArguments { addr } => {
+                changed |= service_arguments(addr)?;
+                continue;
+            }
             Step::Service { unit } => {
                 let hint = "see: systemctl status alloy; journalctl -u alloy";
                 command(&argv(&["systemctl", "enable", unit]), &[], hint)?;
@@ -489,6 +561,23 @@ pub fn execute(steps: &[Step]) -> Result<(), InstallError> {
         changed = true;
     }
     Ok(())
+}
+
+/// Sets the listen address in Alloy's Windows service arguments.
+#[cfg(windows)]
+fn service_arguments(addr: &str) -> Result<bool, InstallError> {
+    crate::alloy::env::update_registry(addr).map_err(|e| InstallError::Env {
+        message: e.to_string(),
+    })
+}
+
+/// Only Windows plans have this step.
+#[cfg(not(windows))]
+fn service_arguments(_addr: &str) -> Result<bool, InstallError> {
+    Err(InstallError::Env {
+        message: "Alloy's service arguments are in the registry, which only Windows has"
+            .to_string(),
+    })
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -555,6 +644,89 @@ pub fn command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_runs_the_mirrors_installer_then_sets_the_listen_address_and_restarts_alloy() {
+        let windows = OsRelease {
+            id: Some("windows".into()),
+            ..OsRelease::default()
+        };
+        let mirror = AlloyMirror {
+            windows: Some("https://mirror.example/alloy-installer-windows-amd64.exe".into()),
+            ..AlloyMirror::default()
+        };
+        let downloads = Path::new(r"C:\ProgramData\Muster\state");
+        let request = Request {
+            os: &windows,
+            mirror: &mirror,
+            root: Path::new("/"),
+            alloy_present: false,
+            listen_addr: "0.0.0.0:12345",
+            systemd: false,
+            groups: &[],
+            downloads,
+        };
+        let plan = alloy_plan(&request).expect("plan");
+        let installer = downloads.join(WINDOWS_INSTALLER);
+        let restart = run(&[
+            "powershell.exe",
+            "-NoProfile",
+            "-NonInteractive",
+            "-Command",
+            "Restart-Service -Name Alloy",
+        ]);
+        assert_eq!(
+            plan,
+            vec![
+                Step::Fetch {
+                    url: "https://mirror.example/alloy-installer-windows-amd64.exe".into(),
+                    path: installer.clone(),
+                },
+                Step::Run {
+                    argv: vec![
+                        installer.display().to_string(),
+                        "/S".into(),
+                        "/DISABLEREPORTING=yes".into()
+                    ],
+                    env: Vec::new(),
+                },
+                Step::ServiceArguments {
+                    addr: "0.0.0.0:12345".into()
+                },
+                restart.clone(),
+            ]
+        );
+        assert_eq!(
+            plan[2].to_string(),
+            r"set --server.http.listen-addr=0.0.0.0:12345 in HKLM\Software\GrafanaLabs\Alloy Arguments"
+        );
+
+        let present = alloy_plan(&Request {
+            alloy_present: true,
+            mirror: &AlloyMirror::default(),
+            ..request.clone()
+        })
+        .expect("plan");
+        assert_eq!(
+            present,
+            vec![
+                Step::ServiceArguments {
+                    addr: "0.0.0.0:12345".into()
+                },
+                restart
+            ]
+        );
+        let missing = alloy_plan(&Request {
+            mirror: &AlloyMirror::default(),
+            ..request
+        })
+        .unwrap_err();
+        assert!(
+            matches!(missing, InstallError::NoWindowsInstaller),
+            "{missing}"
+        );
+        assert!(missing.to_string().contains("[alloy_mirror]"), "{missing}");
+    }
 
     fn os(id: &str, like: &str, version: &str) -> OsRelease {
         let some = |v: &str| Some(v.to_string()).filter(|v| !v.is_empty());
@@ -624,6 +796,7 @@ mod tests {
             apt: Some("https://mirror.example/apt".into()),
             rpm: Some("https://mirror.example/rpm".into()),
             key: Some("https://mirror.example/key.asc".into()),
+            windows: None,
         };
         for o in [
             os("debian", "", "12"),
@@ -663,6 +836,7 @@ mod tests {
             listen_addr: "0.0.0.0:12345",
             systemd: true,
             groups: &groups,
+            downloads: Path::new("/var/lib/muster"),
         })
         .unwrap();
         let text: Vec<String> = plan.iter().map(|s| s.to_string()).collect();
@@ -684,7 +858,9 @@ mod tests {
                     assert!(path.starts_with("/r"), "{step}")
                 }
                 Step::ListenAddr { env_file: path, .. } => assert!(path.starts_with("/r")),
-                Step::Service { .. } => panic!("no service under a private root"),
+                Step::Service { .. } | Step::ServiceArguments { .. } => {
+                    panic!("no service under a private root")
+                }
                 Step::Run { argv, .. } => {
                     let text = argv.join(" ");
                     assert!(

@@ -10,7 +10,8 @@
 //! * `identity` (key, certificates), `tls`, `state`, `config`
 //! * `alloy` (version, command runner, HTTP endpoints, environment file)
 //! * `client` (the server's routes), `facts`, `install`, `apply`
-//! * `enroll`, `run`, `status`
+//! * `enroll`, `run`, `status`, `service` (Windows: the service wrapper
+//!   around `run`)
 //! * `cli` (clap definitions), `commands` (what each subcommand does)
 
 pub mod access;
@@ -29,6 +30,8 @@ pub mod facts;
 pub mod identity;
 pub mod install;
 pub mod run;
+#[cfg(windows)]
+pub mod service;
 pub mod state;
 pub mod status;
 pub mod tls;

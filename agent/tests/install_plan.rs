@@ -22,6 +22,7 @@ fn plan_text(os: &OsRelease, mirror: &AlloyMirror, present: bool) -> String {
         listen_addr: "0.0.0.0:12345",
         systemd: true,
         groups: &[],
+        downloads: Path::new("/var/lib/muster"),
     })
     .expect("a plan for every fixture");
     plan.iter()
@@ -34,6 +35,7 @@ fn render(os: &OsRelease) -> String {
         apt: Some("https://mirror.example.com/grafana/apt".into()),
         rpm: Some("https://mirror.example.com/grafana/rpm".into()),
         key: Some("https://mirror.example.com/grafana/gpg.key".into()),
+        windows: None,
     };
     format!(
         "## Grafana's repositories\n{}\n## mirror\n{}\n## Alloy already installed\n{}",

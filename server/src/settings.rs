@@ -385,7 +385,8 @@ scrape_check_interval = "15s"
 # pattern = "rack-[0-9]+"
 
 # Agent binaries served at /v1/download/ for install.sh, named
-# muster-agent-<os>-<arch> (e.g. muster-agent-linux-x86_64); read at start-up.
+# muster-agent-<os>-<arch> (e.g. muster-agent-linux-x86_64; for Windows
+# muster-agent-windows-x86_64.exe and .msi); read at start-up.
 # downloads_dir = "/var/lib/muster-server/downloads"
 
 # A mirror of Grafana's package repositories for air-gapped sites; hosts
@@ -394,6 +395,7 @@ scrape_check_interval = "15s"
 # apt = "https://mirror.example.com/grafana/apt"   # deb URL stable main
 # rpm = "https://mirror.example.com/grafana/rpm"   # dnf/yum/zypper baseurl
 # key = "https://mirror.example.com/grafana/gpg.key"
+# windows = "https://mirror.example.com/grafana/alloy-installer-windows-amd64.exe"
 
 # Muster's own /metrics on the admin listener needs no token unless asked
 # (then a targets-reader token, `muster-server token create-reader`, or an

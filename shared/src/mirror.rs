@@ -20,4 +20,8 @@ pub struct AlloyMirror {
     /// packages and metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// URL of Alloy's Windows installer (`alloy-installer-windows-amd64.exe`,
+    /// unzipped), which Windows agents run silently when Alloy is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<String>,
 }

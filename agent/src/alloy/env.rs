@@ -4,6 +4,10 @@
 //! `--server.http.listen-addr` in `CUSTOM_ARGS` (only that flag changes;
 //! every other line, and every other flag, is kept as it was), and reading
 //! the flags `alloy validate` must share with `alloy run`.
+//!
+//! On Windows the listen flag lives in the service's arguments: the
+//! `Arguments` value (REG_MULTI_SZ) under `HKLM\Software\GrafanaLabs\Alloy`,
+//! one argument per string ([`set_listen_arg`], [`update_registry`]).
 
 use std::path::{Path, PathBuf};
 
@@ -227,6 +231,64 @@ pub fn update_file(path: &Path, addr: &str) -> Result<bool, EnvFileError> {
     Ok(true)
 }
 
+/// Sets `--server.http.listen-addr=<addr>` in Alloy's Windows service
+/// arguments, dropping any earlier value of the flag (`--flag=value` or
+/// `--flag value`) and keeping every other argument in order. Returns the new
+/// list (equal to `args` when the flag already has that value). Pure.
+pub fn set_listen_arg(args: &[String], addr: &str) -> Result<Vec<String>, EnvError> {
+    if addr.is_empty() || addr.contains(char::is_whitespace) || !addr.contains(':') {
+        return Err(EnvError::BadAddress(addr.to_string()));
+    }
+    let wanted = format!("{LISTEN_FLAG}={addr}");
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == LISTEN_FLAG {
+            iter.next(); // `--flag value`: drop the value too
+        } else if arg.starts_with(&format!("{LISTEN_FLAG}=")) {
+            // dropped; the wanted value goes last
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    out.push(wanted);
+    Ok(out)
+}
+
+/// Where Alloy's Windows installer keeps the service's settings (under HKLM).
+pub const REGISTRY_KEY: &str = r"Software\GrafanaLabs\Alloy";
+
+/// Sets the listen address in Alloy's `Arguments` registry value. Returns
+/// whether it changed. The value must exist: Alloy's installer writes it
+/// (`run`, the config file, `--storage.path=...`).
+#[cfg(windows)]
+pub fn update_registry(addr: &str) -> Result<bool, EnvFileError> {
+    use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_READ, KEY_WRITE};
+    let path = PathBuf::from(format!(r"HKLM\{REGISTRY_KEY}\Arguments"));
+    let key = winreg::RegKey::predef(HKEY_LOCAL_MACHINE)
+        .open_subkey_with_flags(REGISTRY_KEY, KEY_READ | KEY_WRITE)
+        .map_err(|error| EnvFileError::Read {
+            path: path.clone(),
+            error,
+        })?;
+    let args: Vec<String> = key
+        .get_value("Arguments")
+        .map_err(|error| EnvFileError::Read {
+            path: path.clone(),
+            error,
+        })?;
+    let new = set_listen_arg(&args, addr).map_err(|error| EnvFileError::Edit {
+        path: path.clone(),
+        error,
+    })?;
+    if new == args {
+        return Ok(false);
+    }
+    key.set_value("Arguments", &new)
+        .map_err(|error| EnvFileError::Write { path, error })?;
+    Ok(true)
+}
+
 /// The file's permission bits, kept when it is rewritten.
 #[cfg(unix)]
 fn file_mode(path: &Path) -> u32 {
@@ -244,6 +306,45 @@ fn file_mode(_path: &Path) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn windows_arguments_get_the_flag_last_and_keep_the_rest() {
+        let installed = strings(&[
+            "run",
+            r"C:\Program Files\GrafanaLabs\Alloy\config.alloy",
+            r"--storage.path=C:\ProgramData\GrafanaLabs\Alloy\data",
+        ]);
+        let set = set_listen_arg(&installed, "0.0.0.0:12345").expect("set");
+        assert_eq!(set[..3], installed[..]);
+        assert_eq!(set[3], "--server.http.listen-addr=0.0.0.0:12345");
+        assert_eq!(set_listen_arg(&set, "0.0.0.0:12345").expect("again"), set);
+
+        let both_forms = strings(&[
+            "run",
+            "--server.http.listen-addr",
+            "127.0.0.1:1",
+            "--server.http.listen-addr=127.0.0.1:2",
+            "--stability.level=generally-available",
+        ]);
+        assert_eq!(
+            set_listen_arg(&both_forms, "10.0.0.5:9000").expect("set"),
+            strings(&[
+                "run",
+                "--stability.level=generally-available",
+                "--server.http.listen-addr=10.0.0.5:9000",
+            ])
+        );
+        for bad in ["", "nocolon", "1.2.3.4:5 --x"] {
+            assert_eq!(
+                set_listen_arg(&installed, bad),
+                Err(EnvError::BadAddress(bad.to_string()))
+            );
+        }
+    }
 
     /// The file Grafana's packages install (`shared/ALLOY.md`).
     const PACKAGED: &str = "## Path:\n## Description: Grafana Alloy settings\n\

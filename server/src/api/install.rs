@@ -115,8 +115,16 @@ pub enum DownloadsError {
     TooLarge { path: PathBuf },
 }
 
-/// Whether `name` is served: `muster-agent-<os>-<arch>` of plain characters.
+/// Whether `name` is served: `muster-agent-<os>-<arch>` of plain characters,
+/// for Windows with `.exe` (the agent) or `.msi` (its installer) after it.
 pub fn is_download_name(name: &str) -> bool {
+    let name = if name.starts_with("muster-agent-windows-") {
+        name.strip_suffix(".exe")
+            .or_else(|| name.strip_suffix(".msi"))
+            .unwrap_or(name)
+    } else {
+        name
+    };
     name.strip_prefix("muster-agent-").is_some_and(|rest| {
         rest.split_once('-').is_some_and(|(os, arch)| {
             !os.is_empty()
@@ -269,6 +277,7 @@ mod tests {
             apt: Some("https://mirror.example/apt".into()),
             rpm: None,
             key: Some("https://mirror.example/it's.key".into()),
+            windows: None,
         };
         let out = render_script(
             SCRIPT_TEMPLATE,
@@ -299,6 +308,7 @@ mod tests {
                     apt: Some("A".into()),
                     rpm: Some("R".into()),
                     key: Some("K".into()),
+                    windows: None,
                 }),
             },
         );
@@ -325,6 +335,11 @@ mod tests {
     fn only_agent_binary_names_are_served() {
         assert!(is_download_name("muster-agent-linux-x86_64"));
         assert!(is_download_name("muster-agent-linux-aarch64"));
+        assert!(is_download_name("muster-agent-windows-x86_64.exe"));
+        assert!(is_download_name("muster-agent-windows-x86_64.msi"));
+        assert!(!is_download_name("muster-agent-linux-x86_64.exe"));
+        assert!(!is_download_name("muster-agent-windows-.exe"));
+        assert!(!is_download_name("muster-agent-windows-x86_64.exe.sha256"));
         for bad in [
             "muster-agent-",
             "muster-agent-linux",
