@@ -5,6 +5,7 @@
 //! an [`AlloyHost`] has a stand-in of its own that loads what its agent
 //! installs.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -53,10 +54,15 @@ fn host_dir(root: &Path, name: &str, index: usize) -> (PathBuf, PathBuf) {
     (dir, alloy_config)
 }
 
-/// `muster-agent enroll` for the host in `dir`: its identity and state
-/// there, validated with the stand-in binary, reloaded by `reload`, ready
-/// and scraped at `alloy`.
-fn enroll_command(
+/// The agent binary beside the tests.
+fn agent() -> Command {
+    Command::new(bin_path("muster-agent"))
+}
+
+/// The arguments of `muster-agent enroll` for the host in `dir`: its
+/// identity and state there, validated with the stand-in binary, reloaded by
+/// `reload`, ready and scraped at `alloy`.
+fn enroll_args(
     dir: &Path,
     alloy_config: &Path,
     alloy: &Standin,
@@ -64,31 +70,31 @@ fn enroll_command(
     server_url: &str,
     token: &str,
     pin: &str,
-) -> Command {
-    let mut cmd = Command::new(bin_path("muster-agent"));
-    cmd.arg("enroll")
-        .args(["--server", server_url, "--token", token, "--pin", pin])
-        .arg("--config")
-        .arg(dir.join("agent.toml"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--alloy-config")
-        .arg(alloy_config)
-        .arg("--alloy-bin")
-        .arg(Standin::bin())
-        .args(["--reload-command", reload])
-        .arg("--ready-url")
-        .arg(format!("{}/-/ready", alloy.url()))
-        .arg("--scrape-address")
-        .arg(alloy.addr().to_string())
-        .arg("--machine-id-file")
-        .arg(dir.join("machine-id"));
-    cmd
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "enroll", "--server", server_url, "--token", token, "--pin", pin,
+    ]
+    .map(OsString::from)
+    .to_vec();
+    for (flag, value) in [
+        ("--config", dir.join("agent.toml").into_os_string()),
+        ("--state-dir", dir.join("state").into_os_string()),
+        ("--alloy-config", alloy_config.as_os_str().to_owned()),
+        ("--alloy-bin", Standin::bin().into_os_string()),
+        ("--reload-command", reload.into()),
+        ("--ready-url", format!("{}/-/ready", alloy.url()).into()),
+        ("--scrape-address", alloy.addr().to_string().into()),
+        ("--machine-id-file", dir.join("machine-id").into_os_string()),
+    ] {
+        args.push(flag.into());
+        args.push(value);
+    }
+    args
 }
 
-/// `muster-agent run --config <dir>/agent.toml` (`--once` when asked).
-fn run_command(dir: &Path, once: bool) -> Command {
-    let mut cmd = Command::new(bin_path("muster-agent"));
+/// `<agent> run --config <dir>/agent.toml` (`cmd` is the agent; `--once`
+/// when asked).
+fn run_command(mut cmd: Command, dir: &Path, once: bool) -> Command {
     cmd.arg("run").arg("--config").arg(dir.join("agent.toml"));
     if once {
         cmd.arg("--once");
@@ -121,7 +127,8 @@ impl PretendHost {
 
     /// `muster-agent enroll` with this host's identity.
     pub fn enroll(&self, server_url: &str, token: &str, pin: &str, alloy: &SharedAlloy) -> Command {
-        let mut cmd = enroll_command(
+        let mut cmd = agent();
+        cmd.args(enroll_args(
             &self.dir,
             &self.alloy_config,
             &alloy.standin,
@@ -129,14 +136,14 @@ impl PretendHost {
             server_url,
             token,
             pin,
-        );
+        ));
         cmd.args(["--hostname", &self.hostname]);
         cmd
     }
 
     /// `muster-agent run --once` (or the daemon without `once`).
     pub fn run(&self, once: bool) -> Command {
-        run_command(&self.dir, once)
+        run_command(agent(), &self.dir, once)
     }
 }
 
@@ -168,7 +175,19 @@ impl AlloyHost {
 
     /// `muster-agent enroll` against `server`, with the OS hostname.
     pub fn enroll(&self, server: &Server, token: &str, pin: &str) -> Command {
-        enroll_command(
+        self.enroll_with(agent(), server, token, pin)
+    }
+
+    /// [`AlloyHost::enroll`] with another agent command (an agent built for
+    /// another architecture, run by an emulator).
+    pub fn enroll_with(
+        &self,
+        mut agent: Command,
+        server: &Server,
+        token: &str,
+        pin: &str,
+    ) -> Command {
+        agent.args(enroll_args(
             &self.dir,
             &self.alloy_config,
             &self.standin,
@@ -176,12 +195,18 @@ impl AlloyHost {
             &server.agent_url(),
             token,
             pin,
-        )
+        ));
+        agent
     }
 
     /// The agent daemon, logging at debug level.
     pub fn run_daemon(&self) -> Process {
-        Process::spawn(run_command(&self.dir, false).env("MUSTER_LOG", "debug"))
+        Process::spawn(run_command(agent(), &self.dir, false).env("MUSTER_LOG", "debug"))
+    }
+
+    /// `run --once` with `agent` as the agent command.
+    pub fn run_once_with(&self, agent: Command) -> Command {
+        run_command(agent, &self.dir, true)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod process;
 pub mod prometheus;
 pub mod server;
 pub mod standin;
+#[cfg(unix)]
 pub mod tools;
 
 pub use process::{bin_path, run, run_fail, run_ok, Process};

@@ -191,6 +191,7 @@ fn packaging_scripts_are_shellcheck_clean() {
     let p = repo().join("packaging");
     let mut scripts = vec![
         p.join("build"),
+        p.join("cross-toolchain"),
         p.join("install.sh"),
         p.join("common/agent-postinstall"),
     ];

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use muster_e2e::standin::{check, cli, http};
-use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -101,11 +100,13 @@ fn report(name: &str, diags: &[impl std::fmt::Display]) -> ExitCode {
 }
 
 /// `alloy run`: bind, announce the address, load the config (exit if the
-/// first load fails, as Alloy does), then reload on every SIGHUP.
+/// first load fails, as Alloy does), then reload on every SIGHUP (Unix) and
+/// `POST /-/reload`.
 async fn run(listen_addr: &str, app: http::App) -> ExitCode {
     // Install the handler before announcing the address: SIGHUP's default
     // action would kill the process.
-    let mut hangups = match signal(SignalKind::hangup()) {
+    #[cfg(unix)]
+    let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("Error: installing the SIGHUP handler: {e}");
@@ -135,13 +136,22 @@ async fn run(listen_addr: &str, app: http::App) -> ExitCode {
         return ExitCode::FAILURE;
     }
     eprintln!("level=info msg=\"config loaded\"");
+    #[cfg(unix)]
+    reload_on_hangups(hangups, &app).await;
+    // Windows has no SIGHUP: the stand-in reloads on `POST /-/reload` only.
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn reload_on_hangups(mut hangups: tokio::signal::unix::Signal, app: &http::App) {
     while hangups.recv().await.is_some() {
         match app.reload() {
             Ok(()) => eprintln!("level=info msg=\"config reloaded\""),
             Err(e) => eprintln!("level=error msg=\"failed to reload config\" err={e:?}"),
         }
     }
-    ExitCode::SUCCESS
 }
 
 /// The name the unix exporter reports as `nodename`.

@@ -52,6 +52,7 @@ impl Standin {
     }
 
     /// Sends SIGHUP, as `systemctl reload alloy` does.
+    #[cfg(unix)]
     pub fn sighup(&self) {
         let pid = libc::pid_t::try_from(self.pid()).expect("pids fit in pid_t");
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
