@@ -29,6 +29,17 @@ pub struct ReaderTokenCreated {
     pub token: String,
 }
 
+/// A targets-reader token as `GET /v1/admin/reader-tokens` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReaderTokenInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    /// The admin token (name) that created it.
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+}
+
 /// `POST /v1/admin/hosts/{id}/labels` and `POST /v1/admin/hosts/labels`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

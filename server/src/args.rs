@@ -185,6 +185,18 @@ pub enum TokenCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List targets-reader tokens (never their secrets)
+    ListReaders {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a targets-reader token: it reads nothing more
+    RevokeReader {
+        /// Token id, as `token list-readers` shows it
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]

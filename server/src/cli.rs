@@ -211,6 +211,44 @@ pub async fn token_create_reader(args: &AdminArgs, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `token list-readers`.
+pub async fn token_list_readers(args: &AdminArgs) -> Result<()> {
+    let tokens: Vec<crate::admin_wire::ReaderTokenInfo> = AdminClient::new(args)?
+        .get("/v1/admin/reader-tokens")
+        .await?;
+    if args.json {
+        return print_json(&tokens);
+    }
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                time(t.created_at),
+                t.created_by.clone(),
+                t.revoked_at.map_or_else(|| "-".to_string(), time),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["ID", "NAME", "CREATED", "BY", "REVOKED"], rows)
+    );
+    Ok(())
+}
+
+/// `token revoke-reader ID`.
+pub async fn token_revoke_reader(args: &AdminArgs, id: &str) -> Result<()> {
+    let path = format!("/v1/admin/reader-tokens/{}/revoke", path_segment(id)?);
+    let info: crate::admin_wire::ReaderTokenInfo = AdminClient::new(args)?.post(&path, &()).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("revoked targets-reader token {} ({})", info.id, info.name);
+    Ok(())
+}
+
 pub async fn token_list(args: &AdminArgs) -> Result<()> {
     let tokens: Vec<TokenInfo> = AdminClient::new(args)?.get("/v1/admin/tokens").await?;
     if args.json {

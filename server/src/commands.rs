@@ -94,6 +94,10 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 }
                 TokenCommand::List { admin } => cli::token_list(&admin).await,
                 TokenCommand::Revoke { id, admin } => cli::token_revoke(&admin, &id).await,
+                TokenCommand::ListReaders { admin } => cli::token_list_readers(&admin).await,
+                TokenCommand::RevokeReader { id, admin } => {
+                    cli::token_revoke_reader(&admin, &id).await
+                }
             }
         }),
         Command::Hosts(HostsCommand::Label {

@@ -96,6 +96,38 @@ async fn metrics_are_open_by_default_and_a_reader_token_reads_only_targets() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Listed without its secret, revoked from the CLI: it reads nothing more.
+    let cli = |args: &[&str]| {
+        run_ok(
+            Command::new(bin_path("muster-server"))
+                .args(args)
+                .arg("--data-dir")
+                .arg(f.data_dir())
+                .args(["--admin-url", &f.server.admin_url()]),
+        )
+    };
+    let listed = cli(&["token", "list-readers", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    let id = token.split('_').nth(1).expect("id");
+    assert_eq!(listed[0]["id"], id, "{listed}");
+    assert_eq!(listed[0]["name"], "prom-1");
+    assert!(listed[0]["revoked_at"].is_null());
+    assert!(!listed.to_string().contains(&token), "no secret listed");
+    let out = cli(&["token", "revoke-reader", id]);
+    assert!(out.contains("revoked targets-reader token"), "{out}");
+    let (status, _) = get(&f, "/v1/sd/targets", Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, text) = get(&f, "/metrics", None).await;
+    assert!(
+        text.contains("muster_tokens_active{kind=\"reader\"} 0\n"),
+        "{text}"
+    );
+    let table = cli(&["token", "list-readers"]);
+    assert!(
+        table.contains("prom-1") && table.contains("REVOKED"),
+        "{table}"
+    );
 }
 
 #[tokio::test]

@@ -141,6 +141,44 @@ pub async fn create_reader_token(
     }))
 }
 
+/// `GET /v1/admin/reader-tokens`: every targets-reader token, no secrets.
+pub async fn list_reader_tokens(
+    State(app): State<Shared>,
+    Admin(_): Admin,
+) -> Result<Json<Vec<crate::admin_wire::ReaderTokenInfo>>, ApiError> {
+    let tokens = blocking(&app, |app| app.store.reader_tokens())
+        .await?
+        .map_err(|e| ApiError::internal("cannot list reader tokens", e))?;
+    Ok(Json(tokens))
+}
+
+/// `POST /v1/admin/reader-tokens/{id}/revoke`: the token reads nothing more.
+pub async fn revoke_reader_token(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<crate::admin_wire::ReaderTokenInfo>, ApiError> {
+    let lookup = id.clone();
+    let info = blocking(&app, move |app| {
+        app.store.revoke_reader_token(&lookup, unix_now())
+    })
+    .await?
+    .map_err(|e| ApiError::internal("cannot revoke reader token", e))?
+    .ok_or_else(|| ApiError::NotFound(format!("no targets-reader token {id:?}")))?;
+    tracing::info!(token = %info.id, admin = %admin, "revoked targets-reader token");
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &admin,
+        action: "reader_token.revoke",
+        target: Some(&info.id),
+        outcome: "ok",
+        detail: Some(&info.name),
+        source: Some(&conn.peer.ip().to_string()),
+    });
+    Ok(Json(info))
+}
+
 /// The token lifetime a request asks for (the server's default when absent),
 /// within bounds.
 pub fn token_ttl(app: &Shared, secs: Option<u64>) -> Result<Duration, ApiError> {

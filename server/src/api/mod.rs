@@ -273,7 +273,14 @@ pub fn admin_router(app: Shared) -> Router {
         .route("/v1/admin/batches/{id}", get(fleet::batch_status))
         .route("/v1/admin/batches/{id}/retry", post(fleet::retry_batch))
         .route("/v1/admin/audit", get(admin::audit))
-        .route("/v1/admin/reader-tokens", post(admin::create_reader_token))
+        .route(
+            "/v1/admin/reader-tokens",
+            post(admin::create_reader_token).get(admin::list_reader_tokens),
+        )
+        .route(
+            "/v1/admin/reader-tokens/{id}/revoke",
+            post(admin::revoke_reader_token),
+        )
         .route(OPENAPI_PATH, get(openapi))
         .route("/v1/sd/targets", get(monitoring::sd_targets))
         .route("/metrics", get(monitoring::metrics))

@@ -8,6 +8,7 @@ use rusqlite::OptionalExtension as _;
 
 use super::hosts::headline_of;
 use super::{Store, StoreError};
+use crate::admin_wire::ReaderTokenInfo;
 use crate::metrics::FleetCounts;
 use crate::tokens::{self, Kind, Secret};
 
@@ -111,6 +112,39 @@ impl Store {
         Ok((token.id, token.text))
     }
 
+    /// Every targets-reader token, newest first (never a secret).
+    pub fn reader_tokens(&self) -> Result<Vec<ReaderTokenInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, created_at, created_by, revoked_at FROM reader_tokens
+             ORDER BY created_at DESC, id",
+        )?;
+        let rows = stmt.query_map([], reader_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a targets-reader token (again: no change); `None` when there
+    /// is no such token.
+    pub fn revoke_reader_token(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<ReaderTokenInfo>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE reader_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            rusqlite::params![id, now],
+        )?;
+        Ok(conn
+            .query_row(
+                "SELECT id, name, created_at, created_by, revoked_at FROM reader_tokens
+                 WHERE id = ?1",
+                [id],
+                reader_row,
+            )
+            .optional()?)
+    }
+
     /// The name of the token `text` when it may read targets: an unrevoked
     /// targets-reader token, or an admin token.
     pub fn verify_reader_token(&self, text: &str) -> Result<Option<String>, StoreError> {
@@ -136,5 +170,15 @@ fn parse_state(text: &str) -> Result<HostState, StoreError> {
     HostState::parse(text).ok_or(StoreError::Corrupt {
         what: "host state",
         message: text.to_string(),
+    })
+}
+
+fn reader_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReaderTokenInfo> {
+    Ok(ReaderTokenInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        created_by: r.get(3)?,
+        revoked_at: r.get(4)?,
     })
 }
