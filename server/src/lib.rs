@@ -10,6 +10,7 @@ pub mod batch;
 pub mod ca;
 pub mod cli;
 pub mod commands;
+pub mod console;
 pub mod fleet;
 pub mod init;
 pub mod metrics;

@@ -79,6 +79,10 @@ pub struct Settings {
     /// audited.
     #[serde(default)]
     pub agents_may_move_targets: bool,
+    /// Origins (`https://grafana.example.com`) allowed to frame the web
+    /// console; none when empty.
+    #[serde(default)]
+    pub console_frame_ancestors: Vec<String>,
     /// `/metrics` on the admin listener: `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsSettings,
@@ -140,6 +144,26 @@ pub fn check_public_url(url: &str) -> Result<(), String> {
         return bad("may hold only letters, digits and . - : [ ] /");
     }
     Ok(())
+}
+
+/// A `console_frame_ancestors` entry: `https://HOST[:PORT]` (or http),
+/// nothing else, so it cannot widen the Content-Security-Policy.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "console_frame_ancestors entry {origin:?} must be an origin like https://grafana.example.com[:PORT]"
+        ))
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -257,6 +281,9 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), String> {
+        for origin in &self.console_frame_ancestors {
+            check_origin(origin)?;
+        }
         check_public_url(&self.public_url)?;
         for (name, url) in [
             ("prometheus_url", &self.prometheus_url),
@@ -388,6 +415,10 @@ scrape_check_interval = "15s"
 # muster-agent-<os>-<arch> (e.g. muster-agent-linux-x86_64; for Windows
 # muster-agent-windows-x86_64.exe and .msi); read at start-up.
 # downloads_dir = "/var/lib/muster-server/downloads"
+
+# Origins allowed to show the web console in a frame (a Grafana panel or
+# link); by default no site may frame it.
+# console_frame_ancestors = ["https://grafana.example.com"]
 
 # A mirror of Grafana's package repositories for air-gapped sites; hosts
 # installed with /install.sh install Alloy from it.

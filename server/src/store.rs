@@ -16,6 +16,7 @@ pub const FILE_NAME: &str = "muster.db";
 
 mod audit;
 mod batch;
+mod browse;
 mod enroll;
 mod hosts;
 mod monitoring;
@@ -24,6 +25,7 @@ mod tokens;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRow};
 pub use batch::{BatchEntry, BatchRecord, NewBatchHost};
+pub use browse::{Cursor, HostCert, HostPage, HostSort};
 pub use enroll::PastEnrollment;
 pub use hosts::{headline, CertRow, HostRecord, Lifecycle};
 pub use schema::VERSION as SCHEMA_VERSION;

@@ -83,6 +83,11 @@ impl ApiError {
         ApiError::Internal
     }
 
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -286,6 +291,9 @@ pub fn admin_router(app: Shared) -> Router {
         .route("/metrics", get(monitoring::metrics))
         .route("/healthz", get(monitoring::healthz))
         .route("/readyz", get(monitoring::readyz))
+        .merge(crate::console::router(
+            &app.settings.console_frame_ancestors,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)

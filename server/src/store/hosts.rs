@@ -411,12 +411,13 @@ impl Tx<'_> {
     }
 }
 
-const HOST_COLUMNS: &str = "id, machine_id, public_key_sha256, facts, labels, state, config,
+pub(super) const HOST_COLUMNS: &str =
+    "id, machine_id, public_key_sha256, facts, labels, state, config,
     rendered_hash, targets, applied_hash, last_error, alloy_version, enrolled_at, last_seen,
     cert_expires_at, scrape_state, scrape_error, scrape_checked_at, decommissioned_at,
     previous_host_id, batch_id, replace_until, last_conflict";
 
-fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRecord, StoreError>> {
+pub(super) fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRecord, StoreError>> {
     let facts: String = r.get(3)?;
     let labels: String = r.get(4)?;
     let state: String = r.get(5)?;

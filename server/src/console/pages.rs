@@ -1,0 +1,1095 @@
+//! The console's pages and actions. Reads go to the store; every action
+//! calls the admin API's handler for it with the signed-in admin.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
+use minijinja::{context, Value};
+use muster_shared::labels::{self, Labels};
+use muster_shared::wire::{HostInfo, HostState, TokenCreate};
+use serde::Deserialize;
+
+use super::{cookie_value, render, Action, Console, Refusal, User, COOKIE, SESSION_TTL};
+use crate::admin_wire::{BatchImport, BatchRetry, LabelEdit};
+use crate::api::admin::{self, refused_admin, throttle, verify_admin, Admin};
+use crate::api::{blocking, fleet, unix_now, ApiError, ApiJson, ConnInfo, Shared};
+use crate::cli::batch::Output;
+use crate::store::{AuditEntry, AuditFilter, Cursor, HostRecord, HostSort};
+
+/// Hosts per page of the hosts table.
+pub const PAGE_SIZE: usize = 50;
+
+type Page = Result<Response, Refusal>;
+
+/// `1700000000` → "3 min ago" (or "in 5 min").
+pub fn ago(unix: i64) -> String {
+    let delta = unix_now() - unix;
+    let (n, future) = if delta < 0 {
+        (-delta, true)
+    } else {
+        (delta, false)
+    };
+    let text = match n {
+        0..=9 => return "just now".into(),
+        10..=59 => format!("{n} s"),
+        60..=3599 => format!("{} min", n / 60),
+        3600..=86_399 => format!("{} h", n / 3600),
+        86_400..=172_799 => "1 day".into(),
+        _ => format!("{} days", n / 86_400),
+    };
+    if future {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+/// `1700000000` → "2023-11-14T22:13:20Z".
+pub fn time_filter(unix: i64) -> String {
+    crate::cli::time(unix)
+}
+
+pub fn url_encode(text: &str) -> String {
+    serde_urlencoded::to_string([("", text)])
+        .map(|s| s.trim_start_matches('=').to_string())
+        .unwrap_or_default()
+}
+
+fn admin(user: &User) -> Admin {
+    Admin(user.name.clone())
+}
+
+fn page(user: &User, nav: &str, extra: Value) -> Value {
+    context! {
+        user => context! { name => user.name, csrf => user.csrf },
+        nav => nav,
+        ..extra
+    }
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+fn with_status(status: StatusCode, mut resp: Response) -> Response {
+    *resp.status_mut() = status;
+    resp
+}
+
+fn stale_secs(app: &Shared) -> i64 {
+    app.settings.stale_after.as_secs() as i64
+}
+
+fn store_err(what: &'static str) -> impl Fn(crate::store::StoreError) -> Refusal {
+    move |e| Refusal::Api(ApiError::internal(what, e))
+}
+
+// ---- sign-in ----
+
+#[derive(Deserialize)]
+pub struct SignInQuery {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Only local paths: never a redirect to another site.
+fn local_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        _ => "/".into(),
+    }
+}
+
+pub async fn signin_form(Query(q): Query<SignInQuery>) -> Response {
+    render(
+        "signin.html",
+        context! { user => (), nav => "", next => local_next(q.next.as_deref()), error => () },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// The origin a browser sent, when it is not this page's own.
+fn foreign_origin(headers: &HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    (origin != format!("https://{host}")).then(|| origin.to_string())
+}
+
+pub async fn signin(
+    State(app): State<Shared>,
+    Extension(conn): Extension<ConnInfo>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Page {
+    let form: SignInForm = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed sign-in form: {e}")))?;
+    let next = local_next(form.next.as_deref());
+    let again = |status: StatusCode, error: String| {
+        with_status(
+            status,
+            render(
+                "signin.html",
+                context! { user => (), nav => "", next => next.clone(), error => error },
+            ),
+        )
+    };
+    if let Some(origin) = foreign_origin(&headers) {
+        tracing::warn!(%origin, "console sign-in from another origin refused");
+        return Ok(again(
+            StatusCode::FORBIDDEN,
+            "This sign-in form was sent from another site; open the console's own sign-in page."
+                .into(),
+        ));
+    }
+    let source = Some(conn.peer.ip());
+    if let Err(e) = throttle(&app, source) {
+        let mut resp = again(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+        if let ApiError::RateLimited { retry_after_secs } = e {
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        return Ok(resp);
+    }
+    let token = form.token.trim().to_string();
+    let name = if token.is_empty() {
+        None
+    } else {
+        verify_admin(&app, token).await?
+    };
+    let Some(name) = name else {
+        refused_admin(
+            &app,
+            source,
+            "console sign-in: invalid or revoked admin token",
+        );
+        return Ok(again(
+            StatusCode::UNAUTHORIZED,
+            "That is not a valid admin token. Use the token printed by `muster-server init` (saved in <data dir>/admin.token).".into(),
+        ));
+    };
+    let id = console.sessions.start(&name, Instant::now());
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &name,
+        action: "console.signin",
+        target: None,
+        outcome: "ok",
+        detail: None,
+        source: Some(&conn.peer.ip().to_string()),
+    });
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    let mut resp = see_other(&next);
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal("cookie", e))?,
+    );
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct Empty {}
+
+pub async fn signout(
+    State(app): State<Shared>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    action: Action<Empty>,
+) -> Page {
+    if let Some(id) = cookie_value(&headers, COOKIE) {
+        console.sessions.end(id);
+    }
+    app.audit(AuditEntry {
+        at: unix_now(),
+        actor: &action.user.name,
+        action: "console.signout",
+        target: None,
+        outcome: "ok",
+        detail: None,
+        source: Some(&action.user.conn.peer.ip().to_string()),
+    });
+    let mut resp = see_other("/signin");
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "muster_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    Ok(resp)
+}
+
+// ---- overview ----
+
+/// The states the overview counts, in display order.
+const OVERVIEW_STATES: [HostState; 7] = [
+    HostState::Enrolled,
+    HostState::ConfigApplied,
+    HostState::ConfigFailed,
+    HostState::ScrapeOk,
+    HostState::ScrapeFailing,
+    HostState::Stale,
+    HostState::Decommissioned,
+];
+
+fn drifted(h: &HostInfo) -> bool {
+    h.config_state == HostState::ConfigApplied
+        && h.applied_hash.as_deref() != Some(h.rendered_hash.as_str())
+}
+
+pub async fn overview(State(app): State<Shared>, user: User) -> Page {
+    let stale = stale_secs(&app);
+    let hosts = blocking(&app, |app| app.store.hosts_light())
+        .await?
+        .map_err(store_err("cannot list hosts"))?;
+    let now = unix_now();
+    let infos: Vec<HostInfo> = hosts.iter().map(|h| h.info(now, stale)).collect();
+    let active: Vec<&HostInfo> = infos
+        .iter()
+        .filter(|h| h.state != HostState::Decommissioned)
+        .collect();
+    let mut counts: Vec<Value> = OVERVIEW_STATES
+        .iter()
+        .map(|s| {
+            let n = infos.iter().filter(|h| h.state == *s).count();
+            context! { state => s.as_str(), count => n }
+        })
+        .collect();
+    let drift = active.iter().filter(|h| drifted(h)).count();
+    counts.push(context! { state => "drift", count => drift });
+    let current = active
+        .iter()
+        .filter(|h| h.applied_hash.as_deref() == Some(h.rendered_hash.as_str()))
+        .count();
+    let attention: Vec<Value> = active
+        .iter()
+        .filter(|h| {
+            matches!(
+                h.state,
+                HostState::ConfigFailed | HostState::ScrapeFailing | HostState::Stale
+            ) || drifted(h)
+        })
+        .take(50)
+        .map(|h| {
+            let why = match h.state {
+                HostState::Stale => format!("no check-in since {}", ago(h.last_seen)),
+                HostState::ScrapeFailing => h
+                    .scrape
+                    .as_ref()
+                    .and_then(|s| s.error.clone())
+                    .unwrap_or_else(|| "Prometheus cannot scrape it".into()),
+                _ if drifted(h) => "runs an older config than the server rendered".into(),
+                _ => h.last_error.clone().unwrap_or_default(),
+            };
+            context! { id => h.id, hostname => h.hostname, state => h.state.as_str(), why => why }
+        })
+        .collect();
+    let mut recent: Vec<&HostInfo> = active.clone();
+    recent.sort_by(|a, b| b.enrolled_at.cmp(&a.enrolled_at).then(a.id.cmp(&b.id)));
+    recent.truncate(10);
+    Ok(render(
+        "overview.html",
+        page(
+            &user,
+            "overview",
+            context! {
+                total => active.len(),
+                ever => infos.len(),
+                counts => counts,
+                current => current,
+                percent => if active.is_empty() { 0 } else { current * 100 / active.len() },
+                attention => attention,
+                recent => Value::from_serialize(&recent),
+            },
+        ),
+    ))
+}
+
+// ---- enroll ----
+
+/// One label field of the enroll form, from the schema.
+fn label_fields(app: &Shared) -> Vec<Value> {
+    let spec = &app.settings.labels;
+    let mut names: Vec<String> = spec.required.clone();
+    let mut rest: BTreeSet<String> = spec.rules.keys().cloned().collect();
+    rest.extend(spec.defaults.keys().cloned());
+    rest.extend(spec.allowed.iter().flatten().cloned());
+    rest.retain(|n| !names.contains(n));
+    names.extend(rest);
+    names
+        .iter()
+        .map(|name| {
+            let rule = spec.rules.get(name);
+            context! {
+                name => name,
+                required => spec.required.contains(name),
+                values => rule.and_then(|r| r.values.clone()),
+                pattern => rule.and_then(|r| r.pattern.clone()),
+                default => spec.defaults.get(name),
+            }
+        })
+        .collect()
+}
+
+fn enroll_page(
+    app: &Shared,
+    user: &User,
+    form: &BTreeMap<String, String>,
+    error: Option<String>,
+) -> Response {
+    let ttl = form
+        .get("ttl")
+        .cloned()
+        .unwrap_or_else(|| humantime::format_duration(app.settings.token_ttl).to_string());
+    render(
+        "enroll.html",
+        page(
+            user,
+            "enroll",
+            context! {
+                fields => label_fields(app),
+                open_names => app.settings.labels.allowed.is_none(),
+                form => form,
+                ttl => ttl,
+                uses => form.get("uses").cloned().unwrap_or_else(|| "1".into()),
+                error => error,
+            },
+        ),
+    )
+}
+
+pub async fn enroll_form(State(app): State<Shared>, user: User) -> Page {
+    Ok(enroll_page(&app, &user, &BTreeMap::new(), None))
+}
+
+/// The labels, lifetime and uses an enroll form asks for.
+fn token_request(form: &BTreeMap<String, String>) -> Result<TokenCreate, String> {
+    let mut wanted = Labels::new();
+    for (key, value) in form {
+        if let Some(name) = key.strip_prefix("label.") {
+            if !value.trim().is_empty() {
+                wanted.insert(name.to_string(), value.trim().to_string());
+            }
+        }
+    }
+    for (n, line) in form
+        .get("extra")
+        .into_iter()
+        .flat_map(|t| t.lines())
+        .enumerate()
+    {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = labels::parse_pair(line)
+            .map_err(|e| format!("more labels, line {}: {e} (write name=value)", n + 1))?;
+        wanted.insert(name, value);
+    }
+    let ttl = form.get("ttl").map(|t| t.trim()).filter(|t| !t.is_empty());
+    let ttl_secs = ttl
+        .map(|t| {
+            humantime::parse_duration(t)
+                .map(|d| d.as_secs())
+                .map_err(|e| format!("lifetime {t:?}: {e} (e.g. 24h, 7days)"))
+        })
+        .transpose()?;
+    let uses = form.get("uses").map(|u| u.trim()).filter(|u| !u.is_empty());
+    let uses = uses
+        .map(|u| {
+            u.parse::<u32>()
+                .map_err(|_| format!("uses {u:?} is not a whole number"))
+        })
+        .transpose()?;
+    Ok(TokenCreate {
+        labels: wanted,
+        ttl_secs,
+        uses,
+    })
+}
+
+pub async fn enroll(State(app): State<Shared>, action: Action<BTreeMap<String, String>>) -> Page {
+    let Action { user, form } = action;
+    let req = match token_request(&form) {
+        Ok(req) => req,
+        Err(e) => {
+            return Ok(with_status(
+                StatusCode::BAD_REQUEST,
+                enroll_page(&app, &user, &form, Some(e)),
+            ))
+        }
+    };
+    let created = admin::create_token(
+        State(app.clone()),
+        Extension(user.conn.clone()),
+        admin(&user),
+        ApiJson(req),
+    )
+    .await;
+    match created {
+        Ok(Json(created)) => Ok(render(
+            "enrolled.html",
+            page(
+                &user,
+                "enroll",
+                context! { created => Value::from_serialize(&created) },
+            ),
+        )),
+        Err(ApiError::BadRequest(message)) => Ok(with_status(
+            StatusCode::BAD_REQUEST,
+            enroll_page(&app, &user, &form, Some(message)),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The hosts that enrolled with a token (polled by the enroll result page).
+pub async fn token_hosts(
+    State(app): State<Shared>,
+    _user: User,
+    Path(token): Path<String>,
+) -> Page {
+    let stale = stale_secs(&app);
+    let hosts = blocking(&app, move |app| app.store.hosts_enrolled_with(&token))
+        .await?
+        .map_err(store_err("cannot list hosts"))?;
+    let now = unix_now();
+    let infos: Vec<HostInfo> = hosts.iter().map(|h| h.info(now, stale)).collect();
+    Ok(render(
+        "token_hosts.html",
+        context! { hosts => Value::from_serialize(&infos) },
+    ))
+}
+
+// ---- hosts ----
+
+#[derive(Deserialize)]
+pub struct HostsQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    selector: Option<String>,
+    #[serde(default)]
+    sort: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    all: Option<String>,
+}
+
+fn cursor_text(sort: HostSort, h: &HostRecord) -> String {
+    format!("{}.{}", sort.key(h), h.id)
+}
+
+fn parse_cursor(text: &str) -> Option<Cursor> {
+    let (key, id) = text.split_once('.')?;
+    Some(Cursor {
+        key: key.parse().ok()?,
+        id: id.to_string(),
+    })
+}
+
+pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQuery>) -> Page {
+    let started = Instant::now();
+    let selector_text = q.selector.clone().unwrap_or_default();
+    let state_text = q.state.clone().unwrap_or_default();
+    let mut problems = Vec::new();
+    let selector = match selector_text.trim() {
+        "" => None,
+        text => match labels::parse_selector(text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(format!("selector: {e} (write name=value[,name=value])"));
+                None
+            }
+        },
+    };
+    let state = match state_text.as_str() {
+        "" => None,
+        text => match HostState::parse(text) {
+            Some(s) if s != HostState::Pending => Some(s),
+            _ => {
+                problems.push(format!("unknown state {text:?}"));
+                None
+            }
+        },
+    };
+    let sort = q
+        .sort
+        .as_deref()
+        .and_then(HostSort::parse)
+        .unwrap_or(HostSort::Id);
+    let after = q.after.as_deref().and_then(parse_cursor);
+    let all = q.all.is_some() || state == Some(HostState::Decommissioned);
+    let stale = stale_secs(&app);
+    let now = unix_now();
+    let filter_selector = selector.clone();
+    let page_hosts = blocking(&app, move |app| {
+        app.store
+            .host_page(sort, after.as_ref(), all, PAGE_SIZE, |h| {
+                filter_selector
+                    .as_ref()
+                    .is_none_or(|s| labels::matches(s, &h.labels()))
+                    && state.is_none_or(|s| h.info(now, stale).state == s)
+            })
+    })
+    .await?
+    .map_err(store_err("cannot list hosts"))?;
+    let next = if page_hosts.more {
+        page_hosts.hosts.last().map(|h| cursor_text(sort, h))
+    } else {
+        None
+    };
+    let rows: Vec<Value> = page_hosts
+        .hosts
+        .iter()
+        .map(|h| {
+            let info = h.info(now, stale);
+            context! {
+                id => info.id,
+                hostname => info.hostname,
+                state => info.state.as_str(),
+                last_seen => info.last_seen,
+                enrolled_at => info.enrolled_at,
+                os => format!("{} {}", h.facts.os_id.as_deref().unwrap_or(&h.facts.os), h.facts.os_version.as_deref().unwrap_or("")).trim().to_string(),
+                alloy => info.alloy_version,
+                current => info.applied_hash.as_deref() == Some(info.rendered_hash.as_str()),
+                applied => info.applied_hash,
+                rendered => info.rendered_hash,
+                labels => h.operator_labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            }
+        })
+        .collect();
+    let states: Vec<&str> = HostState::ALL
+        .iter()
+        .filter(|s| **s != HostState::Pending)
+        .map(|s| s.as_str())
+        .collect();
+    let mut resp = render(
+        "hosts.html",
+        page(
+            &user,
+            "hosts",
+            context! {
+                rows => rows,
+                states => states,
+                state => state_text,
+                selector => selector_text,
+                sort => sort.as_str(),
+                all => all,
+                next => next,
+                paged => q.after.is_some(),
+                problems => problems,
+            },
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "render;dur={:.1}",
+        started.elapsed().as_secs_f64() * 1000.0
+    )) {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    Ok(resp)
+}
+
+// ---- one host ----
+
+#[derive(Deserialize)]
+pub struct HostQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn host_page(
+    app: &Shared,
+    user: &User,
+    id: String,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Page {
+    let stale = stale_secs(app);
+    let lookup = id.clone();
+    let (host, certs, trail) = blocking(app, move |app| {
+        let host = app.store.host(&lookup)?;
+        let certs = app.store.host_certs(&lookup)?;
+        let trail = app.store.audit_query(&AuditFilter {
+            host: Some(lookup.clone()),
+            since: None,
+            limit: 100,
+        })?;
+        Ok::<_, crate::store::StoreError>((host, certs, trail))
+    })
+    .await?
+    .map_err(store_err("cannot read host"))?;
+    let host = host.ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))?;
+    let info = host.info(unix_now(), stale);
+    let target_file = crate::targets::path_for(&app.targets_dir, &host.id)
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let mut trail = trail;
+    trail.reverse();
+    Ok(render(
+        "host.html",
+        page(
+            user,
+            "hosts",
+            context! {
+                host => Value::from_serialize(&info),
+                operator_labels => Value::from_serialize(&host.operator_labels),
+                config => host.config,
+                targets => Value::from_serialize(&host.targets),
+                target_file => target_file,
+                current => info.applied_hash.as_deref() == Some(info.rendered_hash.as_str()),
+                certs => Value::from_serialize(&certs),
+                trail => Value::from_serialize(&trail),
+                fields => label_fields(app),
+                notice => notice,
+                error => error,
+            },
+        ),
+    ))
+}
+
+pub async fn host(
+    State(app): State<Shared>,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<HostQuery>,
+) -> Page {
+    host_page(&app, &user, id, q.done, None).await
+}
+
+/// The edit a host's label form asks for: changed values set, ticked
+/// names removed, the new name/value pair added.
+fn label_edit(current: &Labels, form: &BTreeMap<String, String>) -> LabelEdit {
+    let mut edit = LabelEdit::default();
+    for (key, value) in form {
+        if let Some(name) = key.strip_prefix("set.") {
+            let value = value.trim();
+            if current.get(name).map(String::as_str) != Some(value) && !value.is_empty() {
+                edit.set.insert(name.to_string(), value.to_string());
+            }
+        } else if let Some(name) = key.strip_prefix("remove.") {
+            edit.remove.push(name.to_string());
+        }
+    }
+    let new_name = form.get("new_name").map(|s| s.trim()).unwrap_or("");
+    if !new_name.is_empty() {
+        let value = form.get("new_value").map(|s| s.trim()).unwrap_or("");
+        edit.set.insert(new_name.to_string(), value.to_string());
+    }
+    for name in &edit.remove {
+        edit.set.remove(name);
+    }
+    edit
+}
+
+pub async fn edit_labels(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    action: Action<BTreeMap<String, String>>,
+) -> Page {
+    let Action { user, form } = action;
+    let lookup = id.clone();
+    let current = blocking(&app, move |app| app.store.host(&lookup))
+        .await?
+        .map_err(store_err("cannot read host"))?
+        .ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))?
+        .operator_labels;
+    let edit = label_edit(&current, &form);
+    if edit.set.is_empty() && edit.remove.is_empty() {
+        return host_page(&app, &user, id, Some("Nothing changed.".into()), None).await;
+    }
+    let result = fleet::edit_host_labels(
+        State(app.clone()),
+        Extension(user.conn.clone()),
+        admin(&user),
+        Path(id.clone()),
+        ApiJson(edit),
+    )
+    .await;
+    match result {
+        Ok(_) => Ok(see_other(&format!(
+            "/hosts/{}?done={}",
+            url_encode(&id),
+            url_encode("Labels saved: the config was re-rendered and the target file rewritten.")
+        ))),
+        Err(ApiError::BadRequest(message)) => Ok(with_status(
+            StatusCode::BAD_REQUEST,
+            host_page(&app, &user, id, None, Some(message)).await?,
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Decommission {
+    #[serde(default)]
+    confirm: String,
+}
+
+pub async fn decommission(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    action: Action<Decommission>,
+) -> Page {
+    let Action { user, form } = action;
+    let lookup = id.clone();
+    let host = blocking(&app, move |app| app.store.host(&lookup))
+        .await?
+        .map_err(store_err("cannot read host"))?
+        .ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))?;
+    if form.confirm.trim() != host.facts.hostname {
+        let message = format!(
+            "Type the hostname {:?} exactly to decommission this host; nothing was changed.",
+            host.facts.hostname
+        );
+        return Ok(with_status(
+            StatusCode::BAD_REQUEST,
+            host_page(&app, &user, id, None, Some(message)).await?,
+        ));
+    }
+    let done = fleet::decommission(
+        State(app.clone()),
+        Extension(user.conn.clone()),
+        admin(&user),
+        Path(id.clone()),
+    )
+    .await?;
+    let message = format!(
+        "Decommissioned: {} certificate(s) revoked; {}.",
+        done.revoked_certs,
+        match &done.target_file {
+            Some(name) => format!("target file retired as {name}"),
+            None => "there was no target file".into(),
+        }
+    );
+    Ok(see_other(&format!(
+        "/hosts/{}?done={}",
+        url_encode(&id),
+        url_encode(&message)
+    )))
+}
+
+pub async fn replace(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    action: Action<Empty>,
+) -> Page {
+    let user = action.user;
+    let armed = fleet::replace(
+        State(app.clone()),
+        Extension(user.conn.clone()),
+        admin(&user),
+        Path(id.clone()),
+    )
+    .await?;
+    let message = format!(
+        "Another key may now enroll as this host (a reinstall) until {}.",
+        time_filter(armed.until)
+    );
+    Ok(see_other(&format!(
+        "/hosts/{}?done={}",
+        url_encode(&id),
+        url_encode(&message)
+    )))
+}
+
+// ---- batches ----
+
+async fn batches_page(
+    app: &Shared,
+    user: &User,
+    form: &BTreeMap<String, String>,
+    report: Option<Value>,
+) -> Page {
+    let list = fleet::list_batches(State(app.clone()), admin(user))
+        .await?
+        .0;
+    Ok(render(
+        "batches.html",
+        page(
+            user,
+            "batches",
+            context! {
+                batches => Value::from_serialize(&list),
+                form => form,
+                report => report,
+                required => app.settings.labels.required.clone(),
+            },
+        ),
+    ))
+}
+
+pub async fn batches(State(app): State<Shared>, user: User) -> Page {
+    batches_page(&app, &user, &BTreeMap::new(), None).await
+}
+
+fn downloads(imported_server: &str, pin: &str, hosts: &[crate::admin_wire::IssuedToken]) -> Value {
+    use base64::Engine as _;
+    let link = |output: Output, kind: &str| {
+        let text = crate::cli::batch::render(output, imported_server, pin, hosts);
+        format!(
+            "data:{kind};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(text)
+        )
+    };
+    context! {
+        lines => link(Output::Lines, "text/plain"),
+        csv => link(Output::Csv, "text/csv"),
+        cloud_init => link(Output::CloudInit, "text/yaml"),
+    }
+}
+
+pub async fn import(State(app): State<Shared>, action: Action<BTreeMap<String, String>>) -> Page {
+    let Action { user, form } = action;
+    let content = form.get("content").cloned().unwrap_or_default();
+    if content.trim().is_empty() {
+        let report = context! { summary => "Choose a CSV file (or paste its rows) first.", rows => Vec::<Value>::new(), valid => 0 };
+        return Ok(with_status(
+            StatusCode::BAD_REQUEST,
+            batches_page(&app, &user, &form, Some(report)).await?,
+        ));
+    }
+    let name = form
+        .get("name")
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    let req = BatchImport {
+        format: None,
+        content,
+        name,
+        skip_invalid: form.contains_key("skip_invalid"),
+        ttl_secs: None,
+    };
+    let result = fleet::import_batch(
+        State(app.clone()),
+        Extension(user.conn.clone()),
+        admin(&user),
+        ApiJson(req),
+    )
+    .await;
+    match result {
+        Ok(Json(imported)) => Ok(render(
+            "imported.html",
+            page(
+                &user,
+                "batches",
+                context! {
+                    batch => Value::from_serialize(&imported.batch),
+                    hosts => Value::from_serialize(&imported.hosts),
+                    invalid => Value::from_serialize(&imported.invalid),
+                    downloads => downloads(&imported.server, &imported.pin, &imported.hosts),
+                    retried => false,
+                },
+            ),
+        )),
+        Err(ApiError::InvalidRows { summary, rows }) => {
+            let bad: BTreeSet<usize> = rows.iter().map(|r| r.line).collect();
+            let total = crate::batch::parse(
+                crate::batch::Format::sniff(form.get("content").map_or("", |c| c.as_str())),
+                form.get("content").map_or("", |c| c.as_str()),
+            )
+            .map(|r| r.len())
+            .unwrap_or(0);
+            let report = context! {
+                summary => summary,
+                rows => Value::from_serialize(&rows),
+                valid => total.saturating_sub(bad.len()),
+            };
+            Ok(with_status(
+                StatusCode::BAD_REQUEST,
+                batches_page(&app, &user, &form, Some(report)).await?,
+            ))
+        }
+        Err(ApiError::BadRequest(message)) => {
+            let report = context! { summary => message, rows => Vec::<Value>::new(), valid => 0 };
+            Ok(with_status(
+                StatusCode::BAD_REQUEST,
+                batches_page(&app, &user, &form, Some(report)).await?,
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn batch_status(app: &Shared, user: &User, id: String) -> Result<Value, Refusal> {
+    let status = fleet::batch_status(State(app.clone()), admin(user), Path(id))
+        .await?
+        .0;
+    let settled = status.hosts.iter().all(|h| h.settled(status.scrape_checks));
+    let retryable = status.hosts.iter().filter(|h| h.retryable).count();
+    Ok(context! {
+        status => Value::from_serialize(&status),
+        settled => settled,
+        retryable => retryable,
+    })
+}
+
+pub async fn batch(State(app): State<Shared>, user: User, Path(id): Path<String>) -> Page {
+    let status = batch_status(&app, &user, id).await?;
+    Ok(render("batch.html", page(&user, "batches", status)))
+}
+
+pub async fn batch_rows(State(app): State<Shared>, user: User, Path(id): Path<String>) -> Page {
+    let status = batch_status(&app, &user, id).await?;
+    Ok(render("batch_rows.html", page(&user, "batches", status)))
+}
+
+#[derive(Deserialize)]
+pub struct Retry {
+    #[serde(default)]
+    host: Option<String>,
+}
+
+pub async fn retry(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    action: Action<Retry>,
+) -> Page {
+    let Action { user, form } = action;
+    let retried = fleet::retry_batch(
+        State(app.clone()),
+        Extension(user.conn.clone()),
+        admin(&user),
+        Path(id),
+        ApiJson(BatchRetry {
+            host: form.host.filter(|h| !h.is_empty()),
+            ttl_secs: None,
+        }),
+    )
+    .await?
+    .0;
+    Ok(render(
+        "imported.html",
+        page(
+            &user,
+            "batches",
+            context! {
+                batch => Value::from_serialize(&retried.batch),
+                hosts => Value::from_serialize(&retried.hosts),
+                invalid => Vec::<Value>::new(),
+                downloads => downloads(&retried.server, &retried.pin, &retried.hosts),
+                retried => true,
+            },
+        ),
+    ))
+}
+
+// ---- tokens ----
+
+#[derive(Deserialize)]
+pub struct Done {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+pub async fn tokens(State(app): State<Shared>, user: User, Query(q): Query<Done>) -> Page {
+    let mut list = admin::list_tokens(State(app.clone()), admin(&user))
+        .await?
+        .0;
+    list.reverse();
+    Ok(render(
+        "tokens.html",
+        page(
+            &user,
+            "tokens",
+            context! { tokens => Value::from_serialize(&list), notice => q.done },
+        ),
+    ))
+}
+
+pub async fn revoke(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    action: Action<Empty>,
+) -> Page {
+    let user = action.user;
+    let info = admin::revoke_token(
+        State(app.clone()),
+        Extension(user.conn.clone()),
+        admin(&user),
+        Path(id),
+    )
+    .await?
+    .0;
+    Ok(see_other(&format!(
+        "/tokens?done={}",
+        url_encode(&format!(
+            "Token {} revoked: it enrolls nothing more.",
+            info.id
+        ))
+    )))
+}
+
+// ---- audit ----
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+pub async fn audit(State(app): State<Shared>, user: User, Query(q): Query<AuditQuery>) -> Page {
+    let host = q.host.clone().filter(|h| !h.trim().is_empty());
+    let actor = q.actor.clone().filter(|a| !a.trim().is_empty());
+    let since_text = q.since.clone().unwrap_or_default();
+    let mut problems = Vec::new();
+    let since = match since_text.trim() {
+        "" => None,
+        text => match humantime::parse_duration(text) {
+            Ok(d) => Some(unix_now() - d.as_secs() as i64),
+            Err(e) => {
+                problems.push(format!("since {text:?}: {e} (e.g. 30m, 24h, 7days)"));
+                None
+            }
+        },
+    };
+    let filter = AuditFilter {
+        host: host.clone(),
+        since,
+        limit: if actor.is_some() { 10_000 } else { 500 },
+    };
+    let mut rows = blocking(&app, move |app| app.store.audit_query(&filter))
+        .await?
+        .map_err(store_err("cannot read audit log"))?;
+    if let Some(actor) = &actor {
+        rows.retain(|r| r.actor == *actor);
+    }
+    rows.reverse();
+    rows.truncate(500);
+    Ok(render(
+        "audit.html",
+        page(
+            &user,
+            "audit",
+            context! {
+                rows => Value::from_serialize(&rows),
+                host => host,
+                actor => actor,
+                since => since_text,
+                problems => problems,
+            },
+        ),
+    ))
+}

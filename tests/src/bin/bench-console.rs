@@ -1,0 +1,165 @@
+//! Benchmark: the web console's hosts page for a fleet of 100,000 hosts.
+//! Enrolls one host with the real agent, copies it into the database
+//! (server stopped) until there are HOSTS hosts, restarts the server, signs
+//! in to the console and times the first page of `/hosts`, as the server
+//! measured it (its `Server-Timing` header) and as the client saw it.
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! target/release/bench-console [HOSTS]      # default 100000
+//! ```
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use muster_e2e::fleet::{admin, init};
+use muster_e2e::{bin_path, run_ok, Server};
+use serde_json::json;
+
+const RUNS: usize = 20;
+
+fn main() {
+    let hosts: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse().expect("HOSTS must be a number"))
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let pin = init(&data);
+    let server = Server::start(&data);
+    let created = runtime.block_on(admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({"labels": {"env": "bench"}})),
+    ));
+    let host = root.path().join("host");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("machine-id"), format!("{:032x}\n", 1)).expect("machine-id");
+    run_ok(
+        Command::new(bin_path("muster-agent"))
+            .arg("enroll")
+            .args(["--server", &server.agent_url()])
+            .args(["--token", created["token"].as_str().expect("token")])
+            .args(["--pin", &pin])
+            .arg("--config")
+            .arg(host.join("agent.toml"))
+            .arg("--state-dir")
+            .arg(host.join("state"))
+            .arg("--machine-id-file")
+            .arg(host.join("machine-id"))
+            .args(["--hostname", "bench-0"])
+            .args(["--scrape-address", "127.0.0.1:12345"]),
+    );
+    drop(server);
+
+    let start = Instant::now();
+    copy_host(&data.join("muster.db"), hosts);
+    eprintln!("{hosts} hosts in the database ({:.1?})", start.elapsed());
+    let start = Instant::now();
+    let server = Server::start(&data);
+    eprintln!(
+        "server started over {hosts} hosts ({:.1?})",
+        start.elapsed()
+    );
+
+    let client = server.client();
+    let base = server.admin_url();
+    runtime.block_on(async {
+        let resp = client
+            .post(format!("{base}/signin"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={}", server.admin_token().trim()))
+            .send()
+            .await
+            .expect("sign in");
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .expect("session cookie")
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("cookie")
+            .to_string();
+        for (what, path) in [
+            ("first page, by name", "/hosts"),
+            ("first page, last seen first", "/hosts?sort=last_seen"),
+            ("a page deep in the list", "/hosts?after=0.bench-050000"),
+        ] {
+            let mut server_ms = Vec::new();
+            let mut client_ms = Vec::new();
+            for _ in 0..RUNS {
+                let t = Instant::now();
+                let resp = client
+                    .get(format!("{base}{path}"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .expect("hosts page");
+                assert!(resp.status().is_success(), "{path}: {}", resp.status());
+                let timing = resp.headers()["server-timing"]
+                    .to_str()
+                    .expect("ascii")
+                    .to_string();
+                let body = resp.text().await.expect("body");
+                assert_eq!(body.matches("data-host=").count(), 50, "{path}: a full page");
+                client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                server_ms.push(
+                    timing
+                        .rsplit("dur=")
+                        .next()
+                        .and_then(|d| d.parse::<f64>().ok())
+                        .expect("render;dur=MS"),
+                );
+            }
+            println!(
+                "hosts page ({what}) over {hosts} hosts: server median {:.1} ms, max {:.1} ms; client median {:.1} ms ({RUNS} runs)",
+                median(&mut server_ms),
+                server_ms.iter().cloned().fold(0.0, f64::max),
+                median(&mut client_ms),
+            );
+        }
+    });
+    drop(server);
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Copies the one enrolled host until the database holds `total` hosts:
+/// ids `bench-000001`…, each its own machine id and check-in time.
+fn copy_host(db: &std::path::Path, total: usize) {
+    let conn = rusqlite::Connection::open(db).expect("open database");
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('hosts')")
+        .expect("columns")
+        .query_map([], |r| r.get(0))
+        .expect("columns")
+        .collect::<Result<_, _>>()
+        .expect("columns");
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| match c.as_str() {
+            "id" => "printf('bench-%06d', n.i)".to_string(),
+            "machine_id" => "printf('%032x', n.i + 1000)".to_string(),
+            "last_seen" => "h.last_seen - n.i".to_string(),
+            other => format!("h.{other}"),
+        })
+        .collect();
+    conn.execute(
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO hosts ({}) SELECT {} FROM n, (SELECT * FROM hosts LIMIT 1) h",
+            columns.join(", "),
+            select.join(", ")
+        ),
+        [total as i64 - 1],
+    )
+    .expect("copy hosts");
+}
