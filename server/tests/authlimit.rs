@@ -57,3 +57,37 @@ async fn a_guessing_source_is_answered_429_and_audited_once_per_window() {
     assert_eq!(refusals[0].outcome, "refused");
     assert_eq!(refusals[0].source.as_deref(), Some("127.0.0.1"));
 }
+
+#[tokio::test]
+async fn refused_console_sign_ins_count_against_the_same_limit() {
+    let f = Fixture::start();
+    let client = f.anonymous_client();
+    let signin = format!("{}/signin", f.server.admin_url());
+    for i in 0..MAX_REFUSALS {
+        let resp = client
+            .post(&signin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token=mta_0123456789ab_guess{i}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "sign-in {i}");
+    }
+    // The console's sign-in and the API are turned away alike.
+    let resp = client
+        .post(&signin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", f.admin_token.trim()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key(reqwest::header::RETRY_AFTER));
+    let resp = client
+        .get(format!("{}/v1/admin/hosts", f.server.admin_url()))
+        .bearer_auth(f.admin_token.trim())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -909,7 +909,8 @@ pub async fn import(State(app): State<Shared>, action: Action<BTreeMap<String, S
             .map(|r| r.len())
             .unwrap_or(0);
             let report = context! {
-                summary => summary,
+                // The API's summary names the CLI flag; here it is a button.
+                summary => summary.replace("with --skip-invalid", "with the button below"),
                 rows => Value::from_serialize(&rows),
                 valid => total.saturating_sub(bad.len()),
             };
