@@ -272,6 +272,23 @@ fn flag_value<'a>(line: &'a str, flag: &str) -> &'a str {
     words.next().expect("flag value")
 }
 
+/// Waits until the file at `path` exists and its text satisfies `done`.
+async fn wait_for_file(path: &Path, done: impl Fn(&str) -> bool) -> String {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} never got there:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn target_file(f: &Fixture, host_id: &str) -> PathBuf {
     f.server
         .data_dir()
@@ -358,12 +375,12 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
     b.click("#labels-form button[type=submit]").await;
     assert!(b.text("#notice").await.contains("Labels saved"));
     b.check_page("host-labels-saved").await;
-    let targets = std::fs::read_to_string(target_file(&f, &host_id)).expect("target file");
-    assert!(
-        targets.contains("\"location\": \"rack-7\"") || targets.contains("\"location\":\"rack-7\""),
-        "{targets}"
-    );
-    assert!(targets.contains("core"), "{targets}");
+    let targets = wait_for_file(&target_file(&f, &host_id), |t| {
+        (t.contains("\"location\": \"rack-7\"") || t.contains("\"location\":\"rack-7\""))
+            && t.contains("core")
+    })
+    .await;
+    assert!(targets.contains("staging"), "{targets}");
     // A value the schema refuses is shown and changes nothing.
     b.fill("#set-location", "the-basement").await;
     b.click("#labels-form button[type=submit]").await;
@@ -409,7 +426,11 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
     button.click().await.expect("click");
     assert!(b.text("#notice").await.contains("Decommissioned"));
     b.check_page("host-decommissioned").await;
-    assert!(!target_file(&f, &host_id).exists(), "target file retired");
+    let until = Instant::now() + DEADLINE;
+    while target_file(&f, &host_id).exists() {
+        assert!(Instant::now() < until, "the target file was never retired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The audit log shows who did it.
     let who = b.text("header .who").await;

@@ -640,7 +640,7 @@ async fn host_page(
     .map_err(store_err("cannot read host"))?;
     let host = host.ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))?;
     let info = host.info(unix_now(), stale);
-    let target_file = crate::targets::path_for(&app.targets_dir, &host.id)
+    let target_file = crate::targets::path_for(app.reconciler.dir(), &host.id)
         .and_then(|p| std::fs::read_to_string(p).ok());
     let mut trail = trail;
     trail.reverse();
