@@ -9,7 +9,7 @@ use std::sync::Arc;
 use muster_shared::pin::Pin;
 use muster_shared::wire::HostInfo;
 
-use crate::api::install::Downloads;
+use crate::api::install::{agent_beside_executable, Downloads};
 use crate::authlimit::AuthLimiter;
 use crate::ca::{self, Ca};
 use crate::fleet::Fleet;
@@ -87,11 +87,12 @@ impl App {
             .check_overrides(&overrides)
             .map_err(|m| anyhow::anyhow!("{}: {m}", overrides_path.display()))?;
         let downloads_dir = settings.downloads_dir(data_dir);
-        let downloads = Downloads::load(&downloads_dir)?;
-        if downloads.files.is_empty() {
-            tracing::warn!(dir = %downloads_dir.display(), "no agent binaries to serve: /install.sh cannot install an agent until muster-agent-<os>-<arch> files are put there");
+        let downloads = Downloads::load(&downloads_dir, agent_beside_executable())?;
+        let files = downloads.names();
+        if files.is_empty() {
+            tracing::warn!(dir = %downloads_dir.display(), "no agent binaries to serve: /install.sh cannot install an agent until muster-agent-<os>-<arch> files are put there, or muster-agent beside muster-server");
         } else {
-            tracing::info!(dir = %downloads_dir.display(), files = ?downloads.files.keys().collect::<Vec<_>>(), "serving agent binaries");
+            tracing::info!(dir = %downloads_dir.display(), beside = ?downloads.beside, files = ?files, "serving agent binaries");
         }
         let reconciler = Reconciler::new(
             store.clone(),

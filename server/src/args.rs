@@ -74,10 +74,11 @@ pub struct InitArgs {
     /// Directory for the server's state (created with mode 0700)
     #[arg(long, env = "MUSTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Extra name (DNS name or IP) for the server certificate; repeatable. localhost and 127.0.0.1 are always included
+    /// Extra name (DNS name or IP) for the server certificate; repeatable. The machine's
+    /// hostname, FQDN and non-loopback addresses, localhost and 127.0.0.1 are always included
     #[arg(long = "san", value_name = "NAME")]
     pub sans: Vec<String>,
-    /// URL agents use to reach the server [default: https://<first --san or localhost>:8443]
+    /// URL agents use to reach the server [default: https://<first --san, else this machine's primary address>:8443]
     #[arg(long)]
     pub public_url: Option<String>,
 }

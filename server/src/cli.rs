@@ -42,6 +42,12 @@ pub struct AdminArgs {
     pub json: bool,
 }
 
+/// The admin CLI cannot tell where the admin API is or how to log in: a
+/// configuration problem (exit 64), not a failure of the server.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoAdminApi(pub String);
+
 pub struct AdminClient {
     http: reqwest::Client,
     base: String,
@@ -54,9 +60,17 @@ impl AdminClient {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => {
                 let path = args.data_dir.join(settings::FILE_NAME);
-                let settings = Settings::read(&path).with_context(|| {
-                    "cannot find the admin API: pass --admin-url or --data-dir".to_string()
-                })?;
+                if !path.exists() {
+                    return Err(NoAdminApi(format!(
+                        "cannot find the admin API: {} does not exist; give the server's data dir \
+                         with --data-dir DIR or MUSTER_DATA_DIR=DIR (default {}), or pass \
+                         --admin-url, --admin-token and --ca-cert",
+                        path.display(),
+                        crate::DEFAULT_DATA_DIR
+                    ))
+                    .into());
+                }
+                let settings = Settings::read(&path).map_err(|e| NoAdminApi(e.to_string()))?;
                 let mut addr = settings.admin_listen;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -69,11 +83,12 @@ impl AdminClient {
             None => {
                 let path = args.data_dir.join(ADMIN_TOKEN_FILE);
                 std::fs::read_to_string(&path)
-                    .with_context(|| {
-                        format!(
-                            "no admin token: pass --admin-token or make {} readable",
+                    .map_err(|e| {
+                        NoAdminApi(format!(
+                            "no admin token: cannot read {} ({e}); pass --admin-token or run as \
+                             a user who may read it",
                             path.display()
-                        )
+                        ))
                     })?
                     .trim()
                     .to_string()
@@ -83,11 +98,11 @@ impl AdminClient {
             .ca_cert
             .clone()
             .unwrap_or_else(|| args.data_dir.join(crate::ca::CA_CERT));
-        let ca = CertificateDer::from_pem_file(&ca_path).with_context(|| {
-            format!(
-                "cannot read the CA certificate {} (pass --ca-cert)",
+        let ca = CertificateDer::from_pem_file(&ca_path).map_err(|e| {
+            NoAdminApi(format!(
+                "cannot read the CA certificate {} ({e}); pass --ca-cert",
                 ca_path.display()
-            )
+            ))
         })?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca).context("the CA certificate is not usable")?;
@@ -185,10 +200,14 @@ pub async fn token_create(
     }
     println!("Token (shown only now): {}", created.token);
     if !created.install_command.is_empty() {
-        println!("Install the agent (and Alloy) on a bare host and enroll it:");
+        println!("Install the agent (and Alloy) on a bare host and enroll it, as root:");
         println!("  {}", created.install_command);
+        println!("(not root: put sudo before sh, i.e. `| sudo sh -s -- --token ...`)");
         println!("Or, where muster-agent is already installed, run this on the host:");
     } else {
+        if let Some(why) = &created.install_unavailable {
+            eprintln!("warning: no install one-liner: {why}");
+        }
         println!("Enroll a host by running this on it:");
     }
     println!("  {}", created.enroll_command);

@@ -11,7 +11,8 @@ use muster_shared::labels::{self, Labels};
 use crate::args::{
     BatchCommand, Command, HostsCommand, LabelsCommand, TargetsCommand, TokenCommand,
 };
-use crate::{cli, init};
+use crate::machine::Machine;
+use crate::{cli, init, settings};
 
 /// Exit code for a bad command line or configuration (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -24,7 +25,14 @@ pub struct Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Failure {
-        Failure { code: 1, error }
+        // Not knowing where the admin API is: the command line or the
+        // environment is incomplete.
+        let code = if error.downcast_ref::<cli::NoAdminApi>().is_some() {
+            EXIT_USAGE
+        } else {
+            1
+        };
+        Failure { code, error }
     }
 }
 
@@ -45,6 +53,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 &args.data_dir,
                 &args.sans,
                 args.public_url,
+                &Machine::discover(),
                 SystemTime::now(),
             )
             .with_context(|| format!("initialising {}", args.data_dir.display()))
@@ -257,7 +266,11 @@ pub fn print_initialized(dir: &Path, done: &init::Initialized) {
         dir.join(init::ADMIN_TOKEN_FILE).display(),
         done.admin_token.expose()
     );
-    println!("  agents will reach the server at {}", done.public_url);
+    println!(
+        "  agents will reach the server at {} (public_url in {}; `serve --public-url` overrides it)",
+        done.public_url,
+        dir.join(settings::FILE_NAME).display()
+    );
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

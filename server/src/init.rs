@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use muster_shared::pin::Pin;
 
 use crate::ca::{self, Ca, CaError};
+use crate::machine::{Machine, DEFAULT_AGENT_PORT};
 use crate::settings::{self, Settings};
 use crate::store::{self, Store, StoreError};
 use crate::tokens::Secret;
@@ -41,12 +42,15 @@ pub fn is_initialized(dir: &Path) -> bool {
     dir.join(settings::FILE_NAME).exists()
 }
 
-/// Creates everything in `dir`. `public_url` defaults to
-/// `https://<first SAN or localhost>:8443`.
+/// Creates everything in `dir`. The server certificate names `sans` and
+/// everything `machine` is called (hostname, FQDN, non-loopback addresses)
+/// besides localhost. `public_url` defaults to `https://<first SAN>:8443`,
+/// else to the URL of the machine's primary address.
 pub fn init(
     dir: &Path,
     sans: &[String],
     public_url: Option<String>,
+    machine: &Machine,
     now: SystemTime,
 ) -> Result<Initialized, InitError> {
     for name in [
@@ -64,15 +68,13 @@ pub fn init(
         }
     }
     create_private_dir(dir)?;
-    let public_url = public_url.unwrap_or_else(|| {
-        let host = sans.first().map(String::as_str).unwrap_or("localhost");
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        format!("https://{host}:8443")
+    let public_url = public_url.unwrap_or_else(|| match sans.first() {
+        Some(host) if host.contains(':') => format!("https://[{host}]:{DEFAULT_AGENT_PORT}"),
+        Some(host) => format!("https://{host}:{DEFAULT_AGENT_PORT}"),
+        None => machine.public_url(),
     });
+    let mut all_sans = sans.to_vec();
+    all_sans.extend(machine.sans());
     let settings_text = Settings::default_file(&public_url);
     // Check what we write parses, before anything is created.
     Settings::from_toml(&settings_text).map_err(|message| InitError::Io {
@@ -81,7 +83,7 @@ pub fn init(
     })?;
 
     let ca = Ca::create(dir, now)?;
-    let pin = ca.issue_server_cert(dir, sans, now)?;
+    let pin = ca.issue_server_cert(dir, &all_sans, now)?;
     let store = Store::open(&dir.join(store::FILE_NAME))?;
     let unix = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -144,13 +146,42 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls_pki_types::pem::PemObject;
 
     #[test]
     fn init_creates_everything_and_refuses_to_run_twice() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let done = init(&data, &["muster.example".into()], None, SystemTime::now()).expect("init");
+        let machine = Machine {
+            hostname: Some("muster".into()),
+            fqdn: Some("muster.lan.example".into()),
+            addresses: vec!["10.1.2.3".parse().expect("ip")],
+        };
+        let done = init(
+            &data,
+            &["muster.example".into()],
+            None,
+            &machine,
+            SystemTime::now(),
+        )
+        .expect("init");
         assert_eq!(done.public_url, "https://muster.example:8443");
+        let pem = std::fs::read(data.join(ca::SERVER_CERT)).expect("server.crt");
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("PEM");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("X.509");
+        let sans = format!("{:?}", cert.subject_alternative_name());
+        for name in [
+            "muster.example",
+            "muster.lan.example",
+            "\"muster\"",
+            "localhost",
+        ] {
+            assert!(sans.contains(name), "{name} missing from {sans}");
+        }
+        assert!(
+            sans.contains("[10, 1, 2, 3]"),
+            "the machine's address: {sans}"
+        );
         assert!(done.admin_token.expose().starts_with("mta_"));
         assert!(is_initialized(&data));
         let saved = std::fs::read_to_string(data.join(ADMIN_TOKEN_FILE)).expect("token file");
@@ -170,7 +201,7 @@ mod tests {
             assert_eq!(mode(ca::SERVER_KEY), 0o600);
         }
         let settings_before = std::fs::read(data.join(settings::FILE_NAME)).expect("settings");
-        let again = init(&data, &[], None, SystemTime::now());
+        let again = init(&data, &[], None, &machine, SystemTime::now());
         assert!(matches!(again, Err(InitError::Exists(_))));
         assert_eq!(
             std::fs::read(data.join(settings::FILE_NAME)).expect("settings"),
@@ -182,6 +213,23 @@ mod tests {
                 .verify_admin_token(done.admin_token.expose())
                 .expect("lookup"),
             Some("initial".to_string())
+        );
+    }
+
+    #[test]
+    fn without_names_the_public_url_is_the_machines_primary_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let machine = Machine {
+            hostname: Some("bare".into()),
+            fqdn: None,
+            addresses: vec!["192.0.2.7".parse().expect("ip")],
+        };
+        let done = init(dir.path(), &[], None, &machine, SystemTime::now()).expect("init");
+        assert_eq!(done.public_url, "https://192.0.2.7:8443");
+        let settings = std::fs::read_to_string(dir.path().join(settings::FILE_NAME)).expect("toml");
+        assert!(
+            settings.contains("public_url = \"https://192.0.2.7:8443\""),
+            "{settings}"
         );
     }
 }

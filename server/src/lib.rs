@@ -13,6 +13,7 @@ pub mod commands;
 pub mod console;
 pub mod fleet;
 pub mod init;
+pub mod machine;
 pub mod metrics;
 pub mod overrides;
 pub mod preview;

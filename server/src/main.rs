@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use muster_server::args::{Cli, Command, ServeArgs};
 use muster_server::commands::{self, usage, Failure, EXIT_USAGE};
+use muster_server::machine::Machine;
 use muster_server::settings::{self, Settings};
 use muster_server::{app::App, init, serve, tls};
 
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person watching; a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // reqwest builds its default TLS setup from the process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -62,9 +65,15 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
                 dir.display()
             )));
         }
-        let done = init::init(dir, &args.sans, None, SystemTime::now())
-            .with_context(|| format!("initialising {}", dir.display()))
-            .map_err(usage)?;
+        let done = init::init(
+            dir,
+            &args.sans,
+            None,
+            &Machine::discover(),
+            SystemTime::now(),
+        )
+        .with_context(|| format!("initialising {}", dir.display()))
+        .map_err(usage)?;
         commands::print_initialized(dir, &done);
     }
     let settings = Settings::read(&dir.join(settings::FILE_NAME))

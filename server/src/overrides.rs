@@ -75,8 +75,10 @@ pub fn defaults(service: &str) -> Option<Params> {
             "dsn_env": "MUSTER_MYSQL_DSN", "socket": "",
         }),
         "redis" => json!({ "port": 6379, "address": "127.0.0.1", "password_file": "" }),
+        // No exporter port unless one is detected or an override sets it: a
+        // target for an exporter that does not run would only show as down.
         "nginx" => {
-            json!({ "port": 80, "address": "127.0.0.1", "exporter_port": 9113, "metrics_path": "/metrics" })
+            json!({ "port": 80, "address": "127.0.0.1", "exporter_port": null, "metrics_path": "/metrics" })
         }
         "docker" => json!({ "socket": "/var/run/docker.sock" }),
         "journal" => json!({ "max_age": "12h" }),

@@ -352,8 +352,10 @@ listen = "0.0.0.0:8443"
 # firewall guards it.
 admin_listen = "127.0.0.1:8444"
 
-# The URL agents use to reach the agent listener. Its host must be one of the
-# names the server certificate was issued for (`init --san`).
+# The URL agents use to reach the agent listener, written into /install.sh and
+# every enroll line. `init` chose this machine's primary address (or its first
+# --san); change it to a name or address every host can reach, then restart.
+# Agents trust the server by its key pin, not by this name.
 public_url = "{public_url}"
 
 # May an enrolled agent report a scrape address on another host than the one

@@ -127,8 +127,18 @@ async fn admin_cli_creates_lists_and_revokes_tokens_and_shows_hosts() {
     let out = run_ok(&mut admin(&[
         "token", "create", "--label", "env=prod", "--ttl", "2h", "--uses", "2",
     ]));
+    // init's default public_url (this machine's primary address), whatever
+    // the machine.
+    let settings = std::fs::read_to_string(data.join("server.toml")).expect("server.toml");
+    let public_url = settings
+        .lines()
+        .find_map(|l| l.strip_prefix("public_url = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("public_url in server.toml");
     assert!(
-        out.contains("muster-agent enroll --server https://localhost:8443 --token mte_"),
+        out.contains(&format!(
+            "muster-agent enroll --server {public_url} --token mte_"
+        )),
         "{out}"
     );
     assert!(out.contains("--pin sha256//"), "{out}");
@@ -174,4 +184,92 @@ async fn admin_cli_creates_lists_and_revokes_tokens_and_shows_hosts() {
         String::from_utf8_lossy(&out.stderr).contains("admin token"),
         "{out:?}"
     );
+}
+
+/// `path` as a copy of `from` (a hard link when the file system allows).
+fn place_binary(from: &std::path::Path, path: &std::path::Path) {
+    if std::fs::hard_link(from, path).is_err() {
+        std::fs::copy(from, path).expect("copy binary");
+    }
+}
+
+/// Issue 12: a fresh server hands out the agent beside its executable; with
+/// none, `token create` warns instead of printing a one-liner that would 404,
+/// and an agent built after start-up is found without a restart.
+#[test]
+fn token_create_warns_without_an_agent_and_finds_one_built_later() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    place_binary(&bin_path("muster-server"), &bin.join("muster-server"));
+    let data = dir.path().join("data");
+    run_ok(server_cmd().args(["init", "--data-dir"]).arg(&data));
+    let server = muster_e2e::Server::builder(&data)
+        .program(&bin.join("muster-server"))
+        .start();
+    let create = || {
+        run(server_cmd()
+            .args(["token", "create", "--data-dir"])
+            .arg(&data)
+            .arg("--admin-url")
+            .arg(server.admin_url()))
+    };
+    let out = create();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("curl"),
+        "no one-liner that would fail: {stdout}"
+    );
+    assert!(stdout.contains("muster-agent enroll --server"), "{stdout}");
+    assert!(
+        stderr.contains("warning: no install one-liner")
+            && stderr.contains("cargo build --release -p muster-agent"),
+        "{stderr}"
+    );
+
+    place_binary(&bin_path("muster-agent"), &bin.join("muster-agent"));
+    let out = create();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("/install.sh | sh -s -- --token 'mte_"),
+        "root's one-liner, no sudo: {stdout}\n{}",
+        server.logs()
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+/// Issue 12: an admin command that cannot find the server's data dir says
+/// where it looked and how to point it elsewhere, once, and exits 64.
+#[test]
+fn admin_commands_without_a_data_dir_say_where_they_looked_and_exit_64() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nowhere = dir.path().join("nowhere");
+    for (args, env) in [
+        (vec!["hosts", "list"], true),
+        (vec!["labels", "check", "--data-dir"], false),
+    ] {
+        let mut cmd = server_cmd();
+        cmd.args(&args)
+            .env_remove("MUSTER_ADMIN_URL")
+            .env_remove("MUSTER_ADMIN_TOKEN")
+            .env_remove("MUSTER_ADMIN_CA");
+        if env {
+            cmd.env("MUSTER_DATA_DIR", &nowhere);
+        } else {
+            cmd.arg(&nowhere).env_remove("MUSTER_DATA_DIR");
+        }
+        let out = run_fail(&mut cmd);
+        assert_eq!(out.status.code(), Some(64), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches("error").count(), 1, "printed once: {stderr}");
+        assert!(
+            stderr.contains(&nowhere.join("server.toml").display().to_string())
+                && stderr.contains("MUSTER_DATA_DIR")
+                && stderr.contains("--data-dir"),
+            "{stderr}"
+        );
+    }
 }

@@ -157,9 +157,13 @@ pub struct TokenCreated {
     /// A ready-to-paste `muster-agent enroll ...` line.
     pub enroll_command: String,
     /// A ready-to-paste one-liner that installs the agent (and Alloy) on a
-    /// bare host and enrolls it: `curl … /install.sh | sudo sh -s -- --token …`.
+    /// bare host and enrolls it, run as root: `curl … /install.sh | sh -s --
+    /// --token …`. Empty when the server has no agent binary to hand out.
     #[serde(default)]
     pub install_command: String,
+    /// Why there is no `install_command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_unavailable: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

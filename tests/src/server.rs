@@ -24,6 +24,7 @@ pub struct ServerBuilder {
     listen: String,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    program: Option<PathBuf>,
 }
 
 impl Server {
@@ -39,6 +40,7 @@ impl Server {
             listen: "127.0.0.1:0".to_string(),
             args: Vec::new(),
             envs: Vec::new(),
+            program: None,
         }
     }
 
@@ -128,6 +130,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs this `muster-server` executable instead of the one built beside
+    /// the tests (a copy elsewhere has no `muster-agent` beside it).
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = Some(path.to_path_buf());
+        self
+    }
+
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.envs.push((key.into(), value.into()));
         self
@@ -138,18 +147,22 @@ impl ServerBuilder {
     /// not come within the start deadline.
     pub fn start(self) -> Server {
         let mut process = Process::spawn(
-            Command::new(bin_path("muster-server"))
-                .arg("serve")
-                .arg("--data-dir")
-                .arg(&self.data_dir)
-                .args([
-                    "--listen",
-                    self.listen.as_str(),
-                    "--admin-listen",
-                    "127.0.0.1:0",
-                ])
-                .args(&self.args)
-                .envs(self.envs.iter().map(|(k, v)| (k, v))),
+            Command::new(
+                self.program
+                    .clone()
+                    .unwrap_or_else(|| bin_path("muster-server")),
+            )
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--listen",
+                self.listen.as_str(),
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v))),
         );
         let until = Instant::now() + START_DEADLINE;
         let (mut agent_addr, mut admin_addr) = (None, None);

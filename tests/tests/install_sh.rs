@@ -1,7 +1,6 @@
 //! The one-liner end to end. A real `muster-server` serves `/install.sh` and
 //! the agent binary; the exact line `token create` prints (the pinned curl
-//! piped to `sh`, with `sudo` dropped because tests run as root, and
-//! `--root DIR` added) runs against a temporary root directory, the
+//! piped to `sh`, with `--root DIR` added) runs against a temporary root directory, the
 //! "host": the agent is downloaded, checked against its published SHA-256,
 //! installed, enrolled, Alloy (the stand-in) configured and the first config
 //! applied; the host's target file exists. A second run is a no-op, a wrong
@@ -113,15 +112,12 @@ fn prepare_host(root: &Path) -> Standin {
     standin
 }
 
-/// The printed one-liner, made runnable here: no sudo (tests run as root),
+/// The printed one-liner (for root: no sudo, which minimal hosts lack) with
 /// `--root` for the temporary host.
 fn runnable(line: &str, root: &Path) -> String {
-    assert!(line.contains("| sudo sh -s -- --token "), "{line}");
-    format!(
-        "{} --root '{}'",
-        line.replacen("| sudo sh -s --", "| sh -s --", 1),
-        root.display()
-    )
+    assert!(line.contains("| sh -s -- --token "), "{line}");
+    assert!(!line.contains("sudo"), "{line}");
+    format!("{line} --root '{}'", root.display())
 }
 
 fn sh(line: &str) -> Command {

@@ -237,16 +237,37 @@ pub async fn create_token(
         secret.expose(),
         app.pin
     );
-    let install_command = super::install::one_liner(
-        &app.settings.public_url,
-        &app.pin.to_string(),
-        secret.expose(),
-    );
+    // Looks on disk again: an agent built after start-up counts.
+    let agents = app
+        .downloads
+        .refresh()
+        .map_err(|e| ApiError::internal("cannot read the downloads dir", e))?;
+    let (install_command, install_unavailable) = if agents == 0 {
+        (
+            String::new(),
+            Some(format!(
+                "this server has no agent binary to hand out, so the install one-liner would fail: \
+                 build it (cargo build --release -p muster-agent puts it beside muster-server) \
+                 or put muster-agent-<os>-<arch> files in {}",
+                app.downloads.dir.display()
+            )),
+        )
+    } else {
+        (
+            super::install::one_liner(
+                &app.settings.public_url,
+                &app.pin.to_string(),
+                secret.expose(),
+            ),
+            None,
+        )
+    };
     Ok(Json(TokenCreated {
         token: secret.expose().to_string(),
         info,
         enroll_command,
         install_command,
+        install_unavailable,
     }))
 }
 

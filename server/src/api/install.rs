@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -76,7 +77,7 @@ pub fn render_script(template: &str, values: &ScriptValues<'_>) -> String {
 /// what makes it safe: curl refuses any other key.
 pub fn one_liner(public_url: &str, pin: &str, token: &str) -> String {
     format!(
-        "curl -fsSk --pinnedpubkey {} {}{SCRIPT_PATH} | sudo sh -s -- --token {}",
+        "curl -fsSk --pinnedpubkey {} {}{SCRIPT_PATH} | sh -s -- --token {}",
         sh_quote(pin),
         public_url.trim_end_matches('/'),
         sh_quote(token)
@@ -96,12 +97,25 @@ pub struct Download {
     pub sha256: String,
 }
 
-/// The agent binaries, read once at start-up so that a file and its
-/// published hash always agree. Replace files, then restart the server.
-#[derive(Clone, Debug, Default)]
+/// The agent binaries: the `muster-agent-<os>-<arch>` files of the
+/// downloads dir, plus the `muster-agent` beside the server's own executable
+/// as the agent for the server's platform (unless the dir has one). Each is
+/// read once, when first asked for, and then served from memory, so that a
+/// file and its published hash always agree; a name not known yet is looked
+/// for again on disk, so an agent built or copied in after start-up is served
+/// without a restart. Replacing a file needs a restart.
+#[derive(Debug, Default)]
 pub struct Downloads {
     pub dir: PathBuf,
-    pub files: BTreeMap<String, Download>,
+    /// Where the agent beside the server's executable would be.
+    pub beside: Option<PathBuf>,
+    files: RwLock<BTreeMap<String, Entry>>,
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    OnDisk(PathBuf),
+    Loaded(Download),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,54 +150,137 @@ pub fn is_download_name(name: &str) -> bool {
     })
 }
 
+/// The download name of the agent for the platform this server runs on.
+pub fn own_platform_name() -> String {
+    format!(
+        "muster-agent-{}-{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// Where `muster-agent` would be beside this process's executable.
+pub fn agent_beside_executable() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(
+        exe.parent()?
+            .join(format!("muster-agent{}", std::env::consts::EXE_SUFFIX)),
+    )
+}
+
 impl Downloads {
-    /// Loads every `muster-agent-<os>-<arch>` file in `dir`; other files are
-    /// ignored. A missing dir serves nothing.
-    pub fn load(dir: &Path) -> Result<Downloads, DownloadsError> {
-        let read_error = |error| DownloadsError::Read {
-            path: dir.to_path_buf(),
-            error,
+    /// Finds every `muster-agent-<os>-<arch>` file in `dir` (other files are
+    /// ignored; a missing dir has none) and `beside` as the agent for this
+    /// platform when `dir` has none.
+    pub fn load(dir: &Path, beside: Option<PathBuf>) -> Result<Downloads, DownloadsError> {
+        let downloads = Downloads {
+            dir: dir.to_path_buf(),
+            beside,
+            files: RwLock::default(),
         };
-        let mut files = BTreeMap::new();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Downloads {
-                    dir: dir.to_path_buf(),
-                    files,
+        downloads.refresh()?;
+        Ok(downloads)
+    }
+
+    /// Looks for files not known yet; returns how many there are now.
+    pub fn refresh(&self) -> Result<usize, DownloadsError> {
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(|error| DownloadsError::Read {
+                        path: self.dir.clone(),
+                        error,
+                    })?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if is_download_name(&name) && entry.path().is_file() {
+                        found.push((name, entry.path()));
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(DownloadsError::Read {
+                    path: self.dir.clone(),
+                    error,
                 })
             }
-            Err(e) => return Err(read_error(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(read_error)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if !is_download_name(&name) || !path.is_file() {
-                continue;
-            }
-            let len = entry.metadata().map_err(read_error)?.len();
-            if len > MAX_DOWNLOAD_BYTES {
-                return Err(DownloadsError::TooLarge { path });
-            }
-            let bytes = std::fs::read(&path).map_err(|error| DownloadsError::Read {
-                path: path.clone(),
-                error,
-            })?;
-            let sha256 = crate::ca::sha256_hex(&bytes);
-            files.insert(
-                name,
-                Download {
-                    bytes: Bytes::from(bytes),
-                    sha256,
-                },
-            );
         }
-        Ok(Downloads {
-            dir: dir.to_path_buf(),
-            files,
-        })
+        let own = own_platform_name();
+        if let Some(beside) = self.beside.as_ref().filter(|b| b.is_file()) {
+            if !found.iter().any(|(name, _)| *name == own) {
+                found.push((own, beside.clone()));
+            }
+        }
+        let mut files = self.files.write().expect("downloads lock");
+        for (name, path) in found {
+            files.entry(name).or_insert(Entry::OnDisk(path));
+        }
+        Ok(files.len())
     }
+
+    /// The file called `name`, looking again on disk when it is not known.
+    pub fn get(&self, name: &str) -> Result<Option<Download>, DownloadsError> {
+        if !self
+            .files
+            .read()
+            .expect("downloads lock")
+            .contains_key(name)
+        {
+            self.refresh()?;
+        }
+        let mut files = self.files.write().expect("downloads lock");
+        let Some(entry) = files.get_mut(name) else {
+            return Ok(None);
+        };
+        if let Entry::OnDisk(path) = entry {
+            *entry = Entry::Loaded(read_download(path)?);
+        }
+        match entry {
+            Entry::Loaded(d) => Ok(Some(d.clone())),
+            Entry::OnDisk(_) => unreachable!("loaded above"),
+        }
+    }
+
+    /// The names known, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.files
+            .read()
+            .expect("downloads lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Every file, read (once) if need be, sorted by name.
+    pub fn files(&self) -> Result<BTreeMap<String, Download>, DownloadsError> {
+        let mut out = BTreeMap::new();
+        for name in self.names() {
+            if let Some(d) = self.get(&name)? {
+                out.insert(name, d);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_download(path: &Path) -> Result<Download, DownloadsError> {
+    let read_error = |error| DownloadsError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let len = std::fs::metadata(path).map_err(read_error)?.len();
+    if len > MAX_DOWNLOAD_BYTES {
+        return Err(DownloadsError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    let sha256 = crate::ca::sha256_hex(&bytes);
+    Ok(Download {
+        bytes: Bytes::from(bytes),
+        sha256,
+    })
 }
 
 /// `GET /install.sh`.
@@ -215,10 +312,13 @@ pub struct DownloadInfo {
 }
 
 /// `GET /v1/download/`: what is served, with sizes and hashes.
-pub async fn index(State(app): State<Shared>) -> Json<Vec<DownloadInfo>> {
-    Json(
-        app.downloads
-            .files
+pub async fn index(State(app): State<Shared>) -> Result<Json<Vec<DownloadInfo>>, ApiError> {
+    let files = app
+        .downloads
+        .files()
+        .map_err(|e| ApiError::internal("cannot read the downloads dir", e))?;
+    Ok(Json(
+        files
             .iter()
             .map(|(name, d)| DownloadInfo {
                 name: name.clone(),
@@ -226,7 +326,7 @@ pub async fn index(State(app): State<Shared>) -> Json<Vec<DownloadInfo>> {
                 sha256: d.sha256.clone(),
             })
             .collect(),
-    )
+    ))
 }
 
 /// `GET /v1/download/<name>` (the binary) and `<name>.sha256` (`HEX  NAME`,
@@ -239,8 +339,13 @@ pub async fn file(
         Some(name) => (name, true),
         None => (requested.as_str(), false),
     };
-    let Some(download) = app.downloads.files.get(name) else {
-        let known: Vec<&str> = app.downloads.files.keys().map(String::as_str).collect();
+    let found = app
+        .downloads
+        .get(name)
+        .map_err(|e| ApiError::internal("cannot read the downloads dir", e))?;
+    let Some(download) = found else {
+        let names = app.downloads.names();
+        let known: Vec<&str> = names.iter().map(String::as_str).collect();
         return Err(ApiError::NotFound(format!(
             "no download {requested:?}; this server has {}",
             if known.is_empty() {
@@ -327,7 +432,7 @@ mod tests {
     fn the_one_liner_pins_the_key_and_passes_the_token() {
         assert_eq!(
             one_liner("https://m.example:8443/", "sha256//AbC=", "mte_a_b"),
-            "curl -fsSk --pinnedpubkey 'sha256//AbC=' https://m.example:8443/install.sh | sudo sh -s -- --token 'mte_a_b'"
+            "curl -fsSk --pinnedpubkey 'sha256//AbC=' https://m.example:8443/install.sh | sh -s -- --token 'mte_a_b'"
         );
     }
 
@@ -358,13 +463,36 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("muster-agent-linux-x86_64"), b"abc").expect("write");
         std::fs::write(dir.path().join("README"), b"x").expect("write");
-        let d = Downloads::load(dir.path()).expect("load");
-        assert_eq!(d.files.len(), 1);
+        let d = Downloads::load(dir.path(), None).expect("load");
+        let files = d.files().expect("read");
+        assert_eq!(files.len(), 1);
         assert_eq!(
-            d.files["muster-agent-linux-x86_64"].sha256,
+            files["muster-agent-linux-x86_64"].sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let missing = Downloads::load(&dir.path().join("nope")).expect("missing dir");
-        assert!(missing.files.is_empty());
+        let missing = Downloads::load(&dir.path().join("nope"), None).expect("missing dir");
+        assert!(missing.names().is_empty());
+    }
+
+    #[test]
+    fn the_agent_beside_the_server_is_served_for_its_platform_and_late_files_are_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let beside = dir.path().join("muster-agent");
+        std::fs::write(&beside, b"abc").expect("write");
+        let downloads = dir.path().join("downloads");
+        let absent = Downloads::load(&downloads, Some(dir.path().join("nothing"))).expect("load");
+        assert!(absent.names().is_empty());
+        let d = Downloads::load(&downloads, Some(beside)).expect("load");
+        let own = own_platform_name();
+        assert_eq!(d.names(), [own]);
+        assert!(d.get("muster-agent-linux-riscv64").expect("get").is_none());
+        std::fs::create_dir_all(&downloads).expect("mkdir");
+        std::fs::write(downloads.join("muster-agent-linux-riscv64"), b"rv").expect("write");
+        let late = d
+            .get("muster-agent-linux-riscv64")
+            .expect("get")
+            .expect("found without a restart");
+        assert_eq!(&late.bytes[..], b"rv");
+        assert_eq!(d.names().len(), 2);
     }
 }
