@@ -182,10 +182,15 @@ mod tests {
     #[tokio::test]
     async fn bad_facts_fail_before_any_network_or_key() {
         let dir = tempfile::tempdir().unwrap();
+        // A missing machine id is no longer a bad fact (the agent generates
+        // one); a hostname the server would refuse is.
+        let id_file = dir.path().join("machine-id");
+        std::fs::write(&id_file, "0123456789abcdef0123456789abcdef\n").unwrap();
         let config = Config {
             server: Some("https://127.0.0.1:1".into()),
             state_dir: dir.path().join("state"),
-            machine_id_file: dir.path().join("no-such-machine-id"),
+            machine_id_file: id_file,
+            hostname: Some("no such host!".into()),
             ..Config::default()
         };
         let pin = Pin::of_spki(b"x");
@@ -199,7 +204,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.is_usage(), "{err}");
-        assert!(err.to_string().contains("no-such-machine-id"), "{err}");
+        assert!(err.to_string().contains("hostname"), "{err}");
         assert!(!config.state_dir.exists());
     }
 

@@ -15,6 +15,8 @@ use crate::alloy::command;
 use crate::alloy::version::{check_for, Check};
 use crate::config::{Config, ALLOY_PORT};
 use crate::detect::os_release::OsRelease;
+use crate::identity::StateDir;
+use ring::rand::{SecureRandom, SystemRandom};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
@@ -22,6 +24,8 @@ pub enum FactsError {
     MachineId { path: PathBuf, error: io::Error },
     #[error("the machine id file {} is empty", path.display())]
     MachineIdEmpty { path: PathBuf },
+    #[error("cannot keep a generated machine id in {}: {error}", path.display())]
+    GeneratedMachineId { path: PathBuf, error: io::Error },
     #[error("cannot find this host's name: {0}")]
     Hostname(io::Error),
     #[error("cannot find the local address used to reach {server}: {error} (set scrape_address)")]
@@ -32,7 +36,7 @@ pub enum FactsError {
 
 /// Collects this host's facts and checks them as the server will.
 pub fn gather(config: &Config, server: &Url) -> Result<Facts, FactsError> {
-    let machine_id = read_machine_id(&config.machine_id_file)?;
+    let machine_id = machine_id(config)?;
     let hostname = match &config.hostname {
         Some(name) => name.clone(),
         None => os_hostname().map_err(FactsError::Hostname)?,
@@ -160,7 +164,57 @@ fn check_dropping_optionals(facts: &mut Facts) -> Result<(), FactError> {
     }
 }
 
-/// The machine id, trimmed.
+/// systemd's machine id, where the agent looks first.
+pub const ETC_MACHINE_ID: &str = "/etc/machine-id";
+/// D-Bus's copy, on hosts without systemd's.
+pub const DBUS_MACHINE_ID: &str = "/var/lib/dbus/machine-id";
+/// The id the agent generates, in its state dir, for a host with neither
+/// (minimal images, containers).
+pub const GENERATED_MACHINE_ID: &str = "machine-id";
+
+/// This host's machine id: `machine_id_file`; when that is the default
+/// `/etc/machine-id` and missing or empty, D-Bus's `/var/lib/dbus/machine-id`;
+/// else one generated once (128 random bits, hex) and kept in the state dir,
+/// which a warning says.
+pub fn machine_id(config: &Config) -> Result<String, FactsError> {
+    let first = read_machine_id(&config.machine_id_file);
+    if first.is_ok() {
+        return first;
+    }
+    if config.machine_id_file == Path::new(ETC_MACHINE_ID) {
+        if let Ok(id) = read_machine_id(Path::new(DBUS_MACHINE_ID)) {
+            return Ok(id);
+        }
+    }
+    let kept = config.state_dir.join(GENERATED_MACHINE_ID);
+    if let Ok(id) = read_machine_id(&kept) {
+        return Ok(id);
+    }
+    let io_error = |error| FactsError::GeneratedMachineId {
+        path: kept.clone(),
+        error,
+    };
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| io_error(io::Error::other("no random numbers")))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    StateDir::new(&config.state_dir)
+        .create()
+        .map_err(|e| io_error(io::Error::other(e.to_string())))?;
+    // Of two agents racing, the first file wins; both use it.
+    crate::atomic_file::create_atomic(&kept, format!("{id}\n").as_bytes(), 0o644)
+        .map_err(io_error)?;
+    let id = read_machine_id(&kept)?;
+    warn!(
+        path = %kept.display(),
+        looked_in = %config.machine_id_file.display(),
+        "this host has no machine id; generated one and kept it in the agent's state dir"
+    );
+    Ok(id)
+}
+
+/// The machine id in `path`, trimmed.
 pub fn read_machine_id(path: &Path) -> Result<String, FactsError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -302,6 +356,33 @@ mod tests {
         let other = alloy_fact_cached(&dir.path().join("other")).await;
         assert!(!other.installed);
         assert!(ALLOY_PROBES.lock().unwrap().len() >= 2);
+    }
+
+    #[test]
+    fn without_a_machine_id_one_is_generated_once_in_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            machine_id_file: dir.path().join("etc/machine-id"),
+            state_dir: dir.path().join("state"),
+            ..Config::default()
+        };
+        let id = machine_id(&config).expect("generated");
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        let kept = dir.path().join("state").join(GENERATED_MACHINE_ID);
+        assert_eq!(std::fs::read_to_string(&kept).unwrap().trim(), id);
+        assert_eq!(machine_id(&config).unwrap(), id, "the same id every time");
+        // The configured file, once it exists, wins.
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            &config.machine_id_file,
+            "feedfacefeedfacefeedfacefeedface\n",
+        )
+        .unwrap();
+        assert_eq!(
+            machine_id(&config).unwrap(),
+            "feedfacefeedfacefeedfacefeedface"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::process::{bin_path, Process};
+use crate::process::{agent_command, hermetic, Process};
 use crate::server::Server;
 use crate::standin::Standin;
 
@@ -54,9 +54,9 @@ fn host_dir(root: &Path, name: &str, index: usize) -> (PathBuf, PathBuf) {
     (dir, alloy_config)
 }
 
-/// The agent binary beside the tests.
+/// The agent binary beside the tests, detecting only this test's processes.
 fn agent() -> Command {
-    Command::new(bin_path("muster-agent"))
+    agent_command()
 }
 
 /// The arguments of `muster-agent enroll` for the host in `dir`: its
@@ -187,6 +187,7 @@ impl AlloyHost {
         token: &str,
         pin: &str,
     ) -> Command {
+        hermetic(&mut agent);
         agent.args(enroll_args(
             &self.dir,
             &self.alloy_config,
@@ -205,7 +206,8 @@ impl AlloyHost {
     }
 
     /// `run --once` with `agent` as the agent command.
-    pub fn run_once_with(&self, agent: Command) -> Command {
+    pub fn run_once_with(&self, mut agent: Command) -> Command {
+        hermetic(&mut agent);
         run_command(agent, &self.dir, true)
     }
 }

@@ -23,7 +23,7 @@ pub mod standin;
 #[cfg(unix)]
 pub mod tools;
 
-pub use process::{bin_path, run, run_fail, run_ok, Process};
+pub use process::{agent_command, bin_path, hermetic, run, run_fail, run_ok, Process};
 pub use prometheus::{Prometheus, Sample};
 pub use server::{Server, ServerBuilder};
 pub use standin::Standin;

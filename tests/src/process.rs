@@ -42,6 +42,24 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// The environment variable that limits the agent's service detection to
+/// one process tree (`muster_agent::detect::probe::SCOPE_ENV`).
+pub const DETECT_SCOPE_ENV: &str = "MUSTER_DETECT_PROCESS_TREE";
+
+/// Makes `cmd` (an agent, or a shell that starts one) detect only what this
+/// test process started: the machine's own nginx, postgres or journal never
+/// reach the configs tests assert on.
+pub fn hermetic(cmd: &mut Command) -> &mut Command {
+    cmd.env(DETECT_SCOPE_ENV, std::process::id().to_string())
+}
+
+/// `muster-agent`, detecting only what this test process started.
+pub fn agent_command() -> Command {
+    let mut cmd = Command::new(bin_path("muster-agent"));
+    hermetic(&mut cmd);
+    cmd
+}
+
 /// Runs `cmd` to completion and returns its output, whatever its exit status.
 /// Panics only when it cannot be started.
 pub fn run(cmd: &mut Command) -> Output {

@@ -4,13 +4,12 @@
 //! scrapes it with the token's labels; a config Alloy rejects (at validation,
 //! or only when it loads it) is rolled back.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{
     admin, edit_settings, init, AlloyHost, FAST_CHECKINS, FIRST_ALLOY_CONFIG, NO_DETECTED_SERVICES,
 };
-use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server};
+use muster_e2e::{agent_command, run_ok, Process, Prometheus, Server};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -91,7 +90,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
 
     // The agent's own view agrees.
     let status = run_ok(
-        Command::new(bin_path("muster-agent"))
+        agent_command()
             .args(["status", "--json", "--config"])
             .arg(host.agent_config()),
     );

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use muster_e2e::{bin_path, run_fail, run_ok, tools, Standin};
+use muster_e2e::{agent_command, run_fail, run_ok, tools, Standin};
 
 const TOOLS: &[&str] = &[
     "apt-get",
@@ -176,7 +176,7 @@ fn host_apt_state() -> String {
 }
 
 fn install_alloy(config: &Path, root: &Path) -> Command {
-    let mut cmd = Command::new(bin_path("muster-agent"));
+    let mut cmd = agent_command();
     cmd.arg("install-alloy")
         .arg("--config")
         .arg(config)

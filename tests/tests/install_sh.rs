@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::{bin_path, run, run_fail, run_ok, tools, Server, Standin};
+use muster_e2e::{bin_path, hermetic, run, run_fail, run_ok, tools, Server, Standin};
 use serde_json::{json, Value};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/install.sh");
@@ -126,6 +126,7 @@ fn sh(line: &str) -> Command {
     let mut cmd = Command::new("bash");
     cmd.args(["-o", "pipefail", "-c", line])
         .env_remove("https_proxy");
+    hermetic(&mut cmd);
     cmd
 }
 

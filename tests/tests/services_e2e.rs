@@ -7,9 +7,12 @@
 //! exporter and postgres through Alloy's component paths and nginx's
 //! exporter on its own port, each with its `service` label.
 //!
-//! A test binary of its own: detection sees every process on the machine,
-//! and cargo runs test binaries one after another, so the other end-to-end
-//! tests never see these stand-ins.
+//! Detection is hermetic: the agents tests start see only this test
+//! process's tree (`muster_e2e::agent_command`). To prove it, `nginx`,
+//! `postgres` and `redis-server` processes that belong to the machine (started
+//! by a shell that exits, so they are not in the test's tree) listen on
+//! their own ports throughout, and the first config still has no nginx and
+//! never any redis (issue 12: the suite passes on a machine running them).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,6 +38,40 @@ fn fake_service(dir: &Path, name: &str) -> (Process, SocketAddr) {
         .parse()
         .expect("address");
     (p, addr)
+}
+
+/// A process named `name` that belongs to the machine, not to this test:
+/// its shell exits at once, so it is re-parented out of the test's process
+/// tree, as a real nginx would be. Killed on drop.
+struct MachineProcess(u32);
+
+impl MachineProcess {
+    fn start(dir: &Path, name: &str) -> MachineProcess {
+        let exe = dir.join(name);
+        std::fs::copy(bin_path("fake-service"), &exe).expect("copy fake-service");
+        let log = dir.join(format!("{name}.log"));
+        let pid = run_ok(Command::new("sh").arg("-c").arg(format!(
+            "'{}' >'{}' 2>&1 </dev/null & echo $!",
+            exe.display(),
+            log.display()
+        )));
+        let process = MachineProcess(pid.trim().parse().expect("pid"));
+        let until = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on ")
+        {
+            assert!(Instant::now() < until, "{name} never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        process
+    }
+}
+
+impl Drop for MachineProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).output();
+    }
 }
 
 /// Polls until the live Alloy config satisfies `pred` and the server shows
@@ -79,6 +116,14 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
         .args(["--prometheus-url", prometheus.url()])
         .start();
 
+    // What the machine runs, outside this test's process tree.
+    let machine = root.path().join("machine");
+    std::fs::create_dir(&machine).expect("machine dir");
+    let _machine: Vec<MachineProcess> = ["nginx", "postgres", "redis-server"]
+        .iter()
+        .map(|name| MachineProcess::start(&machine, name))
+        .collect();
+
     let services = root.path().join("services");
     std::fs::create_dir(&services).expect("services dir");
     let (_postgres, pg_addr) = fake_service(&services, "postgres");
@@ -102,7 +147,10 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
         live.contains("prometheus.exporter.postgres \"default\""),
         "{live}"
     );
-    assert!(!live.contains("nginx"), "{live}");
+    assert!(
+        !live.contains("nginx"),
+        "the machine's nginx leaked into detection: {live}"
+    );
 
     // nginx and its exporter start later: reported as changed facts, the
     // next config has them.
@@ -129,6 +177,10 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
     assert!(
         kinds.contains(&"postgres") && kinds.contains(&"nginx"),
         "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains(&"redis"),
+        "the machine's redis leaked: {kinds:?}"
     );
 
     // Prometheus scrapes all three target groups, each with the host's labels.

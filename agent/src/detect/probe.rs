@@ -3,20 +3,34 @@
 //! ownership from `/proc/<pid>/fd`, a few paths). Every read that fails
 //! (permissions, a process that just exited) is skipped: detection works
 //! with what it can see.
+//!
+//! With [`SCOPE_ENV`] set to a process id, detection sees only that
+//! process's tree: its descendants, the sockets they hold, no well-known
+//! paths. Tests set it so that what runs on the machine (an nginx, a
+//! journal) never leaks into what they assert.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
 use super::services::{self, Listener, Proc, Snapshot, PROBE_PATHS};
 
-/// A snapshot of this host now.
+/// Environment variable naming the process whose tree detection is limited
+/// to (tests).
+pub const SCOPE_ENV: &str = "MUSTER_DETECT_PROCESS_TREE";
+
+/// A snapshot of this host now (of one process tree under [`SCOPE_ENV`]).
 pub fn snapshot() -> Snapshot {
-    let mut processes = processes();
-    for p in processes.iter_mut().filter(|p| services::is_candidate(p)) {
+    let scope = std::env::var(SCOPE_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let (mut processes, parents) = processes();
+    let wanted = |p: &Proc| scope.is_some() || services::is_candidate(p);
+    for p in processes.iter_mut().filter(|p| wanted(p)) {
         p.socket_inodes = socket_inodes(p.pid);
     }
-    Snapshot {
+    let snap = Snapshot {
         processes,
         listeners: listeners(),
         paths: PROBE_PATHS
@@ -24,13 +38,18 @@ pub fn snapshot() -> Snapshot {
             .filter(|p| Path::new(p).exists())
             .map(|p| p.to_string())
             .collect(),
+    };
+    match scope {
+        Some(root) => services::scoped(snap, &parents, root),
+        None => snap,
     }
 }
 
-fn processes() -> Vec<Proc> {
+/// Every process, and each one's parent.
+fn processes() -> (Vec<Proc>, BTreeMap<u32, u32>) {
     let Ok(mut system) = System::new() else {
         tracing::warn!("cannot read the process list; detecting services from sockets only");
-        return Vec::new();
+        return (Vec::new(), BTreeMap::new());
     };
     system.refresh_processes_specifics(
         ProcessesToUpdate::All,
@@ -39,6 +58,11 @@ fn processes() -> Vec<Proc> {
             .with_cmd(UpdateKind::Always)
             .with_exe(UpdateKind::Always),
     );
+    let parents = system
+        .processes()
+        .values()
+        .filter_map(|p| Some((p.pid().as_u32(), p.parent()?.as_u32())))
+        .collect();
     let mut out: Vec<Proc> = system
         .processes()
         .values()
@@ -57,7 +81,7 @@ fn processes() -> Vec<Proc> {
         })
         .collect();
     out.sort_by_key(|p| p.pid);
-    out
+    (out, parents)
 }
 
 #[cfg(target_os = "linux")]
@@ -115,5 +139,38 @@ mod tests {
         let ours = socket_inodes(std::process::id());
         assert!(ours.contains(&l.inode), "{ours:?} lacks {}", l.inode);
         assert!(snap.processes.iter().any(|p| p.pid == std::process::id()));
+    }
+
+    /// Scoped to this test process: its child and its listening socket are
+    /// seen, the machine's other processes and paths are not.
+    #[test]
+    fn a_scoped_snapshot_sees_our_child_and_our_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let (mut processes, parents) = processes();
+        for p in processes.iter_mut() {
+            p.socket_inodes = socket_inodes(p.pid);
+        }
+        let snap = Snapshot {
+            processes,
+            listeners: listeners(),
+            paths: vec!["/run/log/journal".into()],
+        };
+        let tree = services::scoped(snap, &parents, std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        let pids: Vec<u32> = tree.processes.iter().map(|p| p.pid).collect();
+        assert!(pids.contains(&child.id()), "{pids:?} {parents:?}");
+        assert!(!pids.contains(&1), "{pids:?}");
+        assert!(
+            tree.listeners.iter().any(|l| l.addr == addr),
+            "{:?}",
+            tree.listeners
+        );
+        assert!(tree.paths.is_empty());
     }
 }

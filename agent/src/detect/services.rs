@@ -5,7 +5,7 @@
 //! [`super::probe`]; everything here is table-tested from
 //! `tests/fixtures/snapshots/`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use muster_shared::facts::{ServiceFact, ServiceKind};
@@ -181,6 +181,44 @@ pub fn is_candidate(p: &Proc) -> bool {
         .any(|r| r.default_port.is_some() && runs(p, r.programs))
         || runs(p, NGINX_EXPORTER.programs)
         || runs(p, PORT_PROXIES)
+}
+
+/// The part of `snap` one process tree accounts for: the processes
+/// descended from `root` (itself included; `parents` maps each process to
+/// its parent), only the listening sockets they hold, and no paths (those
+/// belong to the machine, not to a process).
+pub fn scoped(snap: Snapshot, parents: &BTreeMap<u32, u32>, root: u32) -> Snapshot {
+    let in_tree = |mut pid: u32| {
+        // Bounded: a parent map with a cycle must not hang detection.
+        for _ in 0..parents.len() + 1 {
+            if pid == root {
+                return true;
+            }
+            match parents.get(&pid) {
+                Some(&parent) if parent != pid => pid = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let processes: Vec<Proc> = snap
+        .processes
+        .into_iter()
+        .filter(|p| in_tree(p.pid))
+        .collect();
+    let held: BTreeSet<u64> = processes
+        .iter()
+        .flat_map(|p| p.socket_inodes.iter().copied())
+        .collect();
+    Snapshot {
+        listeners: snap
+            .listeners
+            .into_iter()
+            .filter(|l| held.contains(&l.inode))
+            .collect(),
+        processes,
+        paths: Vec::new(),
+    }
 }
 
 /// The port given on a command line: `--port 6380`, `--port=6380`, `-p6380`,
@@ -593,6 +631,59 @@ mod tests {
         assert!(s[0]
             .evidence
             .contains(&"exporter process prometheus-ngin".to_string()));
+    }
+
+    #[test]
+    fn a_scoped_snapshot_sees_one_process_tree_and_its_sockets_only() {
+        let proc_ = |pid, name: &str, inodes: Vec<u64>| Proc {
+            pid,
+            name: name.into(),
+            socket_inodes: inodes,
+            ..Proc::default()
+        };
+        let listen = |port, inode| Listener {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            inode,
+        };
+        let snap = Snapshot {
+            processes: vec![
+                proc_(1, "init", vec![]),
+                proc_(10, "nginx", vec![100]),
+                proc_(20, "cargo-test", vec![]),
+                proc_(21, "postgres", vec![200]),
+                proc_(22, "sh", vec![]),
+                proc_(23, "redis-server", vec![300]),
+            ],
+            listeners: vec![
+                listen(80, 100),
+                listen(5432, 200),
+                listen(6379, 300),
+                listen(6380, 999),
+            ],
+            paths: vec!["/run/log/journal".into()],
+        };
+        let parents: BTreeMap<u32, u32> = [(10, 1), (20, 1), (21, 20), (22, 20), (23, 22)]
+            .into_iter()
+            .collect();
+        let machine: Vec<ServiceKind> = detect(&snap).iter().map(|s| s.kind).collect();
+        assert!(machine.contains(&ServiceKind::Nginx) && machine.contains(&ServiceKind::Journal));
+        let tree = scoped(snap, &parents, 20);
+        let pids: Vec<u32> = tree.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [20, 21, 22, 23]);
+        assert_eq!(tree.listeners, [listen(5432, 200), listen(6379, 300)]);
+        assert!(tree.paths.is_empty());
+        let kinds: Vec<ServiceKind> = detect(&tree).iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [ServiceKind::Postgres, ServiceKind::Redis]);
+        let cycle: BTreeMap<u32, u32> = [(5, 6), (6, 5)].into_iter().collect();
+        let none = scoped(
+            Snapshot {
+                processes: vec![proc_(5, "nginx", vec![])],
+                ..Snapshot::default()
+            },
+            &cycle,
+            20,
+        );
+        assert!(none.processes.is_empty());
     }
 }
 
