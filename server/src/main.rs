@@ -65,10 +65,12 @@ fn serve_command(args: ServeArgs) -> Result<(), Failure> {
                 dir.display()
             )));
         }
+        // --public-url goes into the settings init writes, so the URL it
+        // prints is the one agents get.
         let done = init::init(
             dir,
             &args.sans,
-            None,
+            args.public_url.clone(),
             &Machine::discover(),
             SystemTime::now(),
         )
