@@ -3,9 +3,12 @@
 # server's URL and key pin filled in. Run it on a bare Linux host as root:
 #
 #   curl -fsSk --pinnedpubkey 'sha256//<pin>' https://<server>:8443/install.sh \
-#     | sudo sh -s -- --token <enrollment token>
+#     | sh -s -- --token <enrollment token>
 #
-# It downloads the agent binary from the same server (same pin), checks it
+# (as another user: `| sudo sh -s -- ...`). It first checks everything it
+# needs (root, curl, the init system, Grafana Alloy or a way to install it)
+# and stops before changing anything when something is missing. Then it
+# downloads the agent binary from the same server (same pin), checks it
 # against the SHA-256 the server publishes, installs it as
 # /usr/local/bin/muster-agent, writes /etc/muster/agent.toml, enrolls, has the
 # agent install Grafana Alloy (apt, dnf/yum or zypper), applies the first
@@ -23,6 +26,8 @@ ALLOY_MIRROR_KEY=''
 
 BIN_PATH=/usr/local/bin/muster-agent
 UNIT_NAME=muster-agent.service
+# Alloy's HTTP server, where Prometheus scrapes it and the agent reloads it.
+ALLOY_LOCAL=http://127.0.0.1:12345
 
 usage() {
     cat <<'EOF'
@@ -35,7 +40,8 @@ Usage: install.sh --token TOKEN [options]
                    (the token's own labels win)
   --proxy URL      HTTP(S) proxy for the downloads, the agent and the package
                    manager (also written to the agent's systemd unit)
-  --no-alloy       do not install or configure Grafana Alloy
+  --no-alloy       do not install Grafana Alloy: the agent enrolls and waits
+                   for Alloy to be installed
   --dry-run        print what would be done, change nothing
   --uninstall      stop and remove the agent, its config and state
                    (Alloy and its config stay)
@@ -165,14 +171,25 @@ if [ "$UNINSTALL" = 0 ] && [ -z "$FAMILY" ]; then
         "elsewhere, install Alloy and muster-agent by hand, then run: muster-agent enroll"
 fi
 
-INIT=other
-if [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    INIT=systemd
+# The init system, and with it how Alloy is reloaded when its HTTP reload
+# endpoint does not answer (the agent's fallback command).
+INIT=none
+if [ -z "$ROOT" ]; then
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        INIT=systemd
+    elif command -v openrc-run >/dev/null 2>&1 && command -v rc-service >/dev/null 2>&1; then
+        INIT=openrc
+    elif [ -d /etc/init.d ] && [ "$(cat /proc/1/comm 2>/dev/null)" = init ] \
+        && command -v service >/dev/null 2>&1; then
+        INIT=sysv
+    fi
 fi
-
-if [ "$DRY_RUN" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
-    die "this installer must run as root" "pipe it to: sudo sh -s -- --token ..."
-fi
+case $INIT in
+    systemd) RELOAD='"systemctl", "reload", "alloy"' ;;
+    openrc) RELOAD='"rc-service", "alloy", "reload"' ;;
+    sysv) RELOAD='"service", "alloy", "reload"' ;;
+    *) RELOAD="\"curl\", \"-fsS\", \"-X\", \"POST\", \"$ALLOY_LOCAL/-/reload\"" ;;
+esac
 
 say "host: $OS_ID ($FAMILY), $ARCH, init: $INIT${ROOT:+, root: $ROOT}${PROXY:+, proxy: $PROXY}"
 
@@ -215,14 +232,98 @@ case $MUSTER_PIN in
 esac
 MUSTER_SERVER=${MUSTER_SERVER%/}
 
-command -v curl >/dev/null 2>&1 || die "curl is missing" "install curl with the package manager"
+# --- prerequisites: all checked before anything is changed ---------------
+
+PROBLEMS=''
+# Records a prerequisite that is missing: $1 what, the rest hints.
+problem() {
+    printf 'muster: error: %s\n' "$1" >&2
+    shift
+    for hint in "$@"; do printf 'muster:   %s\n' "$hint" >&2; done
+    PROBLEMS="$PROBLEMS x"
+}
+check() { say "check: $*"; }
+
+if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+        check "not root: the real run must be (pipe the script to: sudo sh -s -- ...)"
+    else
+        problem "this installer must run as root" "as another user, pipe it to: sudo sh -s -- --token ..."
+    fi
+else
+    check "root: yes"
+fi
+if command -v curl >/dev/null 2>&1; then
+    check "curl: $(command -v curl)"
+else
+    problem "curl is missing" "install curl with the package manager"
+fi
 if command -v sha256sum >/dev/null 2>&1; then
     sha256() { sha256sum "$1" | cut -d ' ' -f 1; }
 elif command -v openssl >/dev/null 2>&1; then
     sha256() { openssl dgst -sha256 -r "$1" | cut -d ' ' -f 1; }
 else
-    die "neither sha256sum nor openssl is installed: cannot check the download" \
+    problem "neither sha256sum nor openssl is installed: cannot check the download" \
         "install coreutils (or openssl)"
+fi
+if [ -s "$ROOT/etc/machine-id" ]; then
+    check "machine id: /etc/machine-id"
+elif [ -z "$ROOT" ] && [ -s /var/lib/dbus/machine-id ]; then
+    check "machine id: /var/lib/dbus/machine-id"
+else
+    check "machine id: none here; the agent generates one and keeps it in $STATE_DIR/machine-id"
+fi
+case $INIT in
+    none) check "init system: none found; the agent is not started as a service (the command is printed), and reloads Alloy with POST $ALLOY_LOCAL/-/reload" ;;
+    *) check "init system: $INIT; the agent reloads Alloy through its HTTP endpoint, else: $(echo "$RELOAD" | tr -d '",')" ;;
+esac
+
+# Alloy: present, or a package repository this host can reach.
+ALLOY_PRESENT=0
+if [ -x "$ROOT/usr/bin/alloy" ] || { [ -z "$ROOT" ] && command -v alloy >/dev/null 2>&1; }; then
+    ALLOY_PRESENT=1
+elif [ -r "$CONFIG" ]; then
+    configured=$(sed -n 's/^alloy_bin *= *"\(.*\)"$/\1/p' "$CONFIG" | head -n 1)
+    if [ -n "$configured" ] && [ -x "$configured" ]; then ALLOY_PRESENT=1; fi
+fi
+if [ "$WITH_ALLOY" = 0 ]; then
+    check "Grafana Alloy: not installed (--no-alloy); the agent waits for it"
+elif [ "$ALLOY_PRESENT" = 1 ]; then
+    check "Grafana Alloy: installed"
+else
+    case $FAMILY in
+        debian) REPO=${ALLOY_MIRROR_APT:-https://apt.grafana.com}; PKG=apt-get ;;
+        rhel) REPO=${ALLOY_MIRROR_RPM:-https://rpm.grafana.com}; PKG=dnf ;;
+        *) REPO=${ALLOY_MIRROR_RPM:-https://rpm.grafana.com}; PKG=zypper ;;
+    esac
+    if [ "$PKG" = dnf ] && ! command -v dnf >/dev/null 2>&1; then PKG=yum; fi
+    from="Grafana's repository"
+    if [ -n "$ALLOY_MIRROR_APT$ALLOY_MIRROR_RPM" ]; then from="the server's [alloy_mirror]"; fi
+    reachable=1
+    case $REPO in
+        file://*) [ -e "$ROOT${REPO#file://}" ] || reachable=0 ;;
+        *) curl -sS -o /dev/null --connect-timeout 10 --max-time 30 "$REPO/" 2>/dev/null || reachable=0 ;;
+    esac
+    if [ -n "$ROOT" ] || command -v "$PKG" >/dev/null 2>&1; then :; else
+        problem "Grafana Alloy is not installed and $PKG, needed to install it, is missing" \
+            "install Alloy by hand, or re-run with --no-alloy (the agent waits for Alloy)"
+    fi
+    if [ "$reachable" = 1 ]; then
+        check "Grafana Alloy: not installed; $PKG installs it from $from ($REPO answers)"
+    else
+        problem "Grafana Alloy is not installed and $from, $REPO, cannot be reached from this host" \
+            "nothing was changed. Either:" \
+            "- re-run with --no-alloy: the agent is installed and enrolled and waits for Alloy, or" \
+            "- give the server a mirror this host can reach: [alloy_mirror] in its server.toml" \
+            "  (apt = \"https://...\", rpm = \"https://...\", key = \"https://.../gpg.key\"), restart it," \
+            "  and run the line from muster-server token create again"
+    fi
+fi
+if [ -n "$PROBLEMS" ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+        die "dry run: nothing was changed; the real run would stop before changing anything (see above)"
+    fi
+    die "stopped before changing anything (see above)"
 fi
 
 # Fetches $1 (a path on the server) into $2, trusting only the pinned key.
@@ -266,6 +367,10 @@ else
         echo "# Muster agent configuration, written by install.sh."
         echo "# \`muster-agent enroll\` merges its flags over this file."
         echo "server = \"$MUSTER_SERVER\""
+        if [ "$INIT" != systemd ]; then
+            echo "# How Alloy is reloaded when its HTTP endpoint does not answer (init: $INIT)."
+            echo "reload_command = [$RELOAD]"
+        fi
         if [ -n "$ROOT" ]; then
             echo "state_dir = \"$STATE_DIR\""
             echo "alloy_config = \"$ROOT/etc/alloy/config.alloy\""
@@ -302,10 +407,18 @@ else
     if [ "$DRY_RUN" = 1 ]; then
         say "would run: $BIN $* (token in MUSTER_ENROLL_TOKEN)"
     else
-        MUSTER_ENROLL_TOKEN=$TOKEN "$BIN" "$@" \
-            || die "enrollment failed (the agent's message is above)" \
-                "a used or expired token needs a new one: muster-server token create" \
-                "then run this installer again"
+        status=0
+        MUSTER_ENROLL_TOKEN=$TOKEN "$BIN" "$@" 2>"$TMP/enroll.err" || status=$?
+        cat "$TMP/enroll.err" >&2
+        if [ "$status" != 0 ]; then
+            if grep -q 'invalid_token' "$TMP/enroll.err"; then
+                die "enrollment failed: the server refused the token" \
+                    "a used, expired or revoked token needs a new one: muster-server token create" \
+                    "then run this installer again"
+            fi
+            die "enrollment failed (the agent's message is above); the agent is installed, the host is not enrolled" \
+                "fix that, then run this installer again (the same token still works)"
+        fi
     fi
 fi
 
@@ -317,13 +430,21 @@ if [ "$WITH_ALLOY" = 1 ]; then
     else
         "$BIN" install-alloy --config "$CONFIG" ${ROOT:+--root "$ROOT"} \
             || die "installing or configuring Grafana Alloy failed (the agent's message is above)" \
-                "fix it, then run this installer again, or see: $BIN install-alloy --dry-run"
+                "this host is enrolled and the agent installed; only Alloy is missing" \
+                "fix the cause, then finish with: $BIN_PATH install-alloy && $BIN_PATH run --once" \
+                "(or run this installer again: no token is needed any more; --no-alloy ends without Alloy)"
     fi
 fi
 
+# The first apply needs a running Alloy to reload. Without --no-alloy and
+# with systemd, install-alloy started it; otherwise, when none answers, the
+# agent waits (it applies at its next check-in once Alloy runs).
 FIRST_APPLY=ok
 if [ "$DRY_RUN" = 1 ]; then
     run "$BIN" run --once --config "$CONFIG"
+elif [ -z "$ROOT" ] && { [ "$WITH_ALLOY" = 0 ] || [ "$INIT" != systemd ]; } \
+    && ! curl -fsS -o /dev/null --max-time 5 "$ALLOY_LOCAL/-/ready" 2>/dev/null; then
+    FIRST_APPLY=waiting
 elif ! "$BIN" run --once --config "$CONFIG"; then
     FIRST_APPLY=failed
 fi
@@ -387,17 +508,21 @@ if [ "$INIT" = systemd ]; then
 elif [ -n "$ROOT" ]; then
     say "installed under $ROOT; no service started (--root)"
 else
-    say "systemd is not running here, so no service was set up"
-    say "run the agent under your init system (OpenRC, runit, supervisord, ...) as root:"
-    say "  $BIN_PATH run --config /etc/muster/agent.toml"
-    say "it must keep running: it polls the server and applies config changes"
+    say "init system: $INIT, so no service was set up; start the agent (as root) and keep it running:"
+    say "  nohup $BIN_PATH run --config /etc/muster/agent.toml >>/var/log/muster-agent.log 2>&1 &"
+    say "or run that command under your init system (OpenRC, runit, supervisord, ...)"
 fi
 
 if [ "$DRY_RUN" = 1 ]; then
     say "dry run: nothing was changed"
+elif [ "$FIRST_APPLY" = waiting ]; then
+    say "done: this host is enrolled; it waits for Grafana Alloy"
+    say "no Alloy answers at $ALLOY_LOCAL yet, so no config was applied: once Alloy runs"
+    say "(install it: $BIN_PATH install-alloy; start it with its service, or: alloy run /etc/alloy/config.alloy),"
+    say "the running agent writes /etc/alloy/config.alloy and reloads it at its next check-in"
 elif [ "$FIRST_APPLY" = failed ]; then
     die "the agent is installed and enrolled, but applying its first config failed (see above)" \
-        "the agent keeps retrying; see: muster-agent status, and the host's state on the server"
+        "the agent service keeps retrying; see: muster-agent status, and the host's state on the server"
 else
     say "done: this host is enrolled and its Alloy config is applied"
 fi

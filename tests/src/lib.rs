@@ -15,6 +15,8 @@
 //! # }
 //! ```
 
+pub mod apt_repo;
+pub mod bare_host;
 pub mod fleet;
 pub mod process;
 pub mod prometheus;
