@@ -11,8 +11,6 @@
 //! without help text; `prometheus` writes the classic text format and has the
 //! process collector.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use muster_shared::wire::HostState;
@@ -62,8 +60,6 @@ pub struct Metrics {
     target_drift: IntGauge,
     certs_expiring: IntGauge,
     tokens: IntGaugeVec,
-    /// Hosts whose last target file write failed.
-    drifted: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -195,7 +191,6 @@ impl Metrics {
             target_drift,
             certs_expiring,
             tokens,
-            drifted: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -221,28 +216,20 @@ impl Metrics {
     }
 
     /// A host's target file was written (`ok`) or could not be.
-    pub fn target_write(&self, host_id: &str, ok: bool) {
+    pub fn target_write(&self, ok: bool) {
         self.target_writes.with_label_values(&[outcome(ok)]).inc();
-        let mut drifted = self.drifted.lock().unwrap_or_else(|p| p.into_inner());
-        if ok {
-            drifted.remove(host_id);
-        } else {
-            drifted.insert(host_id.to_string());
-        }
     }
 
-    /// A host's target file is as the database says (unchanged, or retired).
-    pub fn target_in_sync(&self, host_id: &str) {
-        self.drifted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(host_id);
-    }
-
-    /// The text for `/metrics`: the counters, `fleet` as gauges, the refused
-    /// admin authentications so far (the limiter keeps that total), and the
-    /// process metrics.
-    pub fn encode(&self, fleet: &FleetCounts, admin_auth_refusals: u64) -> String {
+    /// The text for `/metrics`: the counters, `fleet` as gauges, the hosts
+    /// whose target file drifts now (the reconciler knows), the refused admin
+    /// authentications so far (the limiter keeps that total), and the process
+    /// metrics.
+    pub fn encode(
+        &self,
+        fleet: &FleetCounts,
+        drifting_hosts: usize,
+        admin_auth_refusals: u64,
+    ) -> String {
         for state in HostState::ALL {
             let n = fleet
                 .by_state
@@ -267,9 +254,8 @@ impl Metrics {
         ] {
             self.tokens.with_label_values(&[kind]).set(gauge_value(n));
         }
-        let drifted = self.drifted.lock().unwrap_or_else(|p| p.into_inner()).len();
         self.target_drift
-            .set(i64::try_from(drifted).unwrap_or(i64::MAX));
+            .set(i64::try_from(drifting_hosts).unwrap_or(i64::MAX));
         let seen = self.admin_auth_refusals.get();
         if admin_auth_refusals > seen {
             self.admin_auth_refusals.inc_by(admin_auth_refusals - seen);
@@ -315,7 +301,7 @@ mod tests {
             admin_tokens: 1,
             reader_tokens: 0,
         };
-        let text = metrics.encode(&fleet, 0);
+        let text = metrics.encode(&fleet, 0, 0);
         assert_eq!(
             sample(&text, "muster_hosts{state=\"config_applied\"}"),
             Some("3")
@@ -352,17 +338,17 @@ mod tests {
     }
 
     #[test]
-    fn events_count_and_drift_follows_the_last_write() {
+    fn events_count_and_the_live_figures_are_shown() {
         let metrics = Metrics::new();
         metrics.enrollment("enrolled");
         metrics.enrollment("invalid_token");
         metrics.enrollment("invalid_token");
         metrics.agent_request("/v1/agent/config", 304, Duration::from_millis(2));
         metrics.reload(false);
-        metrics.target_write("a", false);
-        metrics.target_write("b", false);
-        metrics.target_write("a", true);
-        let text = metrics.encode(&FleetCounts::default(), 4);
+        metrics.target_write(false);
+        metrics.target_write(false);
+        metrics.target_write(true);
+        let text = metrics.encode(&FleetCounts::default(), 1, 4);
         assert_eq!(
             sample(&text, "muster_enrollments_total{outcome=\"invalid_token\"}"),
             Some("2")
@@ -390,8 +376,7 @@ mod tests {
         );
         assert_eq!(sample(&text, "muster_target_drift_hosts"), Some("1"));
         assert_eq!(sample(&text, "muster_admin_auth_refusals_total"), Some("4"));
-        metrics.target_in_sync("b");
-        let text = metrics.encode(&FleetCounts::default(), 4);
+        let text = metrics.encode(&FleetCounts::default(), 0, 4);
         assert_eq!(sample(&text, "muster_target_drift_hosts"), Some("0"));
         assert_eq!(sample(&text, "muster_admin_auth_refusals_total"), Some("4"));
     }

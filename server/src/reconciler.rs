@@ -160,7 +160,8 @@ struct Inner {
     store: Arc<Store>,
     dir: PathBuf,
     reloader: Reloader,
-    /// Target file writes by outcome and the drifting hosts' gauge.
+    /// Target file writes by outcome (`/metrics` reads the drifting hosts
+    /// from [`Reconciler::drifting_hosts`]).
     metrics: Arc<Metrics>,
     /// Held for every file operation: writes never interleave.
     files: Mutex<()>,
@@ -256,9 +257,7 @@ impl Reconciler {
             Ok(change) => {
                 self.settled(&host.id);
                 if change == FileChange::Written {
-                    self.inner.metrics.target_write(&host.id, true);
-                } else {
-                    self.inner.metrics.target_in_sync(&host.id);
+                    self.inner.metrics.target_write(true);
                 }
                 match &change {
                     FileChange::Written => {
@@ -277,7 +276,7 @@ impl Reconciler {
             }
             Err(e) => {
                 let error = e.to_string();
-                self.inner.metrics.target_write(&host.id, false);
+                self.inner.metrics.target_write(false);
                 self.drifting(&host.id, &error);
                 Err(error)
             }

@@ -38,7 +38,11 @@ pub async fn metrics(State(app): State<Shared>, parts: axum::http::request::Part
     match counted {
         Ok(Ok(fleet)) => (
             [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-            app.metrics.encode(&fleet, app.auth_limiter.refusals()),
+            app.metrics.encode(
+                &fleet,
+                app.reconciler.drifting_hosts(),
+                app.auth_limiter.refusals(),
+            ),
         )
             .into_response(),
         Ok(Err(e)) => ApiError::internal("counting hosts for /metrics failed", e).into_response(),
