@@ -162,6 +162,18 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// Muster's `/metrics` (admin listener, no token).
+async fn metrics_text(f: &Fixture) -> String {
+    f.anonymous_client()
+        .get(format!("{}/metrics", f.server.admin_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 fn drifting(hosts: &[Value]) -> Vec<String> {
     hosts
         .iter()
@@ -210,6 +222,15 @@ async fn a_full_targets_dir_leaves_hosts_drifting_until_space_returns() {
     let mut shown = drifting(&f.hosts().await);
     shown.sort();
     assert_eq!(shown, want, "drift is visible in hosts list");
+    let metrics = metrics_text(&f).await;
+    assert!(
+        metrics.contains(&format!("\nmuster_target_drift_hosts {}\n", want.len())),
+        "and in /metrics: {metrics}"
+    );
+    assert!(
+        !metrics.contains("\nmuster_target_file_writes_total{outcome=\"failure\"} 0\n"),
+        "{metrics}"
+    );
     let (_, one) = f
         .admin(Method::GET, &format!("/v1/admin/hosts/{}", late[0]), None)
         .await;
@@ -244,6 +265,11 @@ async fn a_full_targets_dir_leaves_hosts_drifting_until_space_returns() {
     }
     let out = sync_check(&f.data_dir());
     assert!(out.status.success(), "{out:?}");
+    let metrics = metrics_text(&f).await;
+    assert!(
+        metrics.contains("\nmuster_target_drift_hosts 0\n"),
+        "{metrics}"
+    );
     let text = std::fs::read_to_string(targets.join(format!("{first}.json"))).expect("file");
     assert!(
         text.contains("storage"),
