@@ -25,6 +25,7 @@ pub struct ServerBuilder {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     program: Option<PathBuf>,
+    deadline: Duration,
 }
 
 impl Server {
@@ -41,6 +42,7 @@ impl Server {
             args: Vec::new(),
             envs: Vec::new(),
             program: None,
+            deadline: START_DEADLINE,
         }
     }
 
@@ -142,6 +144,13 @@ impl ServerBuilder {
         self
     }
 
+    /// How long start-up may take (a data dir with 100,000 hosts takes
+    /// longer than the default).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// Starts the server and waits for its `listening on ADDR (agents)` and
     /// `listening on ADDR (admin)` lines; panics with its output if they do
     /// not come within the start deadline.
@@ -164,7 +173,7 @@ impl ServerBuilder {
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v))),
         );
-        let until = Instant::now() + START_DEADLINE;
+        let until = Instant::now() + self.deadline;
         let (mut agent_addr, mut admin_addr) = (None, None);
         let (agent_addr, admin_addr) = loop {
             if let (Some(agent), Some(admin)) = (agent_addr, admin_addr) {

@@ -58,7 +58,9 @@ fn main() {
     copy_host(&data.join("muster.db"), hosts);
     eprintln!("{hosts} hosts in the database ({:.1?})", start.elapsed());
     let start = Instant::now();
-    let server = Server::start(&data);
+    let server = Server::builder(&data)
+        .deadline(Duration::from_secs(900))
+        .start();
     eprintln!(
         "server started over {hosts} hosts ({:.1?})",
         start.elapsed()
