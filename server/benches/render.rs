@@ -57,7 +57,7 @@ fn host(i: usize) -> (String, Facts, Labels) {
         alloy: None,
     };
     let id = format!("host-{i:05}-abc123");
-    let mut labels: Labels = [
+    let operator: Labels = [
         ("env", ["prod", "staging", "dev"][i % 3].to_string()),
         ("team", format!("team-{}", i % 17)),
         ("rack", format!("r{}", i % 40)),
@@ -65,10 +65,7 @@ fn host(i: usize) -> (String, Facts, Labels) {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    labels.insert("host_id".into(), id.clone());
-    labels.insert("hostname".into(), facts.hostname.clone());
-    labels.insert("os".into(), "linux".into());
-    labels.insert("arch".into(), "x86_64".into());
+    let labels = muster_shared::facts::host_labels(&id, &facts, &operator);
     (id, facts, labels)
 }
 

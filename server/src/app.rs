@@ -9,9 +9,9 @@ use std::sync::Arc;
 use muster_shared::pin::Pin;
 use muster_shared::wire::HostInfo;
 
-use crate::api::install::{agent_beside_executable, Downloads};
 use crate::authlimit::AuthLimiter;
 use crate::ca::{self, Ca};
+use crate::downloads::{agent_beside_executable, Downloads};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::reconciler::{FileChange, Reconciler};
@@ -67,7 +67,7 @@ impl App {
                 reload_metrics.reload(result.is_ok());
                 if let Err(error) = result {
                     let _ = audit_store.audit(&AuditEntry {
-                        at: crate::api::unix_now(),
+                        at: crate::fleet::unix_now(),
                         actor: "server",
                         action: "prometheus.reload",
                         target: None,
@@ -201,7 +201,7 @@ fn spawn_auth_sweep(limiter: Arc<AuthLimiter>, store: Arc<Store>) {
             for closed in limiter.sweep(std::time::Instant::now()) {
                 let source = closed.source.to_string();
                 let _ = store.audit(&AuditEntry {
-                    at: crate::api::unix_now(),
+                    at: crate::fleet::unix_now(),
                     actor: "anonymous",
                     action: "admin.auth",
                     target: None,

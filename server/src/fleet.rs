@@ -27,6 +27,14 @@ pub use agent::{at, AgentCert, FactsUpdate};
 pub use enroll::{EnrollAttempt, Enrolled, Enrollment};
 pub use hosts::{Decommissioned, LabelChange, LabelTarget, Replacement};
 
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// What the fleet core works with: borrowed from the server's state.
 #[derive(Clone, Copy)]
 pub struct Fleet<'a> {

@@ -11,6 +11,7 @@ pub mod ca;
 pub mod cli;
 pub mod commands;
 pub mod console;
+pub mod downloads;
 pub mod fleet;
 pub mod init;
 pub mod machine;

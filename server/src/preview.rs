@@ -161,13 +161,10 @@ fn facts_file(path: &Path, extra: &[(String, String)]) -> Result<(String, Facts,
     facts
         .check()
         .with_context(|| format!("{}: facts the server would refuse", path.display()))?;
-    let mut labels: Labels = extra.iter().cloned().collect();
-    labels::check_operator_labels(&labels)?;
+    let operator: Labels = extra.iter().cloned().collect();
+    labels::check_operator_labels(&operator)?;
     let id = facts::host_id(&facts.hostname, "preview");
-    labels.insert("host_id".into(), id.clone());
-    labels.insert("hostname".into(), facts.hostname.clone());
-    labels.insert("os".into(), facts.os.clone());
-    labels.insert("arch".into(), facts.arch.clone());
+    let labels = facts::host_labels(&id, &facts, &operator);
     Ok((id, facts, labels))
 }
 

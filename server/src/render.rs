@@ -15,7 +15,6 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, Error, UndefinedBehavior};
 use muster_shared::facts::Facts;
 use muster_shared::labels::Labels;
-use serde::{Deserialize, Serialize};
 
 use crate::overrides::{self, Overrides};
 use crate::store::HostRecord;
@@ -73,67 +72,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
 /// Folder of the service snippets, in the built-ins and in a templates dir.
 const SERVICES_DIR: &str = "services";
 
-/// A Prometheus target group a template declared: an Alloy exporter
-/// component scraped through Alloy's component metrics path, or (for a
-/// service Alloy has no exporter for) a standalone exporter's port on the
-/// host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetGroup {
-    /// Alloy component id, e.g. `prometheus.exporter.unix.default`; empty
-    /// for a standalone exporter.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub component: String,
-    /// Port of a standalone exporter on the host (scraped directly).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Metrics path of a standalone exporter (`/metrics` when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Value of the `service` label, for application exporters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-}
-
-impl TargetGroup {
-    pub fn metrics_path(&self) -> String {
-        match self.port {
-            Some(_) => self.path.clone().unwrap_or_else(|| "/metrics".into()),
-            None => format!("/api/v0/component/{}/metrics", self.component),
-        }
-    }
-
-    /// Where Prometheus scrapes it: the host's Alloy, or the same host at
-    /// the standalone exporter's port.
-    pub fn address(&self, scrape_address: &str) -> String {
-        match self.port {
-            None => scrape_address.to_string(),
-            Some(port) => {
-                let host = scrape_address
-                    .rsplit_once(':')
-                    .map_or(scrape_address, |(h, _)| h);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                overrides::host_port(host, &port.to_string())
-            }
-        }
-    }
-
-    /// What makes two groups the same scrape.
-    fn key(&self) -> String {
-        match self.port {
-            Some(p) => format!("port {p}"),
-            None => self.component.clone(),
-        }
-    }
-}
-
-/// A rendered config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rendered {
-    pub config: String,
-    /// Hex SHA-256 of `config`: the version agents report back.
-    pub hash: String,
-    pub targets: Vec<TargetGroup>,
-}
+pub use crate::store::{Rendered, TargetGroup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

@@ -27,7 +27,7 @@ pub use audit::{AuditEntry, AuditFilter, AuditRow};
 pub use batch::{BatchEntry, BatchRecord, NewBatchHost};
 pub use browse::{Cursor, HostCert, HostPage, HostSort};
 pub use enroll::PastEnrollment;
-pub use hosts::{headline, CertRow, HostRecord, Lifecycle};
+pub use hosts::{headline, CertRow, HostRecord, Lifecycle, Rendered, TargetGroup};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use tokens::TokenRow;
 

@@ -333,4 +333,24 @@ mod tests {
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
+
+    #[test]
+    fn an_issued_certificate_is_found_by_the_fingerprint_tls_computes() {
+        let (_dir, ca, _) = data_dir();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let issued = ca
+            .sign_csr(&csr, "web-01-abc123", SystemTime::now(), MONTH)
+            .unwrap();
+        let der = rustls_pemfile::certs(&mut issued.pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(issued.fingerprint, fingerprint(&der));
+    }
 }

@@ -117,11 +117,7 @@ fn every_fixture_renders_as_its_golden_files() {
         let overrides = Overrides::from_toml(&fx.overrides)
             .unwrap_or_else(|e| panic!("{}: overrides: {e}", path.display()));
         let id = facts::host_id(&fx.facts.hostname, "preview");
-        let mut labels = fx.labels.clone();
-        labels.insert("host_id".into(), id.clone());
-        labels.insert("hostname".into(), fx.facts.hostname.clone());
-        labels.insert("os".into(), fx.facts.os.clone());
-        labels.insert("arch".into(), fx.facts.arch.clone());
+        let labels = facts::host_labels(&id, &fx.facts, &fx.labels);
 
         let family = format!("{}.alloy.j2", fx.facts.os_family().as_str());
         let base = if BUILTIN.iter().any(|(n, _)| *n == family) {

@@ -97,15 +97,11 @@ fn facts() -> Facts {
 }
 
 fn labels(facts: &Facts, extra: &[(&str, &str)]) -> Labels {
-    let mut l: Labels = extra
+    let operator: Labels = extra
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    l.insert("host_id".into(), "web-01-abc123".into());
-    l.insert("hostname".into(), facts.hostname.clone());
-    l.insert("os".into(), facts.os.clone());
-    l.insert("arch".into(), facts.arch.clone());
-    l
+    muster_shared::facts::host_labels("web-01-abc123", facts, &operator)
 }
 
 /// Renders and parses; the value must come back out of some literal.

@@ -354,6 +354,22 @@ pub fn check_scrape_address(addr: &str) -> Result<(), FactError> {
     check_hostname(host).map_err(|_| invalid(FIELD, "has an invalid host part"))
 }
 
+/// A host's full label set, the one its target file, its config and every
+/// preview carry: the operator's labels plus those Muster derives from the
+/// host (`host_id`, `hostname`, `os`, `arch`; see `labels::FACT_LABELS`).
+pub fn host_labels(
+    host_id: &str,
+    facts: &Facts,
+    operator: &crate::labels::Labels,
+) -> crate::labels::Labels {
+    let mut labels = operator.clone();
+    labels.insert("host_id".into(), host_id.to_string());
+    labels.insert("hostname".into(), facts.hostname.clone());
+    labels.insert("os".into(), facts.os.clone());
+    labels.insert("arch".into(), facts.arch.clone());
+    labels
+}
+
 /// Longest host id.
 pub const MAX_HOST_ID_LEN: usize = 63;
 

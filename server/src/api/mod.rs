@@ -311,9 +311,4 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("blocking task failed", e))
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::fleet::unix_now;

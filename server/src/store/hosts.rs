@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{corrupt, to_json, Store, StoreError, Tx};
 use crate::ca::IssuedCert;
-use crate::render::{Rendered, TargetGroup};
 use crate::tokens;
+use serde::{Deserialize, Serialize};
 
 /// A host as stored.
 #[derive(Clone, Debug)]
@@ -88,12 +88,7 @@ pub fn headline_of(
 impl HostRecord {
     /// The full label set: operator labels plus those derived from facts.
     pub fn labels(&self) -> Labels {
-        let mut labels = self.operator_labels.clone();
-        labels.insert("host_id".into(), self.id.clone());
-        labels.insert("hostname".into(), self.facts.hostname.clone());
-        labels.insert("os".into(), self.facts.os.clone());
-        labels.insert("arch".into(), self.facts.arch.clone());
-        labels
+        facts::host_labels(&self.id, &self.facts, &self.operator_labels)
     }
 
     pub fn is_active(&self) -> bool {
@@ -128,6 +123,68 @@ impl HostRecord {
             target_drift: None,
         }
     }
+}
+
+/// A Prometheus target group a template declared: an Alloy exporter
+/// component scraped through Alloy's component metrics path, or (for a
+/// service Alloy has no exporter for) a standalone exporter's port on the
+/// host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroup {
+    /// Alloy component id, e.g. `prometheus.exporter.unix.default`; empty
+    /// for a standalone exporter.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub component: String,
+    /// Port of a standalone exporter on the host (scraped directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Metrics path of a standalone exporter (`/metrics` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Value of the `service` label, for application exporters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+impl TargetGroup {
+    pub fn metrics_path(&self) -> String {
+        match self.port {
+            Some(_) => self.path.clone().unwrap_or_else(|| "/metrics".into()),
+            None => format!("/api/v0/component/{}/metrics", self.component),
+        }
+    }
+
+    /// Where Prometheus scrapes it: the host's Alloy, or the same host at
+    /// the standalone exporter's port.
+    pub fn address(&self, scrape_address: &str) -> String {
+        match self.port {
+            None => scrape_address.to_string(),
+            Some(port) => {
+                let host = scrape_address
+                    .rsplit_once(':')
+                    .map_or(scrape_address, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                crate::overrides::host_port(host, &port.to_string())
+            }
+        }
+    }
+
+    /// What makes two groups the same scrape.
+    pub(crate) fn key(&self) -> String {
+        match self.port {
+            Some(p) => format!("port {p}"),
+            None => self.component.clone(),
+        }
+    }
+}
+
+/// A rendered config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub config: String,
+    /// Hex SHA-256 of `config`: the version agents report back.
+    pub hash: String,
+    pub targets: Vec<TargetGroup>,
 }
 
 /// A certificate as stored.
