@@ -10,7 +10,6 @@ use muster_shared::wire::HostInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{EntryStatus, Format, RowError};
-use crate::store::BatchRecord;
 
 /// `POST /v1/admin/reader-tokens`: a token that can read Prometheus targets
 /// (`/v1/sd/targets`) and `/metrics`, nothing else.
@@ -38,6 +37,16 @@ pub struct ReaderTokenInfo {
     /// The admin token (name) that created it.
     pub created_by: String,
     pub revoked_at: Option<i64>,
+}
+
+/// A batch as listed (`GET /v1/admin/batches`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub hosts: usize,
 }
 
 /// `POST /v1/admin/hosts/{id}/labels` and `POST /v1/admin/hosts/labels`.

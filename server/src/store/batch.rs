@@ -21,15 +21,7 @@ pub struct NewBatchHost {
     pub address: Option<String>,
 }
 
-/// A batch as listed.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct BatchRecord {
-    pub id: String,
-    pub name: String,
-    pub created_at: i64,
-    pub created_by: String,
-    pub hosts: usize,
-}
+pub use crate::admin_wire::BatchRecord;
 
 /// One pre-registered host with its token's state and, once enrolled, its host.
 #[derive(Clone, Debug)]
