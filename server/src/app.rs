@@ -9,7 +9,7 @@ use std::sync::Arc;
 use muster_shared::pin::Pin;
 use muster_shared::wire::HostInfo;
 
-use crate::authlimit::AuthLimiter;
+use crate::authlimit::{AuthLimiter, Closed};
 use crate::ca::{self, Ca};
 use crate::downloads::{agent_beside_executable, Downloads};
 use crate::fleet::Fleet;
@@ -33,6 +33,8 @@ pub struct App {
     pub downloads: Downloads,
     /// Refused admin authentication per source (API and console sign-in).
     pub auth_limiter: Arc<AuthLimiter>,
+    /// Refused enrollments per source (`[limits] enroll_refusals_per_minute`).
+    pub enroll_limiter: Arc<AuthLimiter>,
     /// Muster's own metrics (`/metrics`).
     pub metrics: Arc<Metrics>,
 }
@@ -107,9 +109,22 @@ impl App {
             overrides,
         };
         let auth_limiter = Arc::new(AuthLimiter::default());
-        spawn_auth_sweep(auth_limiter.clone(), store.clone());
+        spawn_sweep(auth_limiter.clone(), store.clone(), "admin.auth", |c, w| {
+            Some(crate::authlimit::summary(c, w))
+        });
+        let enroll_limiter = Arc::new(AuthLimiter::new(
+            settings.limits.enroll_refusals_per_minute,
+            crate::authlimit::WINDOW,
+        ));
+        spawn_sweep(
+            enroll_limiter.clone(),
+            store.clone(),
+            "enroll",
+            crate::authlimit::enroll_summary,
+        );
         let app = App {
             auth_limiter,
+            enroll_limiter,
             store,
             ca,
             pin,
@@ -191,22 +206,31 @@ impl App {
     }
 }
 
-/// Audits, once per source and window, the refusals `AuthLimiter` summed up.
-fn spawn_auth_sweep(limiter: Arc<AuthLimiter>, store: Arc<Store>) {
+/// Audits, once per source and window, the refusals an `AuthLimiter`
+/// summed up (`summarize` gives the detail, or `None` for nothing to audit).
+fn spawn_sweep(
+    limiter: Arc<AuthLimiter>,
+    store: Arc<Store>,
+    action: &'static str,
+    summarize: fn(&Closed, std::time::Duration) -> Option<String>,
+) {
     tokio::spawn(async move {
         let window = limiter.window();
         let mut tick = tokio::time::interval(window / 4);
         loop {
             tick.tick().await;
             for closed in limiter.sweep(std::time::Instant::now()) {
+                let Some(detail) = summarize(&closed, window) else {
+                    continue;
+                };
                 let source = closed.source.to_string();
                 let _ = store.audit(&AuditEntry {
                     at: crate::fleet::unix_now(),
                     actor: "anonymous",
-                    action: "admin.auth",
+                    action,
                     target: None,
                     outcome: "refused",
-                    detail: Some(&crate::authlimit::summary(&closed, window)),
+                    detail: Some(&detail),
                     source: Some(&source),
                 });
             }

@@ -1,5 +1,8 @@
-//! The per-source limit on refused admin authentication, shared by the admin
-//! API's bearer token check and the web console's sign-in: a source that was
+//! The per-source limit on refusals. One instance limits refused admin
+//! authentication, shared by the admin API's bearer token check and the web
+//! console's sign-in; another limits refused enrollments (`POST /v1/enroll`,
+//! whose refusals the fleet core audits one by one, so only the attempts
+//! turned away with 429 are summed, see `Closed::turned_away`). A source that was
 //! refused `max` times within one window is answered 429 (with the seconds
 //! left in the window as `Retry-After`) until the window ends, whatever it
 //! presents. So that a guessing source cannot flood the audit log, the first
@@ -27,6 +30,7 @@ pub struct AuthLimiter {
 struct Window {
     start: Instant,
     refusals: u32,
+    turned_away: u32,
 }
 
 /// A window that ended with refusals that were not audited one by one.
@@ -35,6 +39,17 @@ pub struct Closed {
     pub source: IpAddr,
     /// Refusals after the window's first (which was audited on its own).
     pub further: u32,
+    /// Of those, the attempts turned away with 429 (not looked at).
+    pub turned_away: u32,
+}
+
+/// An attempt turned away by the limit.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TurnedAway {
+    /// Whole seconds left in the source's window (`Retry-After`).
+    pub retry_after: Duration,
+    /// The first of its window.
+    pub first: bool,
 }
 
 /// What the caller audits after a refusal.
@@ -64,6 +79,12 @@ impl AuthLimiter {
     /// has used up its refusals for the current window. A turned-away
     /// attempt counts as a refusal too.
     pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.admit(source, now).map_err(|t| t.retry_after)
+    }
+
+    /// `check`, also telling whether this is the window's first attempt
+    /// turned away (for callers that audit that one at once).
+    pub fn admit(&self, source: IpAddr, now: Instant) -> Result<(), TurnedAway> {
         let mut sources = self.sources();
         let Some(w) = sources.get_mut(&source) else {
             return Ok(());
@@ -73,13 +94,15 @@ impl AuthLimiter {
             return Ok(());
         }
         w.refusals = w.refusals.saturating_add(1);
+        w.turned_away = w.turned_away.saturating_add(1);
         self.refused.fetch_add(1, Ordering::Relaxed);
         // Whole seconds, rounded up, at least one.
         let left = end - now;
-        Err(
-            Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+        Err(TurnedAway {
+            retry_after: Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
                 .max(Duration::from_secs(1)),
-        )
+            first: w.turned_away == 1,
+        })
     }
 
     /// Records a refused attempt from `source`.
@@ -98,6 +121,7 @@ impl AuthLimiter {
             closed = (w.refusals > 1).then_some(Closed {
                 source,
                 further: w.refusals - 1,
+                turned_away: w.turned_away,
             });
         }
         sources.insert(
@@ -105,6 +129,7 @@ impl AuthLimiter {
             Window {
                 start: now,
                 refusals: 1,
+                turned_away: 0,
             },
         );
         Refused {
@@ -124,6 +149,7 @@ impl AuthLimiter {
                 closed.push(Closed {
                     source: *source,
                     further: w.refusals - 1,
+                    turned_away: w.turned_away,
                 });
             }
             false
@@ -132,8 +158,8 @@ impl AuthLimiter {
         closed
     }
 
-    /// Every refused admin authentication since start-up (wrong or missing
-    /// token, failed console sign-in, or turned away with 429).
+    /// Every refusal since start-up (for admin authentication: wrong or
+    /// missing token, failed console sign-in, or turned away with 429).
     pub fn refusals(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
@@ -151,6 +177,28 @@ pub fn summary(closed: &Closed, window: Duration) -> String {
         closed.further,
         window.as_secs()
     )
+}
+
+/// The audit detail of the first enrollment attempt of a window turned away
+/// with 429.
+pub fn enroll_turned_away(window: Duration) -> String {
+    format!(
+        "too many refused enrollments from this source: answered 429 until its {} s window ends (further attempts are summed then)",
+        window.as_secs()
+    )
+}
+
+/// The audit detail of a closed enrollment window: the attempts turned away
+/// with 429 after the first (each other refusal has its own entry, and so
+/// has the first turned away). `None` when there were none.
+pub fn enroll_summary(closed: &Closed, window: Duration) -> Option<String> {
+    (closed.turned_away > 1).then(|| {
+        format!(
+            "{} further enrollment attempt(s) from this source answered 429 within {} s of the one audited before",
+            closed.turned_away - 1,
+            window.as_secs()
+        )
+    })
 }
 
 impl Default for AuthLimiter {
@@ -191,11 +239,41 @@ mod tests {
                 first: true,
                 closed: Some(Closed {
                     source: ip(1),
-                    further: 3
+                    further: 3,
+                    turned_away: 1
                 })
             }
         );
         assert_eq!(limiter.refusals(), 5);
+    }
+
+    #[test]
+    fn the_first_attempt_turned_away_is_marked_and_the_rest_summed() {
+        let limiter = AuthLimiter::new(1, Duration::from_secs(60));
+        let t0 = Instant::now();
+        limiter.refuse(ip(1), t0);
+        assert!(limiter.admit(ip(1), t0).expect_err("limited").first);
+        assert!(!limiter.admit(ip(1), t0).expect_err("limited").first);
+        assert!(!limiter.admit(ip(1), t0).expect_err("limited").first);
+        let closed = limiter.sweep(t0 + Duration::from_secs(60));
+        assert_eq!(
+            closed,
+            vec![Closed {
+                source: ip(1),
+                further: 3,
+                turned_away: 3
+            }]
+        );
+        assert_eq!(
+            enroll_summary(&closed[0], limiter.window()).as_deref(),
+            Some("2 further enrollment attempt(s) from this source answered 429 within 60 s of the one audited before")
+        );
+        let single = Closed {
+            source: ip(1),
+            further: 1,
+            turned_away: 1,
+        };
+        assert_eq!(enroll_summary(&single, limiter.window()), None);
     }
 
     #[test]
@@ -212,7 +290,8 @@ mod tests {
             limiter.sweep(at),
             vec![Closed {
                 source: ip(1),
-                further: 1
+                further: 1,
+                turned_away: 0
             }]
         );
         assert_eq!(limiter.sweep(at), vec![]);
@@ -220,7 +299,8 @@ mod tests {
             limiter.sweep(t0 + Duration::from_secs(91)),
             vec![Closed {
                 source: ip(3),
-                further: 1
+                further: 1,
+                turned_away: 0
             }]
         );
     }

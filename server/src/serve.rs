@@ -2,9 +2,18 @@
 //! address and verified client certificate, to the HTTP router; and `run`,
 //! which serves both listeners until shutdown. Sockets are bound by the
 //! caller.
+//!
+//! Connections are a resource under attack: each listener caps its open
+//! connections, in all and per source address (over a cap, a connection is
+//! closed as soon as it is accepted), and cuts off a client slower than the
+//! handshake, header or body timeout (`[limits]` in server.toml).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,9 +27,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::api::{self, ConnInfo, Shared};
+use crate::settings::Limits;
 
-/// Longest a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,16 +43,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = app.settings.limits.clone();
     let agent_task = tokio::spawn(accept_loop(
         agent,
         agent_tls,
         api::agent_router(app.clone()),
+        limits.clone(),
         stop_rx.clone(),
     ));
     let admin_task = tokio::spawn(accept_loop(
         admin,
         admin_tls,
         api::admin_router(app),
+        limits,
         stop_rx,
     ));
     shutdown.await;
@@ -61,10 +72,12 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     router: Router,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let mut connections = tokio::task::JoinSet::new();
+    let open = Arc::new(OpenConnections::default());
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -78,11 +91,20 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
+        // Over a cap: closed at once, before any TLS work.
+        let Some(slot) = open.take(peer.ip().to_canonical(), &limits) else {
+            tracing::debug!(peer = %peer, "connection cap reached: closed");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
         let stop = stop.clone();
+        let limits = limits.clone();
         connections.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let _slot = slot;
+            let handshake = acceptor.accept(tcp);
+            let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -100,11 +122,14 @@ async fn accept_loop(
                 .and_then(|chain| chain.first())
                 .map(|c| Arc::new(c.as_ref().to_vec()));
             let info = ConnInfo { peer, client_cert };
-            let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                req
+            let body_timeout = limits.body_timeout;
+            let service = router.map_request(move |req: axum::http::Request<Incoming>| {
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(info.clone());
+                axum::http::Request::from_parts(parts, DeadlineBody::new(body, body_timeout))
             });
-            serve_connection(TokioIo::new(tls), TowerToHyperService::new(service), stop).await;
+            let service = TowerToHyperService::new(service);
+            serve_connection(TokioIo::new(tls), service, limits.header_timeout, stop).await;
         });
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
@@ -116,8 +141,12 @@ async fn accept_loop(
     connections.abort_all();
 }
 
-async fn serve_connection<I, S>(io: I, service: S, mut stop: watch::Receiver<bool>)
-where
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<axum::http::Request<Incoming>, Response = axum::response::Response>
         + Send
@@ -127,7 +156,7 @@ where
 {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(header_timeout)
         .serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
@@ -140,5 +169,104 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// The open connections of one listener, in all and per source address.
+#[derive(Default)]
+struct OpenConnections {
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// One open connection: counted until dropped.
+struct Slot {
+    open: Arc<OpenConnections>,
+    source: IpAddr,
+}
+
+impl OpenConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a connection from `source`, unless a cap is reached.
+    fn take(self: &Arc<Self>, source: IpAddr, limits: &Limits) -> Option<Slot> {
+        let mut counts = self.lock();
+        let mine = counts.by_source.get(&source).copied().unwrap_or(0);
+        if counts.total >= limits.max_connections || mine >= limits.max_connections_per_source {
+            return None;
+        }
+        counts.total += 1;
+        counts.by_source.insert(source, mine + 1);
+        Some(Slot {
+            open: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock();
+        counts.total -= 1;
+        if let Some(n) = counts.by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// A request body that fails once its deadline passes: a client that sends
+/// its body slowly (a byte every few seconds) is cut off instead of holding
+/// the connection and a handler.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Duration) -> DeadlineBody {
+        DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received within the body timeout")]
+struct BodyTimeout;
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

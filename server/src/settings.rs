@@ -86,6 +86,94 @@ pub struct Settings {
     /// `/metrics` on the admin listener: `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// Connection timeouts and caps of each listener, and the enrollment
+    /// refusal limit: `[limits]`.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]`: what a client may hold of a listener, and for how long. The
+/// caps apply to each listener on its own.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Open connections per listener; more are closed as soon as accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections per listener from one source address.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+    /// Longest a client may take to finish the TLS handshake.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde_compat")]
+    pub handshake_timeout: Duration,
+    /// Longest a client may take to send a request's headers (also how
+    /// long an idle kept-alive connection stays open).
+    #[serde(default = "default_header_timeout", with = "humantime_serde_compat")]
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body, from the end of
+    /// its headers.
+    #[serde(default = "default_body_timeout", with = "humantime_serde_compat")]
+    pub body_timeout: Duration,
+    /// Refused enrollments (bad token or request) one source address may
+    /// make per minute before its attempts are answered 429.
+    #[serde(default = "default_enroll_refusals")]
+    pub enroll_refusals_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
+            handshake_timeout: default_handshake_timeout(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            enroll_refusals_per_minute: default_enroll_refusals(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    16_384
+}
+fn default_max_connections_per_source() -> usize {
+    1024
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_enroll_refusals() -> u32 {
+    30
+}
+
+impl Limits {
+    fn check(&self) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_connections_per_source == 0 {
+            return Err(
+                "limits.max_connections and limits.max_connections_per_source must be at least 1"
+                    .into(),
+            );
+        }
+        for (name, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(format!("limits.{name} must be at least 1s"));
+            }
+        }
+        if self.enroll_refusals_per_minute == 0 {
+            return Err("limits.enroll_refusals_per_minute must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[metrics]`: who may read Muster's own `/metrics`.
@@ -324,6 +412,7 @@ impl Settings {
         if self.scrape_check_interval < Duration::from_secs(1) {
             return Err("scrape_check_interval must be at least 1s".into());
         }
+        self.limits.check()?;
         self.label_schema()?;
         Ok(())
     }
@@ -435,6 +524,22 @@ scrape_check_interval = "15s"
 # admin token).
 # [metrics]
 # token_required = true
+
+# Connection limits, each listener on its own. A connection over a cap is
+# closed as soon as it is accepted; a client slower than a timeout is cut off.
+# Keep max_connections on both listeners below the server's open-file limit
+# (LimitNOFILE in the systemd unit). Hosts behind one NAT address share the
+# per-source cap.
+# [limits]
+# max_connections = 16384
+# max_connections_per_source = 1024
+# handshake_timeout = "10s"      # TLS handshake
+# header_timeout = "30s"         # request headers; also the idle keep-alive
+# body_timeout = "30s"           # request body, from the end of the headers
+# Refused enrollments (bad token or request) one source address may make per
+# minute; past it, its attempts are answered 429 with Retry-After and summed
+# into one audit entry per minute.
+# enroll_refusals_per_minute = 30
 "#
         )
     }
@@ -558,6 +663,29 @@ mod tests {
             ..SettingsOverrides::default()
         };
         assert!(s.overridden(o).expect_err("refused").contains("public_url"));
+    }
+
+    #[test]
+    fn the_documented_limits_example_parses_to_the_defaults() {
+        let text = Settings::default_file("https://x");
+        let example: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "# [limits]")
+            .take_while(|l| !l.is_empty())
+            .filter(|l| l.contains(" = ") || l.starts_with("# ["))
+            .map(|l| l.trim_start_matches("# ").split("   #").next().unwrap_or(l))
+            .collect();
+        assert!(example.len() > 5, "example not found in {text}");
+        let toml = format!("public_url = \"https://x\"\n{}\n", example.join("\n"));
+        let s = Settings::from_toml(&toml).expect("example parses");
+        assert_eq!(s.limits, Limits::default());
+        let err =
+            Settings::from_toml("public_url = \"https://x\"\n[limits]\nbody_timeout = \"0s\"\n")
+                .expect_err("zero timeout");
+        assert!(err.contains("limits.body_timeout"), "{err}");
+        let err = Settings::from_toml("public_url = \"https://x\"\n[limits]\nmax_conns = 1\n")
+            .expect_err("unknown key");
+        assert!(err.contains("max_conns"), "{err}");
     }
 
     #[test]

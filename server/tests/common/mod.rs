@@ -177,6 +177,16 @@ pub async fn answer(resp: reqwest::Response) -> (StatusCode, Value) {
 /// A reqwest client trusting `ca_pem`, optionally presenting a client
 /// certificate.
 pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    client_from(ca_pem, identity, None)
+}
+
+/// `client`, connecting from `local` (another loopback address is another
+/// source to the server's per-source limits).
+pub fn client_from(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    local: Option<std::net::IpAddr>,
+) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA cert");
@@ -201,6 +211,7 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
     };
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
+        .local_address(local)
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
