@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Fixture, TestAgent};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A minimal HTTP endpoint on loopback that counts `POST /-/reload`.
@@ -56,11 +56,23 @@ async fn a_burst_of_enrollments_causes_one_reload() {
     let (url, count) = fake_reload_endpoint().await;
     let f = Fixture::start_with(with_settings(format!("prometheus_url = \"{url}\"\n")));
     let token = f.token(json!({"uses": 5})).await;
-    for i in 0..5 {
-        let agent = TestAgent::new(&format!("burst-{i}"), &format!("m-burst-{i}"));
-        let (status, body) = f
-            .enroll(&agent.enroll_body(&token, &format!("idem-burst-{i}")))
-            .await;
+    // Sent at once, so that the burst fits one window however slow the
+    // machine: one at a time on a loaded machine, five enrollments can
+    // outlast a 300 ms window.
+    let bodies: Vec<Value> = (0..5)
+        .map(|i| {
+            TestAgent::new(&format!("burst-{i}"), &format!("m-burst-{i}"))
+                .enroll_body(&token, &format!("idem-burst-{i}"))
+        })
+        .collect();
+    let answers = tokio::join!(
+        f.enroll(&bodies[0]),
+        f.enroll(&bodies[1]),
+        f.enroll(&bodies[2]),
+        f.enroll(&bodies[3]),
+        f.enroll(&bodies[4]),
+    );
+    for (status, body) in [answers.0, answers.1, answers.2, answers.3, answers.4] {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let until = Instant::now() + Duration::from_secs(10);
