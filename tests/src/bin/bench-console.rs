@@ -66,7 +66,14 @@ fn main() {
         start.elapsed()
     );
 
-    let client = server.client();
+    // Redirects not followed: the sign-in's 303 carries the session cookie.
+    let pem = std::fs::read(data.join("ca.crt")).expect("ca.crt");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("CA")])
+        .build()
+        .expect("client");
     let base = server.admin_url();
     runtime.block_on(async {
         let resp = client
