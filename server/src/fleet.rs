@@ -1,6 +1,6 @@
 //! The fleet core: one function per lifecycle transition of a host (enroll,
 //! authenticate, renew, report status, report facts, edit labels,
-//! decommission, replace). Each runs in one store transaction, enforces the
+//! decommission, replace, batch import and retry). Each runs in one store transaction, enforces the
 //! invariants inside it, writes its audit entry in the same transaction and
 //! returns what changed. Handlers (HTTP, and later the console) only
 //! extract, call one function and map [`FleetError`]; nothing here knows
@@ -9,7 +9,7 @@
 //!
 //! `fleet/enroll.rs` holds the enrollment policy, `fleet/agent.rs` the agent
 //! routes (certificate → host, renewal, reports), `fleet/hosts.rs` the
-//! operator's transitions.
+//! operator's transitions, `fleet/batch.rs` batch enrollment.
 
 use muster_shared::labels::LabelError;
 
@@ -20,10 +20,12 @@ use crate::settings::Settings;
 use crate::store::{AuditEntry, Store, StoreError};
 
 mod agent;
+mod batch;
 mod enroll;
 mod hosts;
 
 pub use agent::{at, AgentCert, FactsUpdate};
+pub use batch::{BatchFile, BatchImported, BatchRetried, RowToken};
 pub use enroll::{EnrollAttempt, Enrolled, Enrollment};
 pub use hosts::{Decommissioned, LabelChange, LabelTarget, Replacement};
 
@@ -86,6 +88,19 @@ pub enum FleetError {
     AlreadyDecommissioned { host_id: String, at: i64 },
     #[error("{0}")]
     BadEdit(String),
+    /// A batch file with bad rows: the summary, and each row's problem.
+    #[error("{summary}")]
+    InvalidRows {
+        summary: String,
+        rows: Vec<crate::batch::RowError>,
+    },
+    #[error("host {hostname} is {state}{}: only rows that failed to enroll or whose token expired get a new token",
+        if *valid_token { " with a valid token" } else { "" })]
+    NotRetryable {
+        hostname: String,
+        state: &'static str,
+        valid_token: bool,
+    },
     #[error("host {host}: {error}; nothing was changed")]
     Schema { host: String, error: SchemaError },
     #[error(transparent)]

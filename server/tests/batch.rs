@@ -110,6 +110,32 @@ async fn an_invalid_row_refuses_the_whole_file_with_its_line_number() {
     assert_eq!(tokens, json!([]));
 }
 
+/// The hostnames already taken are read inside the transaction that
+/// creates the batch: imports racing for one hostname pre-register it once.
+#[tokio::test]
+async fn concurrent_imports_of_one_hostname_pre_register_it_once() {
+    let f = with_schema();
+    let attempts = (0..8).map(|i| {
+        import(
+            &f,
+            json!({"content": "hostname,environment\nrace-01,staging\n", "name": format!("r{i}")}),
+        )
+    });
+    let answers = common::join_all(attempts).await;
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(ok, 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::BAD_REQUEST, "{body}");
+        let message = body["rows"][0]["message"].as_str().expect("message");
+        assert!(
+            message.starts_with("hostname is already pending in batch"),
+            "{body}"
+        );
+    }
+    let (_, batches) = f.admin(Method::GET, "/v1/admin/batches", None).await;
+    assert_eq!(batches.as_array().map(Vec::len), Some(1), "{batches}");
+}
+
 #[tokio::test]
 async fn skip_invalid_imports_the_valid_rows_and_bound_tokens_enroll_only_their_host() {
     let f = with_schema();

@@ -15,11 +15,9 @@ use crate::admin_wire::{
     LabelCheck, LabelEdit, LabelEdited, LabelMisfit, ReplaceArmed,
 };
 use crate::app::App;
-use crate::batch::{self, Format, RowError};
-use crate::fleet::LabelTarget;
+use crate::fleet::{BatchFile, LabelTarget, RowToken};
 use crate::reconciler::FileChange;
 use crate::schema::LabelSchema;
-use crate::store::AuditEntry;
 use crate::tokens::Secret;
 
 fn schema(app: &App) -> Result<LabelSchema, ApiError> {
@@ -179,7 +177,8 @@ pub async fn labels_check(
     .await?
 }
 
-fn issued(app: &App, line: usize, hostname: &str, token: &Secret) -> IssuedToken {
+/// A token with the command that enrolls with it.
+pub fn issued(app: &App, line: usize, hostname: &str, token: &Secret) -> IssuedToken {
     IssuedToken {
         line,
         hostname: hostname.to_string(),
@@ -193,8 +192,12 @@ fn issued(app: &App, line: usize, hostname: &str, token: &Secret) -> IssuedToken
     }
 }
 
-fn rows_error(summary: String, rows: Vec<RowError>) -> ApiError {
-    ApiError::InvalidRows { summary, rows }
+/// The tokens of batch rows, with their commands.
+pub fn issued_all(app: &App, tokens: &[RowToken]) -> Vec<IssuedToken> {
+    tokens
+        .iter()
+        .map(|t| issued(app, t.line, &t.hostname, &t.token))
+        .collect()
 }
 
 /// `POST /v1/admin/batches`: validates the whole file, then pre-registers
@@ -206,78 +209,26 @@ pub async fn import_batch(
     ApiJson(req): ApiJson<BatchImport>,
 ) -> Result<Json<BatchImported>, ApiError> {
     let ttl = token_ttl(&app, req.ttl_secs)?;
-    let name = req.name.clone().unwrap_or_else(|| "batch".into());
-    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "name must be 1 to 128 printable characters".into(),
-        ));
-    }
-    let actor = admin.clone();
-    let (imported, skipped) = blocking(&app, move |app| {
+    let source = source(&conn);
+    let imported = blocking(&app, move |app| {
         let now = unix_now();
-        let format = req.format.unwrap_or_else(|| Format::sniff(&req.content));
-        let rows = batch::parse(format, &req.content)
-            .map_err(|rows| rows_error("the file cannot be read; nothing was imported".into(), rows))?;
-        let total = rows.len();
-        let names: Vec<String> = rows.iter().map(|r| r.hostname.clone()).collect();
-        let taken = app
-            .store
-            .hostnames_in_use(&names, now)
-            .map_err(|e| ApiError::internal("cannot check hostnames", e))?;
-        let validated = batch::validate(rows, &schema(app)?, &taken);
-        let bad = validated.errors.len();
-        if bad > 0 && !req.skip_invalid {
-            return Err(rows_error(
-                format!(
-                    "{bad} of {total} rows are invalid; nothing was imported (fix them, or import the {} valid rows with --skip-invalid)",
-                    total - bad
-                ),
-                validated.errors,
-            ));
-        }
-        if validated.rows.is_empty() {
-            return Err(rows_error(
-                "no row is valid; nothing was imported".into(),
-                validated.errors,
-            ));
-        }
-        let (batch, secrets) = app
-            .store
-            .create_batch(&name, &validated.rows, now + ttl.as_secs() as i64, &actor, now)
-            .map_err(|e| ApiError::internal("cannot create batch", e))?;
-        let hosts = validated
-            .rows
-            .iter()
-            .zip(&secrets)
-            .map(|(row, secret)| issued(app, row.line, &row.hostname, secret))
-            .collect();
-        Ok::<_, ApiError>((
-            BatchImported {
-                batch,
-                server: app.settings.public_url.clone(),
-                pin: app.pin.to_string(),
-                hosts,
-                invalid: validated.errors,
-            },
-            bad,
-        ))
+        let file = BatchFile {
+            name: req.name.as_deref().unwrap_or("batch"),
+            format: req.format,
+            content: &req.content,
+            skip_invalid: req.skip_invalid,
+        };
+        app.fleet()
+            .import_batch(&file, now + ttl.as_secs() as i64, &admin, &source, now)
     })
     .await??;
-    tracing::info!(batch = %imported.batch.id, admin = %admin, hosts = imported.hosts.len(), skipped, "imported batch");
-    app.audit(AuditEntry {
-        at: unix_now(),
-        actor: &admin,
-        action: "batch.import",
-        target: Some(&imported.batch.id),
-        outcome: "ok",
-        detail: Some(&format!(
-            "{} hosts pre-registered from {:?}; {skipped} invalid rows skipped",
-            imported.hosts.len(),
-            imported.batch.name
-        )),
-        source: Some(&source(&conn)),
-    });
-    Ok(Json(imported))
+    Ok(Json(BatchImported {
+        hosts: issued_all(&app, &imported.tokens),
+        batch: imported.batch,
+        server: app.settings.public_url.clone(),
+        pin: app.pin.to_string(),
+        invalid: imported.invalid,
+    }))
 }
 
 /// `GET /v1/admin/batches`.
@@ -291,37 +242,14 @@ pub async fn list_batches(
         .map_err(|e| ApiError::internal("cannot list batches", e))
 }
 
-fn status_of(app: &App, id: &str) -> Result<BatchStatus, ApiError> {
-    let now = unix_now();
-    let batch = app
-        .store
-        .batch(id)
-        .map_err(|e| ApiError::internal("cannot read batch", e))?
-        .ok_or_else(|| ApiError::NotFound(format!("no batch {id:?}")))?;
-    let entries = app
-        .store
-        .batch_entries(id, now)
-        .map_err(|e| ApiError::internal("cannot read batch", e))?;
-    let stale = app.settings.stale_after.as_secs() as i64;
-    let hosts: Vec<_> = entries
-        .iter()
-        .map(|e| batch::entry_status(e, now, stale))
-        .collect();
-    Ok(BatchStatus {
-        totals: batch::totals(&hosts),
-        batch,
-        scrape_checks: app.settings.prometheus_url.is_some(),
-        hosts,
-    })
-}
-
 /// `GET /v1/admin/batches/{id}`.
 pub async fn batch_status(
     State(app): State<Shared>,
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<BatchStatus>, ApiError> {
-    blocking(&app, move |app| status_of(app, &id).map(Json)).await?
+    let status = blocking(&app, move |app| app.fleet().batch_status(&id, unix_now())).await??;
+    Ok(Json(status))
 }
 
 /// `POST /v1/admin/batches/{id}/retry`: new tokens for rows that failed to
@@ -334,70 +262,23 @@ pub async fn retry_batch(
     ApiJson(req): ApiJson<BatchRetry>,
 ) -> Result<Json<BatchRetried>, ApiError> {
     let ttl = token_ttl(&app, req.ttl_secs)?;
-    let actor = admin.clone();
+    let source = source(&conn);
     let retried = blocking(&app, move |app| {
-        let status = status_of(app, &id)?;
-        let wanted: Vec<String> = match &req.host {
-            Some(host) => {
-                let entry = status
-                    .hosts
-                    .iter()
-                    .find(|e| e.hostname.eq_ignore_ascii_case(host))
-                    .ok_or_else(|| ApiError::NotFound(format!("batch {id} has no host {host:?}")))?;
-                if !entry.retryable {
-                    return Err(ApiError::Conflict(format!(
-                        "host {} is {}{}: only rows that failed to enroll or whose token expired get a new token",
-                        entry.hostname,
-                        entry.state.as_str(),
-                        if entry.state == muster_shared::wire::HostState::Pending {
-                            " with a valid token"
-                        } else {
-                            ""
-                        }
-                    )));
-                }
-                vec![entry.hostname.clone()]
-            }
-            None => status
-                .hosts
-                .iter()
-                .filter(|e| e.retryable)
-                .map(|e| e.hostname.clone())
-                .collect(),
-        };
         let now = unix_now();
-        let issued_tokens = app
-            .store
-            .reissue_batch_tokens(&id, &wanted, now + ttl.as_secs() as i64, &actor, now)
-            .map_err(|e| ApiError::internal("cannot reissue tokens", e))?;
-        let hosts = issued_tokens
-            .iter()
-            .map(|(hostname, secret)| {
-                let line = status
-                    .hosts
-                    .iter()
-                    .find(|e| e.hostname == *hostname)
-                    .map_or(0, |e| e.line);
-                issued(app, line, hostname, secret)
-            })
-            .collect();
-        Ok(BatchRetried {
-            batch: status.batch,
-            server: app.settings.public_url.clone(),
-            pin: app.pin.to_string(),
-            hosts,
-        })
+        app.fleet().retry_batch(
+            &id,
+            req.host.as_deref(),
+            now + ttl.as_secs() as i64,
+            &admin,
+            &source,
+            now,
+        )
     })
     .await??;
-    let names: Vec<&str> = retried.hosts.iter().map(|h| h.hostname.as_str()).collect();
-    app.audit(AuditEntry {
-        at: unix_now(),
-        actor: &admin,
-        action: "batch.retry",
-        target: Some(&retried.batch.id),
-        outcome: "ok",
-        detail: Some(&format!("new tokens for: {}", names.join(", "))),
-        source: Some(&source(&conn)),
-    });
-    Ok(Json(retried))
+    Ok(Json(BatchRetried {
+        hosts: issued_all(&app, &retried.tokens),
+        batch: retried.batch,
+        server: app.settings.public_url.clone(),
+        pin: app.pin.to_string(),
+    }))
 }

@@ -172,6 +172,8 @@ impl From<FleetError> for ApiError {
                 "this agent's certificate has expired: re-enroll with a new token",
             ),
             FleetError::NotFound(m) => ApiError::NotFound(m),
+            FleetError::InvalidRows { summary, rows } => ApiError::InvalidRows { summary, rows },
+            FleetError::NotRetryable { .. } => ApiError::Conflict(e.to_string()),
             FleetError::BadEdit(_) | FleetError::RequestedLabels(_) | FleetError::Schema { .. } => {
                 ApiError::BadRequest(e.to_string())
             }

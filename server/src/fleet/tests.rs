@@ -210,7 +210,7 @@ fn a_batch_token_enrolls_its_hostname_only_and_binds_its_row() {
     };
     let (batch, secrets) = w
         .store
-        .create_batch("b", &[row], NOW + 3600, "admin", NOW)
+        .write(|tx| tx.create_batch("b", &[row], NOW + 3600, "admin", NOW))
         .expect("batch");
     let token = secrets[0].expose().to_string();
     let wrong = Machine::new("web-08", "m-8").enroll(&w, &token, "key-00001", &[]);
@@ -252,4 +252,127 @@ fn a_decommissioned_machine_comes_back_as_a_new_linked_host() {
             previous: Some(first.host.id)
         }
     );
+}
+
+fn csv(content: &str) -> BatchFile<'_> {
+    BatchFile {
+        name: "racks.csv",
+        format: None,
+        content,
+        skip_invalid: false,
+    }
+}
+
+#[test]
+fn a_batch_import_refuses_every_row_when_one_is_bad_unless_told_to_skip() {
+    let w = World::new();
+    let content = "hostname,team\nweb-01,web\nnot a hostname,web\nweb-01,db\n";
+    let refused = w
+        .fleet()
+        .import_batch(&csv(content), NOW + 3600, "admin", "127.0.0.1", NOW);
+    let Err(FleetError::InvalidRows { summary, rows }) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(summary.starts_with("2 of 3 rows are invalid"), "{summary}");
+    assert_eq!(rows.iter().map(|r| r.line).collect::<Vec<_>>(), [3, 4]);
+    assert!(w.store.batches().expect("batches").is_empty());
+
+    let file = BatchFile {
+        skip_invalid: true,
+        ..csv(content)
+    };
+    let imported = w
+        .fleet()
+        .import_batch(&file, NOW + 3600, "admin", "127.0.0.1", NOW)
+        .expect("imported");
+    assert_eq!(imported.tokens.len(), 1);
+    assert_eq!(imported.tokens[0].hostname, "web-01");
+    assert_eq!(imported.tokens[0].line, 2);
+    assert_eq!(imported.invalid.len(), 2);
+    let audit = w
+        .store
+        .audit_query(&crate::store::AuditFilter {
+            host: None,
+            since: None,
+            limit: 10,
+        })
+        .expect("audit");
+    assert!(
+        audit.iter().any(|a| a.action == "batch.import"
+            && a.target.as_deref() == Some(imported.batch.id.as_str())),
+        "{audit:?}"
+    );
+
+    // A second import cannot take a hostname the first one holds.
+    let again = w.fleet().import_batch(
+        &csv("hostname\nWEB-01\n"),
+        NOW + 3600,
+        "admin",
+        "127.0.0.1",
+        NOW,
+    );
+    let Err(FleetError::InvalidRows { rows, .. }) = again else {
+        panic!("{again:?}");
+    };
+    assert!(
+        rows[0]
+            .message
+            .contains(&format!("pending in batch {}", imported.batch.id)),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn a_batch_retry_reissues_only_rows_that_failed_or_expired() {
+    let w = World::new();
+    let imported = w
+        .fleet()
+        .import_batch(
+            &csv("hostname\nweb-01\nweb-02\n"),
+            NOW + 60,
+            "admin",
+            "127.0.0.1",
+            NOW,
+        )
+        .expect("imported");
+    let id = imported.batch.id.clone();
+    Machine::new("web-01", "m-1")
+        .enroll(&w, imported.tokens[0].token.expose(), "key-00001", &[])
+        .expect("enrolled");
+
+    // Before the tokens expire nothing is retryable.
+    let early = w
+        .fleet()
+        .retry_batch(&id, Some("web-02"), NOW + 3600, "admin", "127.0.0.1", NOW);
+    assert!(
+        matches!(
+            &early,
+            Err(FleetError::NotRetryable {
+                valid_token: true,
+                ..
+            })
+        ),
+        "{early:?}"
+    );
+    let unknown = w
+        .fleet()
+        .retry_batch(&id, Some("web-09"), NOW + 3600, "admin", "127.0.0.1", NOW);
+    assert!(
+        matches!(unknown, Err(FleetError::NotFound(_))),
+        "{unknown:?}"
+    );
+
+    let later = NOW + 120;
+    let retried = w
+        .fleet()
+        .retry_batch(&id, None, later + 3600, "admin", "127.0.0.1", later)
+        .expect("retried");
+    let names: Vec<_> = retried.tokens.iter().map(|t| t.hostname.as_str()).collect();
+    assert_eq!(names, ["web-02"]);
+    assert_eq!(retried.tokens[0].line, 3);
+    let status = w.fleet().batch_status(&id, later).expect("status");
+    assert!(status.hosts.iter().all(|h| !h.retryable), "{status:?}");
+    Machine::new("web-02", "m-2")
+        .enroll(&w, retried.tokens[0].token.expose(), "key-00002", &[])
+        .expect("the new token enrolls");
 }
