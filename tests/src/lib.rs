@@ -18,6 +18,7 @@
 pub mod apt_repo;
 pub mod bare_host;
 pub mod fleet;
+pub mod loadgen;
 pub mod process;
 pub mod prometheus;
 pub mod server;
