@@ -1,8 +1,9 @@
 //! Reads for browsing the fleet (the web console): a page of hosts in keyset
 //! order without their configs, the hosts a token enrolled, a host's
-//! certificates. Rows come through the same `host_row` as every other read.
+//! certificates, a config by its hash (the `configs` history). Rows come
+//! through the same `host_row` as every other read.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::hosts::{host_row, HOST_COLUMNS};
 use super::{HostRecord, Store, StoreError};
@@ -67,6 +68,27 @@ fn light_columns() -> String {
         .replacen(" targets,", " '[]' AS targets,", 1)
 }
 
+/// The query of a host page. Each order reads an index (the primary key,
+/// `hosts_last_seen`, `hosts_enrolled`) from the cursor on, so a deep page
+/// costs what the first one does and neither sorts the table.
+fn page_query(sort: HostSort, after: bool, all: bool) -> String {
+    let (order, seek) = match sort {
+        HostSort::Id => ("id", "id > ?1"),
+        HostSort::LastSeen => ("last_seen DESC, id DESC", "(last_seen, id) < (?1, ?2)"),
+        HostSort::Enrolled => ("enrolled_at DESC, id DESC", "(enrolled_at, id) < (?1, ?2)"),
+    };
+    let seek = if after { seek } else { "TRUE" };
+    let active = if all {
+        ""
+    } else {
+        "AND decommissioned_at IS NULL"
+    };
+    format!(
+        "SELECT {} FROM hosts WHERE {seek} {active} ORDER BY {order}",
+        light_columns()
+    )
+}
+
 impl Store {
     /// Up to `limit` hosts after `after` in `sort` order that `keep`
     /// accepts (decommissioned ones only with `all`), without configs.
@@ -80,37 +102,13 @@ impl Store {
         mut keep: impl FnMut(&HostRecord) -> bool,
     ) -> Result<HostPage, StoreError> {
         let conn = self.conn();
-        let active = if all {
-            ""
-        } else {
-            "AND decommissioned_at IS NULL"
+        let mut stmt = conn.prepare(&page_query(sort, after.is_some(), all))?;
+        let mut rows = match after {
+            // `Id` has no ?1: its key is always 0.
+            Some(c) if sort == HostSort::Id => stmt.query(params![c.id])?,
+            Some(c) => stmt.query(params![c.key, c.id])?,
+            None => stmt.query([])?,
         };
-        let (order, seek) = match sort {
-            HostSort::Id => ("id", "(?1 IS NULL OR id > ?2)"),
-            HostSort::LastSeen => (
-                "last_seen DESC, id DESC",
-                "(?1 IS NULL OR last_seen < ?1 OR (last_seen = ?1 AND id < ?2))",
-            ),
-            HostSort::Enrolled => (
-                "enrolled_at DESC, id DESC",
-                "(?1 IS NULL OR enrolled_at < ?1 OR (enrolled_at = ?1 AND id < ?2))",
-            ),
-        };
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {} FROM hosts WHERE {seek} {active} ORDER BY {order}",
-            light_columns()
-        ))?;
-        let (key, id) = match after {
-            Some(c) => (Some(c.key), Some(c.id.as_str())),
-            // ?1 NULL means "from the start" for every order.
-            None => (None, None),
-        };
-        // `Id` seeks on the id alone; keep ?1 non-NULL so the id applies.
-        let key = match (sort, after) {
-            (HostSort::Id, Some(_)) => Some(0),
-            _ => key,
-        };
-        let mut rows = stmt.query(params![key, id])?;
         let mut hosts = Vec::new();
         while let Some(row) = rows.next()? {
             let host = host_row(row)??;
@@ -148,6 +146,17 @@ impl Store {
         rows.map(|r| r?).collect()
     }
 
+    /// The text of a config some host renders or runs, by its hash (`None`
+    /// once no host names it, or for a hash from before the history).
+    pub fn config_by_hash(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT config FROM configs WHERE hash = ?1", [hash], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     /// A host's certificates, newest first.
     pub fn host_certs(&self, host_id: &str) -> Result<Vec<HostCert>, StoreError> {
         certs(&self.conn(), host_id)
@@ -179,4 +188,104 @@ fn certs(conn: &Connection, host_id: &str) -> Result<Vec<HostCert>, StoreError> 
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_hosts(n: usize) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("muster.db")).expect("store");
+        {
+            let conn = store.conn();
+            let facts = serde_json::json!({
+                "hostname": "web", "machine_id": "m", "os": "linux", "arch": "x86_64",
+                "scrape_address": "10.0.0.5:12345", "agent_version": "0.1.0",
+            })
+            .to_string();
+            for i in 0..n {
+                // Ties on both keys, so the id has to break them.
+                conn.execute(
+                    "INSERT INTO hosts (id, machine_id, public_key_sha256, facts, labels, state,
+                     config, rendered_hash, targets, enrolled_at, last_seen, cert_expires_at,
+                     decommissioned_at)
+                     VALUES (?1, ?2, 'k', ?6, '{}', 'enrolled', '', 'h', '[]', ?3, ?4, 1, ?5)",
+                    params![
+                        format!("web-{i:03}-abc"),
+                        format!("m{i}"),
+                        (i / 3) as i64,
+                        (i % 7) as i64,
+                        (i % 10 == 0).then_some(1),
+                        facts,
+                    ],
+                )
+                .expect("host");
+            }
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn pages_walk_every_order_without_gaps_or_repeats() {
+        let (_dir, store) = store_with_hosts(120);
+        for sort in [HostSort::Id, HostSort::LastSeen, HostSort::Enrolled] {
+            for all in [false, true] {
+                let mut expected: Vec<HostRecord> = store
+                    .hosts_light()
+                    .expect("hosts")
+                    .into_iter()
+                    .filter(|h| all || h.lifecycle.decommissioned_at.is_none())
+                    .collect();
+                expected.sort_by(|a, b| match sort {
+                    HostSort::Id => a.id.cmp(&b.id),
+                    _ => (sort.key(b), &b.id).cmp(&(sort.key(a), &a.id)),
+                });
+                let mut seen = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = store
+                        .host_page(sort, after.as_ref(), all, 25, |_| true)
+                        .expect("page");
+                    seen.extend(page.hosts.iter().map(|h| h.id.clone()));
+                    if !page.more {
+                        break;
+                    }
+                    let last = page.hosts.last().expect("a full page");
+                    after = Some(Cursor {
+                        key: sort.key(last),
+                        id: last.id.clone(),
+                    });
+                }
+                let want: Vec<String> = expected.iter().map(|h| h.id.clone()).collect();
+                assert_eq!(seen, want, "{sort:?}, all={all}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_page_reads_an_index_in_order() {
+        let (_dir, store) = store_with_hosts(3);
+        let conn = store.conn();
+        for sort in [HostSort::Id, HostSort::LastSeen, HostSort::Enrolled] {
+            for after in [false, true] {
+                let sql = page_query(sort, after, false);
+                let mut stmt = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .expect("explain");
+                let unbound = rusqlite::params_from_iter(std::iter::repeat_n(
+                    rusqlite::types::Null,
+                    stmt.parameter_count(),
+                ));
+                let plan: Vec<String> = stmt
+                    .query_map(unbound, |r| r.get(3))
+                    .expect("plan")
+                    .map(|r| r.expect("row"))
+                    .collect();
+                let plan = plan.join("; ");
+                assert!(!plan.contains("TEMP B-TREE"), "{sort:?} sorts: {plan}");
+                assert!(plan.contains("INDEX"), "{sort:?} reads no index: {plan}");
+            }
+        }
+    }
 }

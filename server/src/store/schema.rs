@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this server writes and understands.
-pub const VERSION: i32 = 4;
+pub const VERSION: i32 = 5;
 
 /// Version 1 (the first release). Never edited: later versions are steps.
 const V1: &str = r#"
@@ -171,13 +171,47 @@ CREATE TABLE reader_tokens (
 );
 "#;
 
+/// 4 → 5: the console's hosts page and config history.
+/// * `hosts_last_seen`, `hosts_enrolled`: a page of hosts sorted by last
+///   seen or by enrollment (newest first) reads the first rows of an index
+///   instead of sorting every host.
+/// * `configs`: every config a host was rendered, by its hash, so that the
+///   hash an agent reports as applied can be turned back into text (the
+///   host page diffs it against the rendered one). Filled and pruned by
+///   triggers, whoever writes `hosts`: a config is kept while some host's
+///   `rendered_hash` or `applied_hash` names it (both indexed for that).
+const V5: &str = r#"
+CREATE INDEX hosts_last_seen ON hosts(last_seen, id);
+CREATE INDEX hosts_enrolled ON hosts(enrolled_at, id);
+CREATE INDEX hosts_rendered_hash ON hosts(rendered_hash);
+CREATE INDEX hosts_applied_hash ON hosts(applied_hash) WHERE applied_hash IS NOT NULL;
+CREATE TABLE configs (
+    hash TEXT PRIMARY KEY,
+    config TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO configs (hash, config) SELECT rendered_hash, config FROM hosts;
+CREATE TRIGGER configs_keep_new AFTER INSERT ON hosts
+  BEGIN INSERT OR IGNORE INTO configs (hash, config) VALUES (new.rendered_hash, new.config); END;
+CREATE TRIGGER configs_keep_rendered AFTER UPDATE OF rendered_hash ON hosts
+  WHEN new.rendered_hash IS NOT old.rendered_hash
+  BEGIN INSERT OR IGNORE INTO configs (hash, config) VALUES (new.rendered_hash, new.config); END;
+CREATE TRIGGER configs_prune AFTER UPDATE OF rendered_hash, applied_hash ON hosts
+  WHEN new.rendered_hash IS NOT old.rendered_hash OR new.applied_hash IS NOT old.applied_hash
+  BEGIN
+    DELETE FROM configs WHERE hash IN (old.rendered_hash, old.applied_hash)
+      AND hash NOT IN (new.rendered_hash, ifnull(new.applied_hash, ''))
+      AND NOT EXISTS (SELECT 1 FROM hosts WHERE rendered_hash = configs.hash)
+      AND NOT EXISTS (SELECT 1 FROM hosts WHERE applied_hash = configs.hash);
+  END;
+"#;
+
 /// Brings the database to [`VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::TooNew(version));
     }
-    let steps: [(i32, &str); 4] = [(1, V1), (2, V2), (3, V3), (4, V4)];
+    let steps: [(i32, &str); 5] = [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
     for (to, sql) in steps {
         if version >= to {
             continue;
@@ -280,6 +314,66 @@ mod tests {
         .expect("decommission");
         conn.execute(insert, params!["web-01-new", None::<i64>])
             .expect("same machine again");
+    }
+
+    #[test]
+    fn configs_are_kept_while_a_host_renders_or_runs_them() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("schema");
+        conn.execute(
+            "INSERT INTO hosts (id, machine_id, public_key_sha256, facts, labels, state, config,
+             rendered_hash, targets, enrolled_at, last_seen, cert_expires_at)
+             VALUES ('h1', 'm1', 'k', '{}', '{}', 'enrolled', 'config A', 'A', '[]', 1, 1, 1)",
+            [],
+        )
+        .expect("host");
+        let kept = |conn: &Connection| -> Vec<(String, String)> {
+            let mut stmt = conn
+                .prepare("SELECT hash, config FROM configs ORDER BY hash")
+                .expect("query");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("rows");
+            rows.map(|r| r.expect("row")).collect()
+        };
+        let pair = |h: &str, c: &str| (h.to_string(), c.to_string());
+        assert_eq!(kept(&conn), vec![pair("A", "config A")]);
+        let set = |conn: &Connection, sql: &str| {
+            conn.execute(&format!("UPDATE hosts SET {sql} WHERE id = 'h1'"), [])
+                .expect(sql)
+        };
+        // The agent runs A while B is rendered: both are kept.
+        set(&conn, "applied_hash = 'A'");
+        set(&conn, "config = 'config B', rendered_hash = 'B'");
+        assert_eq!(
+            kept(&conn),
+            vec![pair("A", "config A"), pair("B", "config B")]
+        );
+        // Rewriting the same values (an upsert) keeps them.
+        set(
+            &conn,
+            "config = 'config B', rendered_hash = 'B', applied_hash = 'A'",
+        );
+        assert_eq!(kept(&conn).len(), 2);
+        // Once the agent runs B, nothing names A any more.
+        set(&conn, "applied_hash = 'B'");
+        assert_eq!(kept(&conn), vec![pair("B", "config B")]);
+        // A config another host still renders is kept.
+        conn.execute(
+            "INSERT INTO hosts (id, machine_id, public_key_sha256, facts, labels, state, config,
+             rendered_hash, targets, enrolled_at, last_seen, cert_expires_at)
+             VALUES ('h2', 'm2', 'k', '{}', '{}', 'enrolled', 'config B', 'B', '[]', 1, 1, 1)",
+            [],
+        )
+        .expect("second host");
+        set(
+            &conn,
+            "config = 'config C', rendered_hash = 'C', applied_hash = 'C'",
+        );
+        assert_eq!(
+            kept(&conn),
+            vec![pair("B", "config B"), pair("C", "config C")]
+        );
     }
 
     #[test]
