@@ -7,18 +7,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 use muster_shared::pin::Pin;
-use muster_shared::wire::HostInfo;
+use muster_shared::wire::{HostInfo, TokenCreated, TokenInfo};
 
+use crate::admin_wire::IssuedToken;
 use crate::authlimit::{AuthLimiter, Closed};
+use crate::bootstrap;
 use crate::ca::{self, Ca};
 use crate::downloads::{agent_beside_executable, Downloads};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, RowToken};
 use crate::metrics::Metrics;
 use crate::reconciler::{FileChange, Reconciler};
 use crate::render::{RenderSettings, Templates};
 use crate::settings::Settings;
 use crate::store::{AuditEntry, HostRecord, Store};
 use crate::targets;
+use crate::tokens::Secret;
 
 pub struct App {
     pub store: Arc<Store>,
@@ -186,6 +189,63 @@ impl App {
             )
         });
         info
+    }
+
+    /// A new enrollment token with the lines that enroll a host with it:
+    /// the `muster-agent enroll` line, and the pinned install one-liner
+    /// when this server has an agent binary to hand out (looked for on disk
+    /// again: an agent built after start-up counts; an unreadable downloads
+    /// dir is logged and counts as none).
+    pub fn token_created(&self, token: &Secret, info: TokenInfo) -> TokenCreated {
+        let public_url = &self.settings.public_url;
+        let pin = self.pin.to_string();
+        let agents = self.downloads.refresh().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the downloads dir");
+            0
+        });
+        let (install_command, install_unavailable) = if agents == 0 {
+            (
+                String::new(),
+                Some(format!(
+                    "this server has no agent binary to hand out, so the install one-liner would fail: \
+                     build it (cargo build --release -p muster-agent puts it beside muster-server) \
+                     or put muster-agent-<os>-<arch> files in {}",
+                    self.downloads.dir.display()
+                )),
+            )
+        } else {
+            (bootstrap::one_liner(public_url, &pin, token.expose()), None)
+        };
+        TokenCreated {
+            token: token.expose().to_string(),
+            info,
+            enroll_command: bootstrap::enroll_command(public_url, token.expose(), &pin),
+            install_command,
+            install_unavailable,
+        }
+    }
+
+    /// A one-time token (a batch row's, or `hosts replace`'s) with the line
+    /// that enrolls with it.
+    pub fn issued_token(&self, line: usize, hostname: &str, token: &Secret) -> IssuedToken {
+        IssuedToken {
+            line,
+            hostname: hostname.to_string(),
+            token: token.expose().to_string(),
+            enroll_command: bootstrap::enroll_command(
+                &self.settings.public_url,
+                token.expose(),
+                &self.pin.to_string(),
+            ),
+        }
+    }
+
+    /// The tokens of batch rows, with their lines.
+    pub fn issued(&self, tokens: &[RowToken]) -> Vec<IssuedToken> {
+        tokens
+            .iter()
+            .map(|t| self.issued_token(t.line, &t.hostname, &t.token))
+            .collect()
     }
 
     /// The fleet core over this server's state.

@@ -1,15 +1,17 @@
 //! The fleet core: one function per lifecycle transition of a host (enroll,
 //! authenticate, renew, report status, report facts, edit labels,
-//! decommission, replace, batch import and retry). Each runs in one store transaction, enforces the
-//! invariants inside it, writes its audit entry in the same transaction and
-//! returns what changed. Handlers (HTTP, and later the console) only
+//! decommission, replace, batch import and retry) and per operator action
+//! on enrollment tokens (issue, revoke). Each runs in one store
+//! transaction, enforces the invariants inside it, writes its audit entry
+//! in the same transaction and returns what changed. Handlers (the admin API and the console) only
 //! extract, call one function and map [`FleetError`]; nothing here knows
 //! about HTTP, and nothing here touches the filesystem: the target files
 //! follow the store through the reconciler.
 //!
 //! `fleet/enroll.rs` holds the enrollment policy, `fleet/agent.rs` the agent
 //! routes (certificate → host, renewal, reports), `fleet/hosts.rs` the
-//! operator's transitions, `fleet/batch.rs` batch enrollment.
+//! operator's transitions, `fleet/batch.rs` batch enrollment,
+//! `fleet/tokens.rs` enrollment tokens.
 
 use muster_shared::labels::LabelError;
 
@@ -23,11 +25,13 @@ mod agent;
 mod batch;
 mod enroll;
 mod hosts;
+mod tokens;
 
 pub use agent::{at, AgentCert, FactsUpdate};
 pub use batch::{BatchFile, BatchImported, BatchRetried, RowToken};
 pub use enroll::{EnrollAttempt, Enrolled, Enrollment};
 pub use hosts::{Decommissioned, LabelChange, LabelTarget, Replacement};
+pub use tokens::token_ttl;
 
 /// Now, in Unix seconds.
 pub fn unix_now() -> i64 {
@@ -101,6 +105,9 @@ pub enum FleetError {
         state: &'static str,
         valid_token: bool,
     },
+    /// A token request out of bounds or with labels the schema refuses.
+    #[error("{0}")]
+    BadToken(String),
     #[error("host {host}: {error}; nothing was changed")]
     Schema { host: String, error: SchemaError },
     #[error(transparent)]

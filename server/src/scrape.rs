@@ -148,7 +148,7 @@ async fn check_once(
     let observed = parse_targets(&body)?;
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
-        let now = crate::api::unix_now();
+        let now = crate::fleet::unix_now();
         let hosts = store.hosts().map_err(|e| e.to_string())?;
         let results: Vec<(String, Option<ScrapeInfo>)> = hosts
             .iter()

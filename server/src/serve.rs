@@ -26,11 +26,20 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::{self, ConnInfo, Shared};
+use crate::http::{ConnInfo, Shared};
 use crate::settings::Limits;
+use crate::{api, console};
 
 /// How long open connections get to finish after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The admin listener's routes: the admin API and, beside it, the web
+/// console at `/` (the API's fallback answers what neither serves).
+fn admin_router(app: Shared) -> Router {
+    api::admin_router()
+        .merge(console::router(&app.settings.console_frame_ancestors))
+        .with_state(app)
+}
 
 /// Serves the agent and admin APIs on the given listeners until `shutdown`
 /// completes, then lets open connections finish (bounded).
@@ -54,7 +63,7 @@ pub async fn run(
     let admin_task = tokio::spawn(accept_loop(
         admin,
         admin_tls,
-        api::admin_router(app),
+        admin_router(app),
         limits,
         stop_rx,
     ));

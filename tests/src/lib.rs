@@ -18,7 +18,6 @@
 pub mod apt_repo;
 pub mod bare_host;
 pub mod fleet;
-pub mod loadgen;
 pub mod process;
 pub mod prometheus;
 pub mod server;

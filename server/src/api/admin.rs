@@ -1,7 +1,6 @@
 //! The admin API: bearer admin token, served on the admin listener only.
 
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header;
@@ -12,12 +11,8 @@ use muster_shared::wire::{HostInfo, HostState, TokenCreate, TokenCreated, TokenI
 use serde::Deserialize;
 
 use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
+use crate::http::{refused_admin, throttle, verify_admin};
 use crate::store::{AuditEntry, AuditFilter, AuditRow};
-
-/// Longest enrollment token lifetime.
-const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86400);
-/// Most enrollments one token may allow.
-const MAX_TOKEN_USES: u32 = 100_000;
 
 /// The name of the admin token a request carries.
 pub struct Admin(pub String);
@@ -46,60 +41,6 @@ impl FromRequestParts<Shared> for Admin {
                 Err(ApiError::Unauthenticated(MISSING))
             }
         }
-    }
-}
-
-/// The name of the admin token `token`, if it is valid and not revoked.
-pub async fn verify_admin(app: &Shared, token: String) -> Result<Option<String>, ApiError> {
-    blocking(app, move |app| app.store.verify_admin_token(&token))
-        .await?
-        .map_err(|e| ApiError::internal("admin token lookup failed", e))
-}
-
-/// Turns `source` away (429) while it is over its refused-authentication
-/// limit; checked before any credential is looked at.
-pub fn throttle(app: &Shared, source: Option<IpAddr>) -> Result<(), ApiError> {
-    let Some(ip) = source else { return Ok(()) };
-    app.auth_limiter
-        .check(ip, Instant::now())
-        .map_err(|retry_after| ApiError::RateLimited {
-            retry_after_secs: retry_after.as_secs(),
-        })
-}
-
-/// Counts a refused admin authentication against its source and audits it:
-/// the first of the source's window at once, the rest summed when the window
-/// closes (never the token itself).
-pub fn refused_admin(app: &Shared, source: Option<IpAddr>, reason: &str) {
-    let text = source.map(|s| s.to_string());
-    tracing::warn!(
-        source = text.as_deref().unwrap_or("-"),
-        reason,
-        "admin authentication refused"
-    );
-    let Some(ip) = source else {
-        app.audit(refusal(None, reason));
-        return;
-    };
-    let refused = app.auth_limiter.refuse(ip, Instant::now());
-    if let Some(closed) = &refused.closed {
-        let detail = crate::authlimit::summary(closed, app.auth_limiter.window());
-        app.audit(refusal(text.as_deref(), &detail));
-    }
-    if refused.first {
-        app.audit(refusal(text.as_deref(), reason));
-    }
-}
-
-fn refusal<'a>(source: Option<&'a str>, detail: &'a str) -> AuditEntry<'a> {
-    AuditEntry {
-        at: unix_now(),
-        actor: "anonymous",
-        action: "admin.auth",
-        target: None,
-        outcome: "refused",
-        detail: Some(detail),
-        source,
     }
 }
 
@@ -182,15 +123,7 @@ pub async fn revoke_reader_token(
 /// The token lifetime a request asks for (the server's default when absent),
 /// within bounds.
 pub fn token_ttl(app: &Shared, secs: Option<u64>) -> Result<Duration, ApiError> {
-    let ttl = secs
-        .map(Duration::from_secs)
-        .unwrap_or(app.settings.token_ttl);
-    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-        return Err(ApiError::BadRequest(
-            "ttl must be between 1 second and 365 days".into(),
-        ));
-    }
-    Ok(ttl)
+    Ok(crate::fleet::token_ttl(&app.settings, secs)?)
 }
 
 pub async fn create_token(
@@ -199,76 +132,21 @@ pub async fn create_token(
     Admin(admin): Admin,
     ApiJson(req): ApiJson<TokenCreate>,
 ) -> Result<Json<TokenCreated>, ApiError> {
-    // The schema fills in defaults: the token carries the labels its hosts get.
-    let labels = app
-        .settings
-        .label_schema()
-        .map_err(|e| ApiError::internal("the label schema does not compile", e))?
-        .check(&req.labels)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let ttl = token_ttl(&app, req.ttl_secs)?;
-    let uses = req.uses.unwrap_or(1);
-    if uses == 0 || uses > MAX_TOKEN_USES {
-        return Err(ApiError::BadRequest(format!(
-            "uses must be between 1 and {MAX_TOKEN_USES}"
-        )));
-    }
-    let actor = admin.clone();
-    let (secret, info) = blocking(&app, move |app| {
-        let now = unix_now();
-        app.store
-            .create_enroll_token(&labels, now + ttl.as_secs() as i64, uses, &actor, now)
+    let source = conn.peer.ip().to_string();
+    let created = blocking(&app, move |app| {
+        let (secret, info) = app.fleet().create_token(
+            &req.labels,
+            ttl,
+            req.uses.unwrap_or(1),
+            &admin,
+            &source,
+            unix_now(),
+        )?;
+        Ok::<_, crate::fleet::FleetError>(app.token_created(&secret, info))
     })
-    .await?
-    .map_err(|e| ApiError::internal("cannot create token", e))?;
-    tracing::info!(token = %info.id, admin = %admin, uses, "created enrollment token");
-    app.audit(AuditEntry {
-        at: unix_now(),
-        actor: &admin,
-        action: "token.create",
-        target: Some(&info.id),
-        outcome: "ok",
-        detail: Some(&serde_json::to_string(&info.labels).unwrap_or_default()),
-        source: Some(&conn.peer.ip().to_string()),
-    });
-    let enroll_command = format!(
-        "muster-agent enroll --server {} --token {} --pin {}",
-        app.settings.public_url,
-        secret.expose(),
-        app.pin
-    );
-    // Looks on disk again: an agent built after start-up counts.
-    let agents = app
-        .downloads
-        .refresh()
-        .map_err(|e| ApiError::internal("cannot read the downloads dir", e))?;
-    let (install_command, install_unavailable) = if agents == 0 {
-        (
-            String::new(),
-            Some(format!(
-                "this server has no agent binary to hand out, so the install one-liner would fail: \
-                 build it (cargo build --release -p muster-agent puts it beside muster-server) \
-                 or put muster-agent-<os>-<arch> files in {}",
-                app.downloads.dir.display()
-            )),
-        )
-    } else {
-        (
-            super::install::one_liner(
-                &app.settings.public_url,
-                &app.pin.to_string(),
-                secret.expose(),
-            ),
-            None,
-        )
-    };
-    Ok(Json(TokenCreated {
-        token: secret.expose().to_string(),
-        info,
-        enroll_command,
-        install_command,
-        install_unavailable,
-    }))
+    .await??;
+    Ok(Json(created))
 }
 
 pub async fn list_tokens(
@@ -287,23 +165,11 @@ pub async fn revoke_token(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    let lookup = id.clone();
+    let source = conn.peer.ip().to_string();
     let info = blocking(&app, move |app| {
-        app.store.revoke_enroll_token(&lookup, unix_now())
+        app.fleet().revoke_token(&id, &admin, &source, unix_now())
     })
-    .await?
-    .map_err(|e| ApiError::internal("cannot revoke token", e))?
-    .ok_or_else(|| ApiError::NotFound(format!("no enrollment token {id:?}")))?;
-    tracing::info!(token = %info.id, admin = %admin, "revoked enrollment token");
-    app.audit(AuditEntry {
-        at: unix_now(),
-        actor: &admin,
-        action: "token.revoke",
-        target: Some(&info.id),
-        outcome: "ok",
-        detail: None,
-        source: Some(&conn.peer.ip().to_string()),
-    });
+    .await??;
     Ok(Json(info))
 }
 

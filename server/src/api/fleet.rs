@@ -11,14 +11,13 @@ use muster_shared::labels;
 use super::admin::{token_ttl, Admin};
 use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
 use crate::admin_wire::{
-    BatchImport, BatchImported, BatchRetried, BatchRetry, BatchStatus, Decommissioned, IssuedToken,
-    LabelCheck, LabelEdit, LabelEdited, LabelMisfit, ReplaceArmed,
+    BatchImport, BatchImported, BatchRetried, BatchRetry, BatchStatus, Decommissioned, LabelCheck,
+    LabelEdit, LabelEdited, LabelMisfit, ReplaceArmed,
 };
 use crate::app::App;
-use crate::fleet::{BatchFile, LabelTarget, RowToken};
+use crate::fleet::{BatchFile, LabelTarget};
 use crate::reconciler::FileChange;
 use crate::schema::LabelSchema;
-use crate::tokens::Secret;
 
 fn schema(app: &App) -> Result<LabelSchema, ApiError> {
     app.settings
@@ -138,7 +137,7 @@ pub async fn replace(
         app.fleet().replace(&id, &admin, &source, unix_now())
     })
     .await??;
-    let issued = issued(&app, 0, &done.host.facts.hostname, &done.token);
+    let issued = app.issued_token(0, &done.host.facts.hostname, &done.token);
     Ok(Json(ReplaceArmed {
         host: app.host_info(&done.host, unix_now()),
         until: done.until,
@@ -177,29 +176,6 @@ pub async fn labels_check(
     .await?
 }
 
-/// A token with the command that enrolls with it.
-pub fn issued(app: &App, line: usize, hostname: &str, token: &Secret) -> IssuedToken {
-    IssuedToken {
-        line,
-        hostname: hostname.to_string(),
-        token: token.expose().to_string(),
-        enroll_command: format!(
-            "muster-agent enroll --server {} --token {} --pin {}",
-            app.settings.public_url,
-            token.expose(),
-            app.pin
-        ),
-    }
-}
-
-/// The tokens of batch rows, with their commands.
-pub fn issued_all(app: &App, tokens: &[RowToken]) -> Vec<IssuedToken> {
-    tokens
-        .iter()
-        .map(|t| issued(app, t.line, &t.hostname, &t.token))
-        .collect()
-}
-
 /// `POST /v1/admin/batches`: validates the whole file, then pre-registers
 /// each row with its own one-time token bound to its hostname.
 pub async fn import_batch(
@@ -223,7 +199,7 @@ pub async fn import_batch(
     })
     .await??;
     Ok(Json(BatchImported {
-        hosts: issued_all(&app, &imported.tokens),
+        hosts: app.issued(&imported.tokens),
         batch: imported.batch,
         server: app.settings.public_url.clone(),
         pin: app.pin.to_string(),
@@ -276,7 +252,7 @@ pub async fn retry_batch(
     })
     .await??;
     Ok(Json(BatchRetried {
-        hosts: issued_all(&app, &retried.tokens),
+        hosts: app.issued(&retried.tokens),
         batch: retried.batch,
         server: app.settings.public_url.clone(),
         pin: app.pin.to_string(),

@@ -12,13 +12,13 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{ApiError, Shared};
+use crate::bootstrap::sh_quote;
+pub use crate::bootstrap::SCRIPT_PATH;
 use crate::settings::AlloyMirror;
 
 /// The script text; the server fills in the values between its markers.
 pub const SCRIPT_TEMPLATE: &str = include_str!("../../../packaging/install.sh");
 
-/// Route of the bootstrap script.
-pub const SCRIPT_PATH: &str = "/install.sh";
 /// Route prefix of the agent binaries.
 pub const DOWNLOAD_PREFIX: &str = "/v1/download/";
 
@@ -62,23 +62,6 @@ pub fn render_script(template: &str, values: &ScriptValues<'_>) -> String {
         out.push_str(line);
     }
     out
-}
-
-/// The line an operator pastes on a bare host. `-k` skips CA checks because
-/// the server's certificate comes from its private CA; `--pinnedpubkey` is
-/// what makes it safe: curl refuses any other key.
-pub fn one_liner(public_url: &str, pin: &str, token: &str) -> String {
-    format!(
-        "curl -fsSk --pinnedpubkey {} {}{SCRIPT_PATH} | sh -s -- --token {}",
-        sh_quote(pin),
-        public_url.trim_end_matches('/'),
-        sh_quote(token)
-    )
-}
-
-/// `value` as one single-quoted `sh` word.
-pub fn sh_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 pub use crate::downloads::{
@@ -229,14 +212,6 @@ mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "{line} missing");
         }
-    }
-
-    #[test]
-    fn the_one_liner_pins_the_key_and_passes_the_token() {
-        assert_eq!(
-            one_liner("https://m.example:8443/", "sha256//AbC=", "mte_a_b"),
-            "curl -fsSk --pinnedpubkey 'sha256//AbC=' https://m.example:8443/install.sh | sh -s -- --token 'mte_a_b'"
-        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::Json;
 use muster_shared::wire;
 use serde_json::json;
 
-use super::{admin, blocking, unix_now, ApiError, Shared};
+use super::{blocking, unix_now, ApiError, Shared};
 use crate::metrics;
 
 /// `GET /metrics`: counters, counts read from the store now, process metrics.
@@ -99,7 +99,7 @@ async fn reader(app: &Shared, parts: &axum::http::request::Parts) -> Result<(), 
         .extensions
         .get::<super::ConnInfo>()
         .map(|c| c.peer.ip());
-    admin::throttle(app, source)?;
+    crate::http::throttle(app, source)?;
     let token = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -107,13 +107,13 @@ async fn reader(app: &Shared, parts: &axum::http::request::Parts) -> Result<(), 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
     let Some(token) = token else {
-        admin::refused_admin(app, source, "no bearer token (targets reader)");
+        crate::http::refused_admin(app, source, "no bearer token (targets reader)");
         return Err(ApiError::Unauthenticated(MISSING));
     };
     match blocking(app, move |app| app.store.verify_reader_token(&token)).await? {
         Ok(Some(_)) => Ok(()),
         Ok(None) => {
-            admin::refused_admin(app, source, "invalid or revoked targets-reader token");
+            crate::http::refused_admin(app, source, "invalid or revoked targets-reader token");
             Err(ApiError::Unauthenticated(MISSING))
         }
         Err(e) => Err(ApiError::internal("reader token lookup failed", e)),

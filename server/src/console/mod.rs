@@ -28,7 +28,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::de::DeserializeOwned;
 
-use crate::api::{ApiError, ConnInfo, Shared, BATCH_BODY_BYTES};
+use crate::http::{ApiError, ConnInfo, Shared, BATCH_BODY_BYTES};
+use muster_shared::wire::MAX_BODY_BYTES;
 pub use session::{Sessions, SESSION_TTL};
 
 /// The session cookie's name.
@@ -150,6 +151,7 @@ pub fn router(frame_ancestors: &[String]) -> Router<Shared> {
         .route("/audit", get(pages::audit))
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(headers))
         .layer(Extension(console))
 }

@@ -1,5 +1,6 @@
 //! The console's pages and actions. Reads go to the store; every action
-//! calls the admin API's handler for it with the signed-in admin.
+//! calls the fleet core's function for it (the one the admin API calls)
+//! with the signed-in admin as the actor, audited inside its transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,17 +9,19 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Json};
+use axum::Extension;
 use minijinja::{context, Value};
 use muster_shared::labels::{self, Labels};
 use muster_shared::wire::{HostInfo, HostState, TokenCreate};
 use serde::Deserialize;
 
 use super::{cookie_value, render, Action, Console, Refusal, User, COOKIE, SESSION_TTL};
-use crate::admin_wire::{BatchImport, BatchRetry, LabelEdit};
-use crate::api::admin::{self, refused_admin, throttle, verify_admin, Admin};
-use crate::api::{blocking, fleet, unix_now, ApiError, ApiJson, ConnInfo, Shared};
+use crate::admin_wire::LabelEdit;
+use crate::app::App;
 use crate::cli::batch::Output;
+use crate::fleet::{unix_now, BatchFile, FleetError, LabelTarget};
+use crate::http::{blocking, refused_admin, throttle, verify_admin, ApiError, ConnInfo, Shared};
+use crate::reconciler::FileChange;
 use crate::store::{AuditEntry, AuditFilter, Cursor, HostRecord, HostSort};
 
 /// Hosts per page of the hosts table.
@@ -60,10 +63,6 @@ pub fn url_encode(text: &str) -> String {
         .unwrap_or_default()
 }
 
-fn admin(user: &User) -> Admin {
-    Admin(user.name.clone())
-}
-
 fn page(user: &User, nav: &str, extra: Value) -> Value {
     context! {
         user => context! { name => user.name, csrf => user.csrf },
@@ -87,6 +86,37 @@ fn stale_secs(app: &Shared) -> i64 {
 
 fn store_err(what: &'static str) -> impl Fn(crate::store::StoreError) -> Refusal {
     move |e| Refusal::Api(ApiError::internal(what, e))
+}
+
+/// Runs a fleet transition off the async workers as the signed-in admin
+/// (actor and source address), its refusal mapped as the API maps it.
+async fn transition<T: Send + 'static>(
+    app: &Shared,
+    user: &User,
+    f: impl FnOnce(&App, &str, &str) -> Result<T, FleetError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (actor, source) = (user.name.clone(), user.conn.peer.ip().to_string());
+    blocking(app, move |app| f(app, &actor, &source))
+        .await?
+        .map_err(ApiError::from)
+}
+
+/// A host that exists (decommissioned ones too).
+async fn load_host(app: &Shared, id: &str) -> Result<HostRecord, Refusal> {
+    let lookup = id.to_string();
+    blocking(app, move |app| app.store.host(&lookup))
+        .await?
+        .map_err(store_err("cannot read host"))?
+        .ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")).into())
+}
+
+/// Back to the host page with what was done.
+fn host_done(id: &str, message: &str) -> Response {
+    see_other(&format!(
+        "/hosts/{}?done={}",
+        url_encode(id),
+        url_encode(message)
+    ))
 }
 
 // ---- sign-in ----
@@ -436,15 +466,17 @@ pub async fn enroll(State(app): State<Shared>, action: Action<BTreeMap<String, S
             ))
         }
     };
-    let created = admin::create_token(
-        State(app.clone()),
-        Extension(user.conn.clone()),
-        admin(&user),
-        ApiJson(req),
-    )
+    let created = transition(&app, &user, move |app, actor, source| {
+        let ttl = crate::fleet::token_ttl(&app.settings, req.ttl_secs)?;
+        let uses = req.uses.unwrap_or(1);
+        let (secret, info) =
+            app.fleet()
+                .create_token(&req.labels, ttl, uses, actor, source, unix_now())?;
+        Ok(app.token_created(&secret, info))
+    })
     .await;
     match created {
-        Ok(Json(created)) => Ok(render(
+        Ok(created) => Ok(render(
             "enrolled.html",
             page(
                 &user,
@@ -706,30 +738,35 @@ pub async fn edit_labels(
     action: Action<BTreeMap<String, String>>,
 ) -> Page {
     let Action { user, form } = action;
-    let lookup = id.clone();
-    let current = blocking(&app, move |app| app.store.host(&lookup))
-        .await?
-        .map_err(store_err("cannot read host"))?
-        .ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))?
-        .operator_labels;
+    let current = load_host(&app, &id).await?.operator_labels;
     let edit = label_edit(&current, &form);
     if edit.set.is_empty() && edit.remove.is_empty() {
         return host_page(&app, &user, id, Some("Nothing changed.".into()), None).await;
     }
-    let result = fleet::edit_host_labels(
-        State(app.clone()),
-        Extension(user.conn.clone()),
-        admin(&user),
-        Path(id.clone()),
-        ApiJson(edit),
-    )
+    let target = LabelTarget::Id(id.clone());
+    let result = transition(&app, &user, move |app, actor, source| {
+        let change =
+            app.fleet()
+                .edit_labels(&target, &edit.set, &edit.remove, actor, source, unix_now())?;
+        Ok(change
+            .changed
+            .iter()
+            .filter_map(|h| app.host_changed(&h.id).err())
+            .collect::<Vec<_>>())
+    })
     .await;
     match result {
-        Ok(_) => Ok(see_other(&format!(
-            "/hosts/{}?done={}",
-            url_encode(&id),
-            url_encode("Labels saved: the config was re-rendered and the target file rewritten.")
-        ))),
+        Ok(failed) if failed.is_empty() => Ok(host_done(
+            &id,
+            "Labels saved: the config was re-rendered and the target file rewritten.",
+        )),
+        Ok(failed) => Ok(host_done(
+            &id,
+            &format!(
+                "Labels saved and the config re-rendered, but the target file could not be written yet (retried in the background): {}",
+                failed.join("; ")
+            ),
+        )),
         Err(ApiError::BadRequest(message)) => Ok(with_status(
             StatusCode::BAD_REQUEST,
             host_page(&app, &user, id, None, Some(message)).await?,
@@ -750,11 +787,7 @@ pub async fn decommission(
     action: Action<Decommission>,
 ) -> Page {
     let Action { user, form } = action;
-    let lookup = id.clone();
-    let host = blocking(&app, move |app| app.store.host(&lookup))
-        .await?
-        .map_err(store_err("cannot read host"))?
-        .ok_or_else(|| ApiError::NotFound(format!("no host {id:?}")))?;
+    let host = load_host(&app, &id).await?;
     if form.confirm.trim() != host.facts.hostname {
         let message = format!(
             "Type the hostname {:?} exactly to decommission this host; nothing was changed.",
@@ -765,26 +798,21 @@ pub async fn decommission(
             host_page(&app, &user, id, None, Some(message)).await?,
         ));
     }
-    let done = fleet::decommission(
-        State(app.clone()),
-        Extension(user.conn.clone()),
-        admin(&user),
-        Path(id.clone()),
-    )
+    let (revoked, file) = transition(&app, &user, move |app, actor, source| {
+        let done = app.fleet().decommission(&id, actor, source, unix_now())?;
+        Ok((done.revoked_certs, app.host_changed(&done.host.id)))
+    })
     .await?;
     let message = format!(
-        "Decommissioned: {} certificate(s) revoked; {}.",
-        done.revoked_certs,
-        match &done.target_file {
-            Some(name) => format!("target file retired as {name}"),
-            None => "there was no target file".into(),
+        "Decommissioned: {revoked} certificate(s) revoked; {}.",
+        match file {
+            Ok(FileChange::Retired(name)) => format!("target file retired as {name}"),
+            Ok(_) => "there was no target file".into(),
+            Err(e) =>
+                format!("the target file could not be retired yet (retried in the background): {e}"),
         }
     );
-    Ok(see_other(&format!(
-        "/hosts/{}?done={}",
-        url_encode(&id),
-        url_encode(&message)
-    )))
+    Ok(host_done(&host.id, &message))
 }
 
 pub async fn replace(
@@ -793,22 +821,16 @@ pub async fn replace(
     action: Action<Empty>,
 ) -> Page {
     let user = action.user;
-    let armed = fleet::replace(
-        State(app.clone()),
-        Extension(user.conn.clone()),
-        admin(&user),
-        Path(id.clone()),
-    )
+    let lookup = id.clone();
+    let armed = transition(&app, &user, move |app, actor, source| {
+        app.fleet().replace(&lookup, actor, source, unix_now())
+    })
     .await?;
     let message = format!(
         "Another key may now enroll as this host (a reinstall) until {}.",
         time_filter(armed.until)
     );
-    Ok(see_other(&format!(
-        "/hosts/{}?done={}",
-        url_encode(&id),
-        url_encode(&message)
-    )))
+    Ok(host_done(&id, &message))
 }
 
 // ---- batches ----
@@ -819,9 +841,9 @@ async fn batches_page(
     form: &BTreeMap<String, String>,
     report: Option<Value>,
 ) -> Page {
-    let list = fleet::list_batches(State(app.clone()), admin(user))
+    let list = blocking(app, |app| app.store.batches())
         .await?
-        .0;
+        .map_err(store_err("cannot list batches"))?;
     Ok(render(
         "batches.html",
         page(
@@ -841,99 +863,123 @@ pub async fn batches(State(app): State<Shared>, user: User) -> Page {
     batches_page(&app, &user, &BTreeMap::new(), None).await
 }
 
-fn downloads(imported_server: &str, pin: &str, hosts: &[crate::admin_wire::IssuedToken]) -> Value {
+/// The batch page again with what is wrong with the file (nothing stored).
+async fn batch_refused(
+    app: &Shared,
+    user: &User,
+    form: &BTreeMap<String, String>,
+    summary: &str,
+    rows: &[crate::batch::RowError],
+    valid: usize,
+) -> Page {
+    let report = context! {
+        summary => summary,
+        rows => Value::from_serialize(rows),
+        valid => valid,
+    };
+    Ok(with_status(
+        StatusCode::BAD_REQUEST,
+        batches_page(app, user, form, Some(report)).await?,
+    ))
+}
+
+/// The tokens of an import or a retry, each with its line, and the same
+/// lines as downloads (rendered by the CLI's own `batch` output).
+fn issued_page(
+    app: &App,
+    user: &User,
+    batch: &crate::store::BatchRecord,
+    tokens: &[crate::fleet::RowToken],
+    invalid: &[crate::batch::RowError],
+    retried: bool,
+) -> Response {
     use base64::Engine as _;
+    let hosts = app.issued(tokens);
+    let (server, pin) = (&app.settings.public_url, app.pin.to_string());
     let link = |output: Output, kind: &str| {
-        let text = crate::cli::batch::render(output, imported_server, pin, hosts);
+        let text = crate::cli::batch::render(output, server, &pin, &hosts);
         format!(
             "data:{kind};base64,{}",
             base64::engine::general_purpose::STANDARD.encode(text)
         )
     };
-    context! {
-        lines => link(Output::Lines, "text/plain"),
-        csv => link(Output::Csv, "text/csv"),
-        cloud_init => link(Output::CloudInit, "text/yaml"),
-    }
+    render(
+        "imported.html",
+        page(
+            user,
+            "batches",
+            context! {
+                batch => Value::from_serialize(batch),
+                hosts => Value::from_serialize(&hosts),
+                invalid => Value::from_serialize(invalid),
+                downloads => context! {
+                    lines => link(Output::Lines, "text/plain"),
+                    csv => link(Output::Csv, "text/csv"),
+                    cloud_init => link(Output::CloudInit, "text/yaml"),
+                },
+                retried => retried,
+            },
+        ),
+    )
 }
 
 pub async fn import(State(app): State<Shared>, action: Action<BTreeMap<String, String>>) -> Page {
     let Action { user, form } = action;
     let content = form.get("content").cloned().unwrap_or_default();
     if content.trim().is_empty() {
-        let report = context! { summary => "Choose a CSV file (or paste its rows) first.", rows => Vec::<Value>::new(), valid => 0 };
-        return Ok(with_status(
-            StatusCode::BAD_REQUEST,
-            batches_page(&app, &user, &form, Some(report)).await?,
-        ));
+        let summary = "Choose a CSV file (or paste its rows) first.";
+        return batch_refused(&app, &user, &form, summary, &[], 0).await;
     }
     let name = form
         .get("name")
         .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty());
-    let req = BatchImport {
-        format: None,
-        content,
-        name,
-        skip_invalid: form.contains_key("skip_invalid"),
-        ttl_secs: None,
-    };
-    let result = fleet::import_batch(
-        State(app.clone()),
-        Extension(user.conn.clone()),
-        admin(&user),
-        ApiJson(req),
-    )
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "batch".into());
+    let skip_invalid = form.contains_key("skip_invalid");
+    let text = content.clone();
+    let result = transition(&app, &user, move |app, actor, source| {
+        let now = unix_now();
+        let ttl = crate::fleet::token_ttl(&app.settings, None)?;
+        let file = BatchFile {
+            name: &name,
+            format: None,
+            content: &text,
+            skip_invalid,
+        };
+        app.fleet()
+            .import_batch(&file, now + ttl.as_secs() as i64, actor, source, now)
+    })
     .await;
     match result {
-        Ok(Json(imported)) => Ok(render(
-            "imported.html",
-            page(
-                &user,
-                "batches",
-                context! {
-                    batch => Value::from_serialize(&imported.batch),
-                    hosts => Value::from_serialize(&imported.hosts),
-                    invalid => Value::from_serialize(&imported.invalid),
-                    downloads => downloads(&imported.server, &imported.pin, &imported.hosts),
-                    retried => false,
-                },
-            ),
+        Ok(imported) => Ok(issued_page(
+            &app,
+            &user,
+            &imported.batch,
+            &imported.tokens,
+            &imported.invalid,
+            false,
         )),
         Err(ApiError::InvalidRows { summary, rows }) => {
             let bad: BTreeSet<usize> = rows.iter().map(|r| r.line).collect();
-            let total = crate::batch::parse(
-                crate::batch::Format::sniff(form.get("content").map_or("", |c| c.as_str())),
-                form.get("content").map_or("", |c| c.as_str()),
-            )
-            .map(|r| r.len())
-            .unwrap_or(0);
-            let report = context! {
-                // The API's summary names the CLI flag; here it is a button.
-                summary => summary.replace("with --skip-invalid", "with the button below"),
-                rows => Value::from_serialize(&rows),
-                valid => total.saturating_sub(bad.len()),
-            };
-            Ok(with_status(
-                StatusCode::BAD_REQUEST,
-                batches_page(&app, &user, &form, Some(report)).await?,
-            ))
+            let total = crate::batch::parse(crate::batch::Format::sniff(&content), &content)
+                .map(|r| r.len())
+                .unwrap_or(0);
+            // The fleet's summary names the CLI flag; here it is a button.
+            let summary = summary.replace("with --skip-invalid", "with the button below");
+            let valid = total.saturating_sub(bad.len());
+            batch_refused(&app, &user, &form, &summary, &rows, valid).await
         }
         Err(ApiError::BadRequest(message)) => {
-            let report = context! { summary => message, rows => Vec::<Value>::new(), valid => 0 };
-            Ok(with_status(
-                StatusCode::BAD_REQUEST,
-                batches_page(&app, &user, &form, Some(report)).await?,
-            ))
+            batch_refused(&app, &user, &form, &message, &[], 0).await
         }
         Err(e) => Err(e.into()),
     }
 }
 
-async fn batch_status(app: &Shared, user: &User, id: String) -> Result<Value, Refusal> {
-    let status = fleet::batch_status(State(app.clone()), admin(user), Path(id))
+async fn batch_status(app: &Shared, id: String) -> Result<Value, Refusal> {
+    let status = blocking(app, move |app| app.fleet().batch_status(&id, unix_now()))
         .await?
-        .0;
+        .map_err(ApiError::from)?;
     let settled = status.hosts.iter().all(|h| h.settled(status.scrape_checks));
     let retryable = status.hosts.iter().filter(|h| h.retryable).count();
     Ok(context! {
@@ -944,12 +990,12 @@ async fn batch_status(app: &Shared, user: &User, id: String) -> Result<Value, Re
 }
 
 pub async fn batch(State(app): State<Shared>, user: User, Path(id): Path<String>) -> Page {
-    let status = batch_status(&app, &user, id).await?;
+    let status = batch_status(&app, id).await?;
     Ok(render("batch.html", page(&user, "batches", status)))
 }
 
 pub async fn batch_rows(State(app): State<Shared>, user: User, Path(id): Path<String>) -> Page {
-    let status = batch_status(&app, &user, id).await?;
+    let status = batch_status(&app, id).await?;
     Ok(render("batch_rows.html", page(&user, "batches", status)))
 }
 
@@ -965,31 +1011,27 @@ pub async fn retry(
     action: Action<Retry>,
 ) -> Page {
     let Action { user, form } = action;
-    let retried = fleet::retry_batch(
-        State(app.clone()),
-        Extension(user.conn.clone()),
-        admin(&user),
-        Path(id),
-        ApiJson(BatchRetry {
-            host: form.host.filter(|h| !h.is_empty()),
-            ttl_secs: None,
-        }),
-    )
-    .await?
-    .0;
-    Ok(render(
-        "imported.html",
-        page(
-            &user,
-            "batches",
-            context! {
-                batch => Value::from_serialize(&retried.batch),
-                hosts => Value::from_serialize(&retried.hosts),
-                invalid => Vec::<Value>::new(),
-                downloads => downloads(&retried.server, &retried.pin, &retried.hosts),
-                retried => true,
-            },
-        ),
+    let host = form.host.filter(|h| !h.is_empty());
+    let retried = transition(&app, &user, move |app, actor, source| {
+        let now = unix_now();
+        let ttl = crate::fleet::token_ttl(&app.settings, None)?;
+        app.fleet().retry_batch(
+            &id,
+            host.as_deref(),
+            now + ttl.as_secs() as i64,
+            actor,
+            source,
+            now,
+        )
+    })
+    .await?;
+    Ok(issued_page(
+        &app,
+        &user,
+        &retried.batch,
+        &retried.tokens,
+        &[],
+        true,
     ))
 }
 
@@ -1002,9 +1044,9 @@ pub struct Done {
 }
 
 pub async fn tokens(State(app): State<Shared>, user: User, Query(q): Query<Done>) -> Page {
-    let mut list = admin::list_tokens(State(app.clone()), admin(&user))
+    let mut list = blocking(&app, |app| app.store.list_enroll_tokens(unix_now()))
         .await?
-        .0;
+        .map_err(store_err("cannot list tokens"))?;
     list.reverse();
     Ok(render(
         "tokens.html",
@@ -1021,15 +1063,10 @@ pub async fn revoke(
     Path(id): Path<String>,
     action: Action<Empty>,
 ) -> Page {
-    let user = action.user;
-    let info = admin::revoke_token(
-        State(app.clone()),
-        Extension(user.conn.clone()),
-        admin(&user),
-        Path(id),
-    )
-    .await?
-    .0;
+    let info = transition(&app, &action.user, move |app, actor, source| {
+        app.fleet().revoke_token(&id, actor, source, unix_now())
+    })
+    .await?;
     Ok(see_other(&format!(
         "/tokens?done={}",
         url_encode(&format!(

@@ -54,7 +54,7 @@ impl World {
             .collect();
         let (secret, _) = self
             .store
-            .create_enroll_token(&labels, NOW + 3600, uses, "test", NOW)
+            .write(|tx| tx.create_enroll_token(&labels, NOW + 3600, uses, "test", NOW))
             .expect("token");
         secret.expose().to_string()
     }

@@ -40,25 +40,6 @@ impl Store {
 
     // ---- enrollment tokens ----
 
-    pub fn create_enroll_token(
-        &self,
-        labels: &Labels,
-        expires_at: i64,
-        uses: u32,
-        created_by: &str,
-        now: i64,
-    ) -> Result<(Secret, TokenInfo), StoreError> {
-        insert_enroll_token(
-            &self.conn(),
-            labels,
-            expires_at,
-            uses,
-            created_by,
-            None,
-            now,
-        )
-    }
-
     pub fn list_enroll_tokens(&self, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -67,24 +48,6 @@ impl Store {
         )?;
         let rows = stmt.query_map([], |r| token_row(r, now))?;
         rows.map(|r| r?).collect()
-    }
-
-    /// Revokes a token; `None` when there is no such token.
-    pub fn revoke_enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenInfo>, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now],
-        )?;
-        let row = conn
-            .query_row(
-                "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
-                 FROM enroll_tokens WHERE id = ?1",
-                [id],
-                |r| token_row(r, now),
-            )
-            .optional()?;
-        row.transpose()
     }
 }
 
@@ -181,6 +144,35 @@ fn insert_enroll_token(
 }
 
 impl Tx<'_> {
+    pub fn create_enroll_token(
+        &self,
+        labels: &Labels,
+        expires_at: i64,
+        uses: u32,
+        created_by: &str,
+        now: i64,
+    ) -> Result<(Secret, TokenInfo), StoreError> {
+        insert_enroll_token(&self.tx, labels, expires_at, uses, created_by, None, now)
+    }
+
+    /// Revokes a token; `None` when there is no such token.
+    pub fn revoke_enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenInfo>, StoreError> {
+        self.tx.execute(
+            "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now],
+        )?;
+        let row = self
+            .tx
+            .query_row(
+                "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
+                 FROM enroll_tokens WHERE id = ?1",
+                [id],
+                |r| token_row(r, now),
+            )
+            .optional()?;
+        row.transpose()
+    }
+
     /// The enrollment token with this id, its state at `now`.
     pub fn enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenRow>, StoreError> {
         self.tx
