@@ -6,16 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The tools [`build_alloy_repo`] runs.
-pub const TOOLS: &[&str] = &[
-    "dpkg",
-    "dpkg-deb",
-    "dpkg-scanpackages",
-    "gpg",
-    "gpgconf",
-    "sha256sum",
-];
-
 /// The environment file Grafana's deb installs.
 pub const ENV_FILE: &str = "## Path:\n## Description: Grafana Alloy settings\n\
     CONFIG_FILE=\"/etc/alloy/config.alloy\"\n\n\

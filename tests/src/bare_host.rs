@@ -15,9 +15,6 @@ use std::process::Command;
 
 use crate::process::{bin_path, run, run_ok};
 
-/// What the bare-host tests need on PATH.
-pub const TOOLS: &[&str] = &["debootstrap", "ip", "unshare", "chroot", "cp"];
-
 /// The Debian release and what is added to minbase.
 const SUITE: &str = "bookworm";
 const INCLUDE: &str = "curl,ca-certificates";

@@ -8,16 +8,16 @@
 //! use muster_e2e::{Prometheus, Server, Standin};
 //! let dir = tempfile::tempdir().expect("temp dir");
 //! let server = Server::start(dir.path());
-//! let Some(prometheus) = Prometheus::start(&dir.path().join("targets"), dir.path()).await
-//! else {
-//!     return; // not installed here: skipped
-//! };
+//! // A test that starts one is marked
+//! // #[cfg_attr(not(have_prometheus), ignore = "SKIPPED: needs prometheus ...")].
+//! let prometheus = Prometheus::start(&dir.path().join("targets"), dir.path()).await;
 //! # }
 //! ```
 
 pub mod apt_repo;
 pub mod bare_host;
 pub mod fleet;
+pub mod prereqs;
 pub mod process;
 pub mod prometheus;
 pub mod server;

@@ -1,6 +1,7 @@
 //! A real Prometheus (Debian package `prometheus`) in a test: it discovers
 //! targets from the `file_sd` files in a targets dir and scrapes every second.
-//! Skipped with a loud message where it is not installed, except in CI.
+//! Tests that start one are ignored where it is not installed, except in CI
+//! (`crate::prereqs::PROMETHEUS`).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -29,26 +30,17 @@ impl Prometheus {
     /// Starts Prometheus on a free loopback port with its config and data in
     /// `workdir`, watching `<targets_dir>/*.json`, and waits until it is ready.
     ///
-    /// Returns `None` (after printing `SKIPPED: prometheus not installed`) when
-    /// `prometheus` is not on `PATH`, and panics instead when `CI=true`.
-    pub async fn start(targets_dir: &Path, workdir: &Path) -> Option<Prometheus> {
+    /// Fails the test when `prometheus` is not on `PATH` (tests that start
+    /// one are ignored where build.rs did not find it: `have_prometheus`).
+    pub async fn start(targets_dir: &Path, workdir: &Path) -> Prometheus {
         Prometheus::start_with(&prometheus_yml(targets_dir), workdir).await
     }
 
     /// Like [`Prometheus::start`], with `config` as its `prometheus.yml`
     /// (written into `workdir`; relative paths in it are relative to there).
-    pub async fn start_with(config: &str, workdir: &Path) -> Option<Prometheus> {
-        let Some(bin) = find_on_path("prometheus", &std::env::var_os("PATH").unwrap_or_default())
-        else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "prometheus is required in CI: apt-get install prometheus"
-            );
-            eprintln!(
-                "\n******** SKIPPED: prometheus not installed (apt-get install prometheus) ********\n"
-            );
-            return None;
-        };
+    pub async fn start_with(config: &str, workdir: &Path) -> Prometheus {
+        let bin = find_on_path("prometheus", &std::env::var_os("PATH").unwrap_or_default())
+            .expect("prometheus is not on PATH: apt-get install prometheus");
         let config_file = workdir.join("prometheus.yml");
         std::fs::write(&config_file, config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", config_file.display()));
@@ -78,7 +70,7 @@ impl Prometheus {
                 client: client.clone(),
             };
             match prometheus.wait_ready().await {
-                Ok(()) => return Some(prometheus),
+                Ok(()) => return prometheus,
                 Err(e) if attempt < 3 => eprintln!("prometheus did not start ({e}); retrying"),
                 Err(e) => panic!("prometheus did not start: {e}\n{}", prometheus.logs()),
             }

@@ -20,8 +20,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use muster_e2e::bare_host::{self, BareHost};
-use muster_e2e::{apt_repo, bin_path, run, run_ok, tools, Server};
+use muster_e2e::bare_host::BareHost;
+use muster_e2e::{apt_repo, bin_path, prereqs, run, run_ok, tools, Server};
 use serde_json::Value;
 
 fn text(out: &Output) -> String {
@@ -69,16 +69,13 @@ async fn hosts(server: &Server) -> Vec<Value> {
         .expect("hosts JSON")
 }
 
+#[cfg_attr(
+    not(have_bare_host),
+    ignore = "SKIPPED: needs root, debootstrap, iproute2, dpkg-dev, gnupg -- run as root; apt-get install debootstrap iproute2 dpkg-dev gnupg"
+)]
 #[tokio::test]
 async fn the_one_liner_on_a_bare_debian_host() {
-    let needed: Vec<&str> = bare_host::TOOLS
-        .iter()
-        .chain(apt_repo::TOOLS)
-        .copied()
-        .collect();
-    if !tools::require("bare Debian host", &needed, true) {
-        return;
-    }
+    tools::require(&[&prereqs::BARE_HOST]);
     let started = Instant::now();
     let host = BareHost::create();
     println!("bare root ready: {:.1} s", started.elapsed().as_secs_f64());

@@ -10,7 +10,8 @@
 //! `target/console-screenshots/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`: without them the tests
-//! print `SKIPPED` locally and fail in CI (`CI=true`).
+//! are ignored ("SKIPPED: needs chromium ...") locally and fail in CI
+//! (`CI=true`); see `muster_e2e::prereqs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,7 +22,7 @@ use muster_e2e::fleet::{
     self, append_settings, disable_detected_services, edit_settings, PretendHost, SharedAlloy,
     FAST_CHECKINS,
 };
-use muster_e2e::{run_ok, tools, Process, Server};
+use muster_e2e::{prereqs, run_ok, tools, Process, Server};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -235,14 +236,8 @@ struct Fixture {
     alloy: SharedAlloy,
 }
 
-async fn fixture() -> Option<Fixture> {
-    if !tools::require(
-        "console browser tests",
-        &["chromium", "chromedriver"],
-        false,
-    ) {
-        return None;
-    }
+async fn fixture() -> Fixture {
+    tools::require(&[&prereqs::CHROMIUM]);
     muster_e2e::install_crypto();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().to_path_buf();
@@ -253,13 +248,13 @@ async fn fixture() -> Option<Fixture> {
     disable_detected_services(&data);
     let server = Server::start(&data);
     let alloy = SharedAlloy::start(&root.join("alloy")).await;
-    Some(Fixture {
+    Fixture {
         _dir: dir,
         root,
         server,
         pin,
         alloy,
-    })
+    }
 }
 
 /// The value after `flag` in a command line.
@@ -296,9 +291,13 @@ fn target_file(f: &Fixture, host_id: &str) -> PathBuf {
         .join(format!("{host_id}.json"))
 }
 
+#[cfg_attr(
+    not(have_chromium),
+    ignore = "SKIPPED: needs chromium and chromedriver -- apt-get install chromium chromium-driver"
+)]
 #[tokio::test]
 async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
-    let Some(f) = fixture().await else { return };
+    let f = fixture().await;
     let b = Browser::start("host", &f.server, &f.pin).await;
 
     // Sign-in: a wrong token is refused and says what to use.
@@ -471,9 +470,13 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
     b.client.close().await.expect("close");
 }
 
+#[cfg_attr(
+    not(have_chromium),
+    ignore = "SKIPPED: needs chromium and chromedriver -- apt-get install chromium chromium-driver"
+)]
 #[tokio::test]
 async fn batch_upload_reports_the_bad_line_then_imports_with_live_status() {
-    let Some(f) = fixture().await else { return };
+    let f = fixture().await;
     let b = Browser::start("batch", &f.server, &f.pin).await;
     b.sign_in(f.server.admin_token().trim()).await;
     b.goto("/batches").await;

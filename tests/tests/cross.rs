@@ -5,13 +5,14 @@
 //!
 //! The cross builds are cargo builds in the root (no-ops when up to date).
 //! Without the toolchain or the emulators these tests fail under `CI=true`
-//! and skip, loudly, elsewhere.
+//! and are ignored elsewhere ("SKIPPED: needs ..."; see
+//! `muster_e2e::prereqs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use muster_e2e::fleet::{admin, init, AlloyHost};
-use muster_e2e::{http_client, run, run_ok, tools, Server};
+use muster_e2e::{http_client, prereqs, run_ok, tools, Server};
 use serde_json::{json, Value};
 
 const AARCH64: &str = "aarch64-unknown-linux-gnu";
@@ -25,26 +26,6 @@ fn repo() -> PathBuf {
 
 fn toolchain() -> Command {
     Command::new(repo().join("packaging/cross-toolchain"))
-}
-
-/// Whether `tools` and the cross toolchain are here (and this is root, which
-/// entering the toolchain's root needs). When not: panics under `CI=true`,
-/// else prints `SKIPPED` and returns false.
-fn require(test: &str, tools: &[&str]) -> bool {
-    if !tools::require(test, tools, true) {
-        return false;
-    }
-    if run(toolchain().arg("ready")).status.success() {
-        return true;
-    }
-    let message = format!(
-        "{test}: no cross toolchain (packaging/cross-toolchain setup makes it; .ci/run runs that)"
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
-    }
-    eprintln!("SKIPPED {message}");
-    false
 }
 
 /// Builds `bin` of `package` for the Linux `target` in the dist profile
@@ -105,11 +86,13 @@ async fn only_host(server: &Server) -> Value {
     hosts[0].clone()
 }
 
+#[cfg_attr(
+    not(have_cross_aarch64),
+    ignore = "SKIPPED: needs root, qemu-user-static and the cross toolchain -- run as root; apt-get install qemu-user-static; packaging/cross-toolchain setup"
+)]
 #[tokio::test]
 async fn the_aarch64_agent_enrolls_and_applies_its_config_under_qemu() {
-    if !require("aarch64 agent under qemu", &["qemu-aarch64-static"]) {
-        return;
-    }
+    tools::require(&[&prereqs::CROSS_AARCH64]);
     let agent_bin = cross_build(AARCH64, "muster-agent", "muster-agent");
     let file = run_ok(Command::new("file").arg(&agent_bin));
     assert!(file.contains("ARM aarch64"), "{file}");

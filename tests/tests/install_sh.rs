@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::{bin_path, hermetic, run, run_fail, run_ok, tools, Server, Standin};
+use muster_e2e::{bin_path, hermetic, prereqs, run, run_fail, run_ok, tools, Server, Standin};
 use serde_json::{json, Value};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/install.sh");
@@ -130,15 +130,13 @@ fn sh(line: &str) -> Command {
     cmd
 }
 
+#[cfg_attr(
+    not(have_install_sh),
+    ignore = "SKIPPED: needs root and curl -- run as root; apt-get install curl"
+)]
 #[tokio::test]
 async fn the_one_liner_installs_enrolls_and_applies_on_a_bare_host() {
-    if !tools::require(
-        "install.sh end to end",
-        &["curl", "sh", "bash", "sha256sum"],
-        true,
-    ) {
-        return;
-    }
+    tools::require(&[&prereqs::INSTALL_SH]);
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(dir.path());
     let created = admin_post(
@@ -254,11 +252,13 @@ async fn the_one_liner_installs_enrolls_and_applies_on_a_bare_host() {
     );
 }
 
+#[cfg_attr(
+    not(have_install_sh),
+    ignore = "SKIPPED: needs root and curl -- run as root; apt-get install curl"
+)]
 #[tokio::test]
 async fn a_wrong_pin_fails_before_anything_is_downloaded() {
-    if !tools::require("install.sh wrong pin", &["curl", "bash"], true) {
-        return;
-    }
+    tools::require(&[&prereqs::INSTALL_SH]);
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(dir.path());
     let created = admin_post(&server, "/v1/admin/tokens", json!({})).await;
@@ -285,11 +285,13 @@ async fn a_wrong_pin_fails_before_anything_is_downloaded() {
     assert!(hosts(&server).await.is_empty());
 }
 
+#[cfg_attr(
+    not(all(have_shellcheck, have_shells)),
+    ignore = "SKIPPED: needs shellcheck, dash and busybox -- apt-get install shellcheck dash busybox"
+)]
 #[test]
 fn the_script_is_shellcheck_clean_and_runs_under_dash_and_busybox() {
-    if !tools::require("install.sh lint", &["shellcheck", "dash", "busybox"], false) {
-        return;
-    }
+    tools::require(&[&prereqs::SHELLCHECK, &prereqs::SHELLS]);
     run_ok(Command::new("shellcheck").args(["-s", "sh", SCRIPT]));
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("host");
@@ -351,8 +353,13 @@ fn the_script_is_shellcheck_clean_and_runs_under_dash_and_busybox() {
     }
 }
 
+#[cfg_attr(
+    not(have_shellcheck),
+    ignore = "SKIPPED: needs shellcheck -- apt-get install shellcheck"
+)]
 #[tokio::test]
 async fn downloads_are_listed_with_their_hashes_and_unknown_names_are_json_404s() {
+    tools::require(&[&prereqs::SHELLCHECK]);
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(dir.path());
     let client = server.client();
@@ -409,9 +416,7 @@ async fn downloads_are_listed_with_their_hashes_and_unknown_names_are_json_404s(
     );
     assert!(script.contains("\nMUSTER_PIN='sha256//"), "{script}");
     // The rendered script is as clean as the template.
-    if tools::on_path("shellcheck") {
-        let file = dir.path().join("served-install.sh");
-        std::fs::write(&file, &script).expect("write script");
-        run_ok(Command::new("shellcheck").args(["-s", "sh"]).arg(&file));
-    }
+    let file = dir.path().join("served-install.sh");
+    std::fs::write(&file, &script).expect("write script");
+    run_ok(Command::new("shellcheck").args(["-s", "sh"]).arg(&file));
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use muster_e2e::fleet::{
     admin, disable_detected_services, edit_settings, init, AlloyHost, FAST_CHECKINS,
 };
-use muster_e2e::{run, run_ok, tools, Prometheus, Server};
+use muster_e2e::{prereqs, run, run_ok, tools, Prometheus, Server};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -56,11 +56,13 @@ fn rule_names() -> Vec<(String, String)> {
         .collect()
 }
 
+#[cfg_attr(
+    not(have_promtool),
+    ignore = "SKIPPED: needs promtool -- apt-get install prometheus"
+)]
 #[test]
 fn rules_pass_promtool_check_and_their_unit_tests() {
-    if !tools::require("promtool", &["promtool"], false) {
-        return;
-    }
+    tools::require(&[&prereqs::PROMTOOL]);
     let rules = files(&packaging().join("prometheus/rules"), ".yml");
     let out = run_ok(
         Command::new("promtool")
@@ -92,11 +94,13 @@ fn rules_pass_promtool_check_and_their_unit_tests() {
     }
 }
 
+#[cfg_attr(
+    not(have_promtool),
+    ignore = "SKIPPED: needs promtool -- apt-get install prometheus"
+)]
 #[test]
 fn example_prometheus_configs_pass_promtool() {
-    if !tools::require("promtool", &["promtool"], false) {
-        return;
-    }
+    tools::require(&[&prereqs::PROMTOOL]);
     for name in ["prometheus-file-sd.yml", "prometheus-http-sd.yml"] {
         // The files the example points at, under a temp dir: the rules, the
         // CA, the token and a target file.
@@ -136,11 +140,13 @@ fn example_prometheus_configs_pass_promtool() {
     }
 }
 
+#[cfg_attr(
+    not(have_alertmanager),
+    ignore = "SKIPPED: needs amtool and prometheus-alertmanager -- apt-get install prometheus-alertmanager"
+)]
 #[test]
 fn alertmanager_example_passes_amtool() {
-    if !tools::require("amtool", &["amtool"], false) {
-        return;
-    }
+    tools::require(&[&prereqs::ALERTMANAGER]);
     let file = packaging().join("alertmanager/alertmanager.yml");
     let out = run_ok(Command::new("amtool").arg("check-config").arg(&file));
     assert!(out.contains("SUCCESS"), "{out}");
@@ -152,11 +158,13 @@ fn alertmanager_example_passes_amtool() {
 /// not, and neither are Muster's own alerts (no `host_id`), not even by a
 /// HostDown without `host_id` (Alertmanager treats a label missing on both
 /// sides as equal, which the rule guards against).
+#[cfg_attr(
+    not(have_alertmanager),
+    ignore = "SKIPPED: needs amtool and prometheus-alertmanager -- apt-get install prometheus-alertmanager"
+)]
 #[tokio::test]
 async fn alertmanager_inhibits_a_down_hosts_other_alerts_only() {
-    if !tools::require("alertmanager inhibit", &["prometheus-alertmanager"], false) {
-        return;
-    }
+    tools::require(&[&prereqs::ALERTMANAGER]);
     let dir = tempfile::tempdir().expect("temp dir");
     let client = muster_e2e::http_client();
     let mut attempt = 0;
@@ -470,6 +478,10 @@ fn dashboard_is_importable_with_the_datasource_as_an_input() {
     assert_eq!(ids.len(), count, "panel ids are unique");
 }
 
+#[cfg_attr(
+    not(have_prometheus),
+    ignore = "SKIPPED: needs prometheus -- apt-get install prometheus"
+)]
 #[tokio::test]
 async fn every_rule_and_dashboard_expression_evaluates_to_data_in_prometheus() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -497,9 +509,7 @@ async fn every_rule_and_dashboard_expression_evaluates_to_data_in_prometheus() {
         rules = rules.join(", "),
         down = closed_addr(),
     );
-    let Some(prometheus) = Prometheus::start_with(&config, root.path()).await else {
-        return;
-    };
+    let prometheus = Prometheus::start_with(&config, root.path()).await;
     // Two scrapes of each target, so rate() and increase() answer.
     prometheus
         .wait_for("count_over_time(up[1m]) >= 3", |r| r.len() == 4, DEADLINE)
@@ -567,8 +577,13 @@ async fn every_rule_and_dashboard_expression_evaluates_to_data_in_prometheus() {
 /// End to end: the real server, a real agent with the Alloy stand-in, and a
 /// real Prometheus that finds the host through `http_sd_configs` (a
 /// targets-reader token, Muster's CA) and scrapes Muster's own `/metrics`.
+#[cfg_attr(
+    not(all(have_prometheus, have_promtool)),
+    ignore = "SKIPPED: needs prometheus and promtool -- apt-get install prometheus"
+)]
 #[tokio::test]
 async fn prometheus_finds_hosts_over_http_sd_and_watches_muster() {
+    tools::require(&[&prereqs::PROMTOOL]);
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
     let pin = init(&data);
@@ -641,9 +656,7 @@ async fn prometheus_finds_hosts_over_http_sd_and_watches_muster() {
         ca = quoted(&data.join("ca.crt")),
         admin = server.admin_addr(),
     );
-    let Some(prometheus) = Prometheus::start_with(&config, root.path()).await else {
-        return;
-    };
+    let prometheus = Prometheus::start_with(&config, root.path()).await;
 
     // Muster's /metrics: promtool-clean, and every family the rules and the
     // dashboard read (the fixture above) is there.
@@ -668,29 +681,27 @@ async fn prometheus_finds_hosts_over_http_sd_and_watches_muster() {
         text.contains("\nmuster_admin_auth_refusals_total 4\n"),
         "{text}"
     );
-    if tools::require("promtool check metrics", &["promtool"], false) {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool");
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write metrics");
-        let out = child.wait_with_output().expect("promtool");
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool check metrics: {}{}\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A host enrolls and applies its config.
     let created = admin(

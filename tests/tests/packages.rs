@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use muster_e2e::{bin_path, run, run_ok, tools};
+use muster_e2e::{bin_path, prereqs, run, run_ok, tools};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,22 +65,13 @@ impl Drop for Purge {
     }
 }
 
+#[cfg_attr(
+    not(have_packaging),
+    ignore = "SKIPPED: needs root, dpkg and rpm -- run as root; apt-get install rpm"
+)]
 #[test]
 fn packages_hold_the_binaries_units_and_config_and_the_agent_deb_installs_and_purges() {
-    if !tools::require(
-        "packages",
-        &[
-            "dpkg",
-            "dpkg-deb",
-            "dpkg-query",
-            "rpm",
-            "rpmbuild",
-            "sha256sum",
-        ],
-        true,
-    ) {
-        return;
-    }
+    tools::require(&[&prereqs::PACKAGING]);
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("dist");
     build(&out);
@@ -183,11 +174,13 @@ fn install_sh_writes_the_packaged_unit_with_its_own_binary_path() {
     );
 }
 
+#[cfg_attr(
+    not(have_shellcheck),
+    ignore = "SKIPPED: needs shellcheck -- apt-get install shellcheck"
+)]
 #[test]
 fn packaging_scripts_are_shellcheck_clean() {
-    if !tools::require("packaging shellcheck", &["shellcheck"], false) {
-        return;
-    }
+    tools::require(&[&prereqs::SHELLCHECK]);
     let p = repo().join("packaging");
     let mut scripts = vec![
         p.join("build"),
@@ -207,15 +200,13 @@ fn packaging_scripts_are_shellcheck_clean() {
     run_ok(Command::new("shellcheck").args(&scripts));
 }
 
+#[cfg_attr(
+    not(have_systemd_analyze),
+    ignore = "SKIPPED: needs systemd-analyze -- apt-get install systemd"
+)]
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    if !tools::require(
-        "units_pass_systemd_analyze_verify",
-        &["systemd-analyze"],
-        false,
-    ) {
-        return;
-    }
+    tools::require(&[&prereqs::SYSTEMD_ANALYZE]);
     let dir = tempfile::tempdir().expect("temp dir");
     for (unit, bin) in [
         ("muster-agent.service", "/usr/bin/muster-agent"),
