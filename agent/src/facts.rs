@@ -14,7 +14,7 @@ use tracing::warn;
 use crate::alloy::command;
 use crate::alloy::version::{check_for, Check};
 use crate::config::{Config, ALLOY_PORT};
-use crate::detect::os_release::OsRelease;
+use crate::detect::os_release::{OsRelease, FILE_ENV};
 use crate::identity::StateDir;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -250,10 +250,26 @@ fn machine_guid() -> io::Result<String> {
     key.get_value("MachineGuid")
 }
 
-/// `/etc/os-release`, falling back to `/usr/lib/os-release`; where neither
-/// exists (Windows, macOS), what os_info says.
+/// This host's os-release: see [`os_release_from`].
 fn read_os_release() -> OsRelease {
-    OsRelease::read(Path::new("/")).unwrap_or_else(|_| os_info_release())
+    os_release_from(std::env::var_os(FILE_ENV).map(PathBuf::from))
+}
+
+/// The file `named` by [`FILE_ENV`] (tests: a fixture, never the
+/// machine's; unreadable, no OS id), else `/etc/os-release`, falling back to
+/// `/usr/lib/os-release`; where neither exists (Windows, macOS), what
+/// os_info says.
+fn os_release_from(named: Option<PathBuf>) -> OsRelease {
+    let Some(path) = named else {
+        return OsRelease::read(Path::new("/")).unwrap_or_else(|_| os_info_release());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => OsRelease::parse(&text),
+        Err(error) => {
+            warn!(path = %path.display(), %error, "cannot read the os-release {FILE_ENV} names; reporting no OS id");
+            OsRelease::default()
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -320,6 +336,19 @@ pub fn primary_address(server: &Url) -> io::Result<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_os_release_named_by_the_environment_replaces_the_machines() {
+        let fixtures =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/os-release");
+        let rocky = os_release_from(Some(fixtures.join("rocky-8")));
+        assert_eq!(
+            (rocky.id.as_deref(), rocky.version_id.as_deref()),
+            (Some("rocky"), Some("8.10"))
+        );
+        let missing = os_release_from(Some(fixtures.join("no-such-release")));
+        assert_eq!(missing, OsRelease::default());
+    }
 
     #[test]
     fn gathers_facts_from_the_config_overrides() {

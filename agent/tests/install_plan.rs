@@ -9,8 +9,13 @@ use muster_agent::detect::os_release::OsRelease;
 use muster_agent::install::{alloy_plan, Request};
 use muster_shared::mirror::AlloyMirror;
 
-fn manifest() -> PathBuf {
+/// The workspace root, where the one fixtures and goldens root is
+/// (`tests/fixtures/`, `tests/golden/`).
+fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the agent crate is in the workspace")
+        .to_path_buf()
 }
 
 fn plan_text(os: &OsRelease, mirror: &AlloyMirror, present: bool) -> String {
@@ -47,8 +52,8 @@ fn render(os: &OsRelease) -> String {
 
 #[test]
 fn install_plans_match_their_golden_files() {
-    let fixtures = manifest().join("tests/fixtures/os-release");
-    let golden_dir = manifest().join("tests/golden/install-plan");
+    let fixtures = repo().join("tests/fixtures/os-release");
+    let golden_dir = repo().join("tests/golden/install-plan");
     let update = std::env::var_os("MUSTER_BLESS").is_some();
     let mut names: Vec<String> = std::fs::read_dir(&fixtures)
         .expect("fixtures dir")
@@ -79,7 +84,7 @@ fn install_plans_match_their_golden_files() {
 
 #[test]
 fn families_get_their_package_manager() {
-    let fixtures = manifest().join("tests/fixtures/os-release");
+    let fixtures = repo().join("tests/fixtures/os-release");
     for (name, tool) in [
         ("debian-12", "apt-get install"),
         ("ubuntu-24.04", "apt-get install"),

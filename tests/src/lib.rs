@@ -25,7 +25,10 @@ pub mod standin;
 #[cfg(unix)]
 pub mod tools;
 
-pub use process::{agent_command, bin_path, hermetic, run, run_fail, run_ok, Process};
+pub use process::{
+    agent_command, bin_path, hermetic, os_release_fixture, run, run_fail, run_ok, Process,
+    OS_RELEASE_ENV,
+};
 pub use prometheus::{Prometheus, Sample};
 pub use server::{Server, ServerBuilder};
 pub use standin::Standin;

@@ -4,7 +4,7 @@
 //! it never blocks on a full pipe.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -46,11 +46,26 @@ pub fn bin_path(name: &str) -> PathBuf {
 /// one process tree (`muster_agent::detect::probe::SCOPE_ENV`).
 pub const DETECT_SCOPE_ENV: &str = "MUSTER_DETECT_PROCESS_TREE";
 
+/// The environment variable naming the os-release file the agent reads
+/// instead of the machine's (`muster_agent::detect::os_release::FILE_ENV`).
+pub const OS_RELEASE_ENV: &str = "MUSTER_OS_RELEASE";
+
+/// An os-release of the fixtures (`tests/fixtures/os-release/<name>`).
+pub fn os_release_fixture(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/os-release")
+        .join(name);
+    assert!(path.is_file(), "no os-release fixture {}", path.display());
+    path
+}
+
 /// Makes `cmd` (an agent, or a shell that starts one) detect only what this
-/// test process started: the machine's own nginx, postgres or journal never
-/// reach the configs tests assert on.
+/// test process started, on a Debian 12 of the fixtures: the machine's own
+/// nginx, postgres, journal or distribution never reach the configs tests
+/// assert on.
 pub fn hermetic(cmd: &mut Command) -> &mut Command {
     cmd.env(DETECT_SCOPE_ENV, std::process::id().to_string())
+        .env(OS_RELEASE_ENV, os_release_fixture("debian-12"))
 }
 
 /// `muster-agent`, detecting only what this test process started.

@@ -13,6 +13,8 @@
 //! by a shell that exits, so they are not in the test's tree) listen on
 //! their own ports throughout, and the first config still has no nginx and
 //! never any redis (issue 12: the suite passes on a machine running them).
+//! Likewise the agents' OS facts come from the os-release the test names
+//! (`MUSTER_OS_RELEASE`), never the machine's.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,7 +23,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{admin, edit_settings, init, AlloyHost, FAST_CHECKINS};
-use muster_e2e::{bin_path, run_ok, Process, Prometheus, Server};
+use muster_e2e::{
+    bin_path, os_release_fixture, run_ok, Process, Prometheus, Server, OS_RELEASE_ENV,
+};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -228,5 +232,54 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
         paths.contains(&"/api/v0/component/prometheus.exporter.postgres.default/metrics".into())
             && paths.contains(&"/metrics".into()),
         "{paths:?}"
+    );
+}
+
+/// Two agents on this machine, one on the Debian 12 of the fixtures (what
+/// every test's agent gets) and one told it runs Rocky 8: each reports the
+/// os-release its test gave it, so at least one differs from the machine's
+/// whatever the machine runs.
+#[tokio::test]
+async fn the_agents_os_facts_come_from_the_test_never_the_machine() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let pin = init(&data);
+    let server = Server::start(&data);
+    let token = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({"labels": {"env": "e2e"}, "uses": 2})),
+    )
+    .await;
+    let token = token["token"].as_str().expect("token");
+    let debian = AlloyHost::new(root.path(), "debian", 1).await;
+    run_ok(&mut debian.enroll(&server, token, &pin));
+    let rocky = AlloyHost::new(root.path(), "rocky", 2).await;
+    run_ok(
+        rocky
+            .enroll(&server, token, &pin)
+            .env(OS_RELEASE_ENV, os_release_fixture("rocky-8")),
+    );
+    let hosts = admin(&server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
+    let mut os: Vec<(String, String)> = hosts
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| {
+            (
+                h["facts"]["os_id"].as_str().unwrap_or("?").to_string(),
+                h["facts"]["os_version"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    os.sort();
+    assert_eq!(
+        os,
+        [
+            ("debian".to_string(), "12".to_string()),
+            ("rocky".to_string(), "8.10".to_string())
+        ],
+        "{hosts}"
     );
 }

@@ -8,12 +8,18 @@ use std::path::{Path, PathBuf};
 
 use muster_shared::facts::OsFamily;
 
+/// Environment variable naming the os-release file the agent's facts read
+/// instead of this host's: tests set it to a fixture
+/// (`tests/fixtures/os-release/`), as they set `MUSTER_DETECT_PROCESS_TREE`,
+/// so what the machine runs never reaches what they assert.
+pub const FILE_ENV: &str = "MUSTER_OS_RELEASE";
+
 /// What the facts take from os-release.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OsRelease {
     /// `ID`, e.g. `debian`, `rhel`, `sles`, `amzn`.
     pub id: Option<String>,
-    /// `VERSION_ID`, e.g. `12`, `9.4`, `15-SP5`, `2023`.
+    /// `VERSION_ID`, e.g. `12`, `9.4`, `15.5`, `2023` (SLES' `VERSION` is `15-SP5`).
     pub version_id: Option<String>,
     /// `ID_LIKE`, e.g. `rhel centos fedora`.
     pub id_like: Option<String>,
@@ -127,8 +133,18 @@ not a pair
             ("ubuntu-24.04", "ubuntu", "24.04", OsFamily::Debian),
             ("rhel-9", "rhel", "9.4", OsFamily::Rhel),
             ("rocky-8", "rocky", "8.10", OsFamily::Rhel),
-            ("sles-15", "sles", "15-SP5", OsFamily::Suse),
+            ("sles-15", "sles", "15.5", OsFamily::Suse),
             ("amzn-2023", "amzn", "2023", OsFamily::Rhel),
+            ("almalinux-9", "almalinux", "9.4", OsFamily::Rhel),
+            ("amzn-2", "amzn", "2", OsFamily::Rhel),
+            ("centos-7", "centos", "7", OsFamily::Rhel),
+            ("fedora-40", "fedora", "40", OsFamily::Rhel),
+            (
+                "opensuse-leap-15.6",
+                "opensuse-leap",
+                "15.6",
+                OsFamily::Suse,
+            ),
         ];
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/os-release");
         let mut files: Vec<String> = std::fs::read_dir(&dir)
