@@ -12,7 +12,9 @@
 # against the SHA-256 the server publishes, installs it as
 # /usr/local/bin/muster-agent, writes /etc/muster/agent.toml, enrolls, has the
 # agent install Grafana Alloy (apt, dnf/yum or zypper), applies the first
-# config, and starts the muster-agent systemd unit. Re-running it is safe:
+# config, and starts the agent as a service of the init system it finds
+# (the muster-agent systemd unit, or an OpenRC or SysV init script; with no
+# init system it prints the command that starts the agent). Re-running it is safe:
 # an enrolled host is not enrolled again. POSIX sh (dash, busybox sh, bash).
 set -eu
 
@@ -26,6 +28,8 @@ ALLOY_MIRROR_KEY=''
 
 BIN_PATH=/usr/local/bin/muster-agent
 UNIT_NAME=muster-agent.service
+# The OpenRC or SysV init script (/etc/init.d/<name>).
+SERVICE_NAME=muster-agent
 # Alloy's HTTP server, where Prometheus scrapes it and the agent reloads it.
 ALLOY_LOCAL=http://127.0.0.1:12345
 
@@ -47,6 +51,9 @@ Usage: install.sh --token TOKEN [options]
                    (Alloy and its config stay)
   --root DIR       install under DIR instead of / (image builds, tests):
                    no service is started
+  --init SYSTEM    systemd, openrc, sysv or none: the init system to set the
+                   agent up for instead of the one found (with --root: the
+                   image's; its service is installed, not started)
   --server URL     Muster server (default: the one that served this script)
   --pin PIN        its key pin, sha256//BASE64 (default: the served one)
   -h, --help       this help
@@ -69,6 +76,7 @@ DRY_RUN=0
 UNINSTALL=0
 WITH_ALLOY=1
 ROOT=''
+INIT=''
 
 need_value() {
     [ "$2" -ge 2 ] || die "$1 needs a value" "see: install.sh --help"
@@ -88,6 +96,8 @@ while [ $# -gt 0 ]; do
         --pin=*) MUSTER_PIN=${1#*=}; shift ;;
         --root) need_value "$1" $#; ROOT=$2; shift 2 ;;
         --root=*) ROOT=${1#*=}; shift ;;
+        --init) need_value "$1" $#; INIT=$2; shift 2 ;;
+        --init=*) INIT=${1#*=}; shift ;;
         --no-alloy) WITH_ALLOY=0; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
@@ -96,6 +106,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+INIT_GIVEN=0
+[ -z "$INIT" ] || INIT_GIVEN=1
 ROOT=${ROOT%/}
 case $ROOT in
     ''|/*) ;;
@@ -105,6 +117,7 @@ BIN="$ROOT$BIN_PATH"
 CONFIG="$ROOT/etc/muster/agent.toml"
 STATE_DIR="$ROOT/var/lib/muster"
 UNIT_DIR="$ROOT/etc/systemd/system"
+INIT_SCRIPT="$ROOT/etc/init.d/$SERVICE_NAME"
 
 # Runs a command, or prints it under --dry-run.
 run() {
@@ -173,8 +186,14 @@ fi
 
 # The init system, and with it how Alloy is reloaded when its HTTP reload
 # endpoint does not answer (the agent's fallback command).
-INIT=none
-if [ -z "$ROOT" ]; then
+case $INIT in
+    ''|systemd|openrc|sysv|none) ;;
+    *) die "--init takes systemd, openrc, sysv or none, not $INIT" ;;
+esac
+if [ -z "$INIT" ]; then
+    INIT=none
+fi
+if [ -z "$ROOT" ] && [ "$INIT_GIVEN" = 0 ]; then
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         INIT=systemd
     elif command -v openrc-run >/dev/null 2>&1 && command -v rc-service >/dev/null 2>&1; then
@@ -184,6 +203,23 @@ if [ -z "$ROOT" ]; then
         INIT=sysv
     fi
 fi
+# SysV runlevel links: update-rc.d (Debian) or chkconfig (RHEL, SUSE).
+enable_sysv() {
+    if command -v update-rc.d >/dev/null 2>&1; then
+        run update-rc.d "$SERVICE_NAME" defaults
+    elif command -v chkconfig >/dev/null 2>&1; then
+        run chkconfig --add "$SERVICE_NAME"
+    else
+        warn "neither update-rc.d nor chkconfig found: $SERVICE_NAME is not started at boot"
+    fi
+}
+disable_sysv() {
+    if command -v update-rc.d >/dev/null 2>&1; then
+        run update-rc.d -f "$SERVICE_NAME" remove || true
+    elif command -v chkconfig >/dev/null 2>&1; then
+        run chkconfig --del "$SERVICE_NAME" || true
+    fi
+}
 case $INIT in
     systemd) RELOAD='"systemctl", "reload", "alloy"' ;;
     openrc) RELOAD='"rc-service", "alloy", "reload"' ;;
@@ -201,9 +237,22 @@ if [ "$UNINSTALL" = 1 ]; then
         host_id=$("$BIN" status --json --config "$CONFIG" 2>/dev/null \
             | sed -n 's/^ *"host_id": *"\([^"]*\)".*/\1/p' | head -n 1) || true
     fi
-    if [ "$INIT" = systemd ]; then
-        run systemctl disable --now "$UNIT_NAME" || warn "could not stop $UNIT_NAME"
+    if [ -z "$ROOT" ]; then
+        case $INIT in
+            systemd) run systemctl disable --now "$UNIT_NAME" || warn "could not stop $UNIT_NAME" ;;
+            openrc)
+                if [ -e "$INIT_SCRIPT" ]; then
+                    run rc-service "$SERVICE_NAME" stop || warn "could not stop $SERVICE_NAME"
+                    run rc-update del "$SERVICE_NAME" default || true
+                fi ;;
+            sysv)
+                if [ -e "$INIT_SCRIPT" ]; then
+                    run service "$SERVICE_NAME" stop || warn "could not stop $SERVICE_NAME"
+                    disable_sysv
+                fi ;;
+        esac
     fi
+    run rm -f "$INIT_SCRIPT"
     run rm -f "$UNIT_DIR/$UNIT_NAME"
     run rm -rf "$UNIT_DIR/$UNIT_NAME.d"
     if [ "$INIT" = systemd ]; then
@@ -275,7 +324,8 @@ else
 fi
 case $INIT in
     none) check "init system: none found; the agent is not started as a service (the command is printed), and reloads Alloy with POST $ALLOY_LOCAL/-/reload" ;;
-    *) check "init system: $INIT; the agent reloads Alloy through its HTTP endpoint, else: $(echo "$RELOAD" | tr -d '",')" ;;
+    systemd) check "init system: systemd; the agent runs as $UNIT_NAME and reloads Alloy through its HTTP endpoint, else: $(echo "$RELOAD" | tr -d '",')" ;;
+    *) check "init system: $INIT; the agent runs from the init script $INIT_SCRIPT and reloads Alloy through its HTTP endpoint, else: $(echo "$RELOAD" | tr -d '",')" ;;
 esac
 
 # Alloy: present, or a package repository this host can reach.
@@ -500,17 +550,148 @@ if [ -n "$PROXY" ]; then
         | write_file "$UNIT_DIR/$UNIT_NAME.d/proxy.conf" 0644
 fi
 
-if [ "$INIT" = systemd ]; then
+# OpenRC: supervise-daemon restarts the agent when it dies, at most 5 times
+# in 10 minutes (a decommissioned host's agent exits 3 at once, every time).
+if [ "$INIT" = openrc ]; then
+    write_file "$INIT_SCRIPT" 0755 <<'EOF_OPENRC'
+#!/sbin/openrc-run
+# Muster agent (keeps this host's Grafana Alloy config current); written by
+# install.sh. Proxy settings, if any: /etc/conf.d/muster-agent.
+description="Muster agent"
+supervisor=supervise-daemon
+command=/usr/local/bin/muster-agent
+command_args="run --config /etc/muster/agent.toml"
+output_log=/var/log/muster-agent.log
+error_log=/var/log/muster-agent.log
+respawn_delay=10
+respawn_max=5
+respawn_period=600
+
+depend() {
+    use net
+    after alloy
+}
+
+start_pre() {
+    # Not enrolled yet: nothing to run (`muster-agent enroll` creates it).
+    if [ ! -e /var/lib/muster/identity.json ]; then
+        eerror "not enrolled: run muster-agent enroll first"
+        return 1
+    fi
+}
+EOF_OPENRC
+    if [ -n "$PROXY" ]; then
+        printf 'export HTTPS_PROXY=%s HTTP_PROXY=%s\n' "$PROXY" "$PROXY" \
+            | write_file "$ROOT/etc/conf.d/$SERVICE_NAME" 0644
+    fi
+fi
+
+# SysV: a plain init script (start, stop, restart, status) with a pid file.
+if [ "$INIT" = sysv ]; then
+    write_file "$INIT_SCRIPT" 0755 <<'EOF_SYSV'
+#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          muster-agent
+# Required-Start:    $network $remote_fs
+# Required-Stop:     $network $remote_fs
+# Default-Start:     2 3 4 5
+# Default-Stop:      0 1 6
+# Short-Description: Muster agent (keeps this host's Grafana Alloy config current)
+### END INIT INFO
+# chkconfig: 2345 90 10
+# description: Muster agent, written by install.sh. Proxy settings, if any:
+#              /etc/default/muster-agent.
+
+DAEMON=/usr/local/bin/muster-agent
+CONFIG=/etc/muster/agent.toml
+IDENTITY=/var/lib/muster/identity.json
+PIDFILE=/var/run/muster-agent.pid
+LOG=/var/log/muster-agent.log
+DEFAULTS=/etc/default/muster-agent
+
+# shellcheck disable=SC1090
+[ -r "$DEFAULTS" ] && . "$DEFAULTS"
+
+running() {
+    [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+}
+
+case $1 in
+    start)
+        if running; then
+            echo "muster-agent is running (pid $(cat "$PIDFILE"))"
+            exit 0
+        fi
+        if [ ! -e "$IDENTITY" ]; then
+            echo "muster-agent: not enrolled: run muster-agent enroll first" >&2
+            exit 1
+        fi
+        echo "Starting muster-agent"
+        nohup "$DAEMON" run --config "$CONFIG" >>"$LOG" 2>&1 </dev/null &
+        echo $! >"$PIDFILE"
+        ;;
+    stop)
+        if running; then
+            echo "Stopping muster-agent"
+            kill "$(cat "$PIDFILE")"
+            tries=0
+            while running && [ "$tries" -lt 30 ]; do
+                sleep 1
+                tries=$((tries + 1))
+            done
+        fi
+        rm -f "$PIDFILE"
+        ;;
+    restart|force-reload)
+        "$0" stop
+        "$0" start
+        ;;
+    status)
+        if running; then
+            echo "muster-agent is running (pid $(cat "$PIDFILE"))"
+        else
+            echo "muster-agent is not running"
+            exit 3
+        fi
+        ;;
+    *)
+        echo "Usage: $0 {start|stop|restart|force-reload|status}" >&2
+        exit 2
+        ;;
+esac
+EOF_SYSV
+    if [ -n "$PROXY" ]; then
+        printf 'export HTTPS_PROXY=%s HTTP_PROXY=%s\n' "$PROXY" "$PROXY" \
+            | write_file "$ROOT/etc/default/$SERVICE_NAME" 0644
+    fi
+fi
+
+case $INIT in
+    systemd) START="systemctl enable $UNIT_NAME && systemctl restart $UNIT_NAME" ;;
+    openrc) START="rc-update add $SERVICE_NAME default && rc-service $SERVICE_NAME restart" ;;
+    sysv) START="update-rc.d $SERVICE_NAME defaults (or: chkconfig --add $SERVICE_NAME) && service $SERVICE_NAME restart" ;;
+    *) START="nohup $BIN_PATH run --config /etc/muster/agent.toml >>/var/log/muster-agent.log 2>&1 &" ;;
+esac
+if [ -n "$ROOT" ]; then
+    say "installed under $ROOT; no service started (--root); on the host, start the agent with:"
+    say "  $START"
+elif [ "$INIT" = systemd ]; then
     run systemctl daemon-reload
     run systemctl enable "$UNIT_NAME"
     run systemctl restart "$UNIT_NAME"
     say "the agent runs as $UNIT_NAME: systemctl status muster-agent; muster-agent status"
-elif [ -n "$ROOT" ]; then
-    say "installed under $ROOT; no service started (--root)"
+elif [ "$INIT" = openrc ]; then
+    run rc-update add "$SERVICE_NAME" default
+    run rc-service "$SERVICE_NAME" restart
+    say "the agent runs as the OpenRC service $SERVICE_NAME: rc-service $SERVICE_NAME status; muster-agent status"
+elif [ "$INIT" = sysv ]; then
+    enable_sysv
+    run service "$SERVICE_NAME" restart
+    say "the agent runs as the SysV service $SERVICE_NAME: service $SERVICE_NAME status; muster-agent status"
 else
-    say "init system: $INIT, so no service was set up; start the agent (as root) and keep it running:"
-    say "  nohup $BIN_PATH run --config /etc/muster/agent.toml >>/var/log/muster-agent.log 2>&1 &"
-    say "or run that command under your init system (OpenRC, runit, supervisord, ...)"
+    say "init system: none found, so no service was set up; start the agent (as root) and keep it running:"
+    say "  $START"
+    say "or run that command under your init system (runit, supervisord, ...)"
 fi
 
 if [ "$DRY_RUN" = 1 ]; then

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use muster_e2e::fleet::{edit_settings, FAST_CHECKINS};
 use muster_e2e::{bin_path, hermetic, prereqs, run, run_fail, run_ok, tools, Server, Standin};
 use serde_json::{json, Value};
 
@@ -56,9 +57,15 @@ async fn hosts(server: &Server) -> Vec<Value> {
 /// A server on a known loopback port whose public URL is that port, serving
 /// the agent binary built beside the tests.
 fn start_server(root: &Path) -> Server {
+    start_server_with(root, &[])
+}
+
+/// [`start_server`] with `edits` to its server.toml.
+fn start_server_with(root: &Path, edits: &[(&str, &str)]) -> Server {
     let data = root.join("data");
     let out = Server::init(&data, &[]);
     assert!(out.status.success(), "init: {out:?}");
+    edit_settings(&data, edits);
     let downloads = root.join("downloads");
     std::fs::create_dir_all(&downloads).expect("downloads dir");
     std::fs::copy(
@@ -419,4 +426,140 @@ async fn downloads_are_listed_with_their_hashes_and_unknown_names_are_json_404s(
     let file = dir.path().join("served-install.sh");
     std::fs::write(&file, &script).expect("write script");
     run_ok(Command::new("shellcheck").args(["-s", "sh"]).arg(&file));
+}
+
+/// Stops an agent an init script started (its pid file), whatever happens.
+struct StopAgent(PathBuf);
+
+impl Drop for StopAgent {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill has no memory-safety preconditions; the pid is the
+            // agent this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+/// OpenRC and SysV hosts (issue 12): the one-liner installs an init script
+/// for the agent (with `--root`, the image's init system is given with
+/// `--init`, and the command that starts it is printed). The SysV script
+/// is run for real, its paths moved under the test's root: `start` runs the
+/// agent, which checks in; `status`; `stop` ends it. `--uninstall` removes
+/// the script.
+#[cfg_attr(
+    not(all(have_install_sh, have_shellcheck)),
+    ignore = "SKIPPED: needs root, curl and shellcheck -- run as root; apt-get install curl shellcheck"
+)]
+#[tokio::test]
+async fn openrc_and_sysv_hosts_get_an_init_script_that_runs_the_agent() {
+    tools::require(&[&prereqs::INSTALL_SH, &prereqs::SHELLCHECK]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Check-ins every second: the started agent shows up at once.
+    let server = start_server_with(dir.path(), &[FAST_CHECKINS]);
+    let created = admin_post(
+        &server,
+        "/v1/admin/tokens",
+        json!({"labels": {"env": "install"}}),
+    )
+    .await;
+    let line = created["install_command"]
+        .as_str()
+        .expect("install_command");
+    let host = dir.path().join("host");
+    let standin = prepare_host(&host);
+    standin.wait_ready(Duration::from_secs(10)).await;
+    let script = host.join("etc/init.d/muster-agent");
+
+    // OpenRC: a supervised service, and the commands that start it.
+    let out = run_ok(&mut sh(&format!("{} --init openrc", runnable(line, &host))));
+    assert!(
+        out.contains("on the host, start the agent with:")
+            && out
+                .contains("rc-update add muster-agent default && rc-service muster-agent restart"),
+        "{out}"
+    );
+    let openrc = std::fs::read_to_string(&script).expect("OpenRC script");
+    assert!(openrc.starts_with("#!/sbin/openrc-run\n"), "{openrc}");
+    for line in [
+        "supervisor=supervise-daemon",
+        "command=/usr/local/bin/muster-agent",
+        "command_args=\"run --config /etc/muster/agent.toml\"",
+    ] {
+        assert!(openrc.contains(line), "{line}:\n{openrc}");
+    }
+    run_ok(Command::new("sh").arg("-n").arg(&script));
+
+    // SysV, on the same (already enrolled) host.
+    let out = run_ok(&mut sh(&format!("{} --init sysv", runnable(line, &host))));
+    assert!(out.contains("already enrolled"), "{out}");
+    assert!(
+        out.contains("service muster-agent restart"),
+        "the start command is printed: {out}"
+    );
+    let sysv = std::fs::read_to_string(&script).expect("SysV script");
+    assert!(sysv.contains("### BEGIN INIT INFO"), "{sysv}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&script)
+        .expect("mode")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    run_ok(Command::new("shellcheck").arg(&script));
+
+    // Run it, with its paths under the host root.
+    let moved: String = sysv
+        .lines()
+        .map(|l| match l.split_once("=/") {
+            Some((name, path)) if name.chars().all(|c| c.is_ascii_uppercase()) => {
+                format!("{name}={}/{path}\n", host.display())
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let runnable_script = dir.path().join("muster-agent.init");
+    write(&runnable_script, &moved);
+    let pidfile = host.join("var/run/muster-agent.pid");
+    std::fs::create_dir_all(pidfile.parent().expect("dir")).expect("var/run");
+    std::fs::create_dir_all(host.join("var/log")).expect("var/log");
+    let init = |action: &str| {
+        let mut cmd = Command::new("sh");
+        cmd.arg(&runnable_script).arg(action);
+        hermetic(&mut cmd);
+        cmd
+    };
+    let _stop = StopAgent(pidfile.clone());
+    let before = hosts(&server).await[0]["last_seen"].clone();
+    let started = run_ok(&mut init("start"));
+    assert!(started.contains("Starting muster-agent"), "{started}");
+    let status = run_ok(&mut init("status"));
+    assert!(status.contains("muster-agent is running"), "{status}");
+    // The agent it started checks in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = hosts(&server).await[0].clone();
+        if h["last_seen"] != before && h["state"] == "config_applied" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent the init script started never checked in: {h}\n{}",
+            std::fs::read_to_string(host.join("var/log/muster-agent.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    run_ok(&mut init("stop"));
+    let stopped = run(&mut init("status"));
+    assert_eq!(stopped.status.code(), Some(3), "{stopped:?}");
+    assert!(!pidfile.exists());
+
+    let removed = run_ok(&mut sh(&format!(
+        "sh '{SCRIPT}' --uninstall --root '{}' --init sysv",
+        host.display()
+    )));
+    assert!(removed.contains("removed the agent"), "{removed}");
+    assert!(!script.exists(), "{removed}");
 }
