@@ -137,6 +137,16 @@ pub struct Outcome {
     /// Alloy's `/-/reload` was unreachable and the fallback command reloaded,
     /// or the `alloy` user lacks a group or file the config needs.
     pub warning: Option<String>,
+    /// Why Alloy's `/-/reload` was unreachable when the fallback command
+    /// reloaded instead (reported to the server).
+    pub reload_fallback: Option<String>,
+}
+
+/// What an apply notes on the way besides its result.
+#[derive(Debug, Default)]
+struct Notes {
+    warning: Option<String>,
+    reload_fallback: Option<String>,
 }
 
 /// Applies `content` as the new live config.
@@ -148,15 +158,17 @@ pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
                 alloy_version: None,
                 result: Err(without_alloy(content, message)),
                 warning: None,
+                reload_fallback: None,
             }
         }
     };
-    let mut warning = None;
+    let mut notes = Notes::default();
     let needs = muster_shared::alloy::required_version(content);
     let result = match too_old(&version, needs) {
         Some(e) => Err(e),
-        None => apply_with(settings, content, check_for(Some(&version)), &mut warning).await,
+        None => apply_with(settings, content, check_for(Some(&version)), &mut notes).await,
     };
+    let mut warning = notes.warning;
     // What Alloy's user lacks shows only when Alloy runs the config: say it
     // now, with the fix.
     let access = crate::access::problems(content);
@@ -172,6 +184,7 @@ pub async fn apply(settings: &ApplySettings, content: &str) -> Outcome {
         alloy_version: Some(version.text),
         result,
         warning,
+        reload_fallback: notes.reload_fallback,
     }
 }
 
@@ -226,7 +239,7 @@ async fn apply_with(
     settings: &ApplySettings,
     content: &str,
     check: Check,
-    warning: &mut Option<String>,
+    notes: &mut Notes,
 ) -> Result<(), ApplyError> {
     let live = &settings.alloy_config;
     let candidate = sibling(live, CANDIDATE_SUFFIX);
@@ -258,7 +271,7 @@ async fn apply_with(
     }
     atomic_file::sync_parent(live);
 
-    let after_swap = match reload(settings, warning).await {
+    let after_swap = match reload(settings, notes).await {
         Ok(()) => wait_ready(settings).await,
         Err(e) => Err(e),
     };
@@ -270,7 +283,7 @@ async fn apply_with(
         return Ok(());
     };
     warn!(step = %error.step, error = %error.message, "apply failed after the swap: rolling back");
-    error.rollback = Some(roll_back(settings, &accepted, warning).await);
+    error.rollback = Some(roll_back(settings, &accepted, notes).await);
     Err(error)
 }
 
@@ -371,8 +384,8 @@ async fn validate(
 
 /// Has Alloy load the live file: `POST /-/reload`, whose answer is Alloy's
 /// verdict. Only when nothing answers there (Alloy not running yet, or on
-/// another port) does the reload command run instead; `warning` says so.
-async fn reload(settings: &ApplySettings, warning: &mut Option<String>) -> Result<(), ApplyError> {
+/// another port) does the reload command run instead; `notes` say so.
+async fn reload(settings: &ApplySettings, notes: &mut Notes) -> Result<(), ApplyError> {
     let unreachable = match http::reload(&settings.reload_url, settings.command_timeout).await {
         Ok(()) => return Ok(()),
         Err(ReloadError::Unreachable { detail, .. }) => detail,
@@ -396,7 +409,8 @@ async fn reload(settings: &ApplySettings, warning: &mut Option<String>) -> Resul
         settings.reload_url
     );
     warn!(warning = %text, "reload fallback");
-    *warning = Some(text);
+    notes.warning = Some(text);
+    notes.reload_fallback = Some(unreachable);
     Ok(())
 }
 
@@ -412,7 +426,7 @@ async fn wait_ready(settings: &ApplySettings) -> Result<(), ApplyError> {
 async fn roll_back(
     settings: &ApplySettings,
     accepted: &Path,
-    warning: &mut Option<String>,
+    notes: &mut Notes,
 ) -> Result<(), String> {
     let live = &settings.alloy_config;
     let restored = if accepted.exists() {
@@ -428,7 +442,7 @@ async fn roll_back(
     };
     restored?;
     atomic_file::sync_parent(live);
-    reload(settings, warning).await.map_err(|e| e.to_string())?;
+    reload(settings, notes).await.map_err(|e| e.to_string())?;
     info!(path = %live.display(), "restored the last accepted config");
     Ok(())
 }

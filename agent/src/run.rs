@@ -227,6 +227,7 @@ impl Agent {
         let already_reported = unchanged
             && self.state.last_attempted_hash.as_deref() == Some(config.hash.as_str())
             && self.state.last_result == Some(ApplyResult::Applied);
+        let mut reload_fallback = None;
         let result = if already_reported {
             debug!(hash = %config.hash, "config unchanged");
             self.state.save(&self.state_dir.dir)?;
@@ -240,6 +241,7 @@ impl Agent {
                 self.state.alloy_version = outcome.alloy_version;
             }
             self.state.last_warning = outcome.warning;
+            reload_fallback = outcome.reload_fallback;
             self.state.last_apply_at = Some(identity::unix_now());
             outcome.result.map_err(|e| e.to_string())
         };
@@ -262,6 +264,7 @@ impl Agent {
             result: self.state.last_result.unwrap_or(ApplyResult::Failed),
             error: result.as_ref().err().map(|e| bounded(e, MAX_REPORT_ERROR)),
             alloy_version: self.state.alloy_version.clone(),
+            reload_fallback: reload_fallback.map(|why| bounded(&why, MAX_REPORT_ERROR)),
         });
         self.state.save(&self.state_dir.dir)?;
         result.map_err(|error| RunError::ApplyFailed {

@@ -121,6 +121,7 @@ mod tests {
                 result: ApplyResult::Applied,
                 error: None,
                 alloy_version: Some("v1.10.2".into()),
+                reload_fallback: Some("connection refused".into()),
             }),
             ..AgentState::default()
         };

@@ -439,6 +439,12 @@ async fn an_unreachable_reload_endpoint_falls_back_to_the_command_and_says_so() 
         warning.contains("cannot tell whether Alloy took the config"),
         "{warning}"
     );
+    // What the status report carries to the server: why it was unreachable.
+    let why = outcome.reload_fallback.expect("the fallback is reported");
+    assert!(
+        !why.is_empty() && warning.contains(&why),
+        "{why} / {warning}"
+    );
     assert_eq!(host.reloads(), ["new"]);
 }
 

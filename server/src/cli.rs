@@ -401,6 +401,14 @@ fn alloy_requirement(h: &HostInfo) -> Option<String> {
     })
 }
 
+/// How the host's last config was reloaded, when not by Alloy's own
+/// `/-/reload` (which confirms it took the config).
+fn reload_note(h: &HostInfo) -> Option<String> {
+    h.reload_fallback
+        .as_ref()
+        .map(|why| format!("applied via fallback reload (Alloy's /-/reload unreachable: {why})"))
+}
+
 fn print_host(h: &HostInfo) {
     let os = match (&h.facts.os_id, &h.facts.os_version) {
         (Some(id), Some(v)) => format!("{} ({id} {v})", h.facts.os),
@@ -454,6 +462,9 @@ fn print_host(h: &HostInfo) {
     }
     if let Some(c) = &h.last_conflict {
         lines.push(("refused claim", c.clone()));
+    }
+    if let Some(note) = reload_note(h) {
+        lines.push(("reload", note));
     }
     if let Some(t) = h.decommissioned_at {
         lines.push(("decommissioned", time(t)));
@@ -722,6 +733,27 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_show_says_when_the_config_was_applied_through_the_fallback_reload() {
+        let host = |fallback: Option<&str>| -> HostInfo {
+            serde_json::from_value(serde_json::json!({
+                "id": "db-01-abc", "hostname": "db-01", "state": "config_applied",
+                "labels": {}, "rendered_hash": "h", "enrolled_at": 0, "last_seen": 0,
+                "cert_expires_at": 0, "reload_fallback": fallback,
+                "facts": {
+                    "hostname": "db-01", "machine_id": "m", "os": "linux", "arch": "x86_64",
+                    "scrape_address": "10.0.0.5:12345", "agent_version": "0.1.0",
+                },
+            }))
+            .expect("a host")
+        };
+        assert_eq!(
+            reload_note(&host(Some("connection refused"))).as_deref(),
+            Some("applied via fallback reload (Alloy's /-/reload unreachable: connection refused)")
+        );
+        assert_eq!(reload_note(&host(None)), None);
+    }
 
     #[test]
     fn hosts_show_says_why_an_older_alloy_refuses_the_config() {

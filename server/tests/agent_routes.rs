@@ -145,6 +145,27 @@ async fn status_reports_drive_the_host_state() {
     assert_eq!(host["applied_hash"], hash);
     assert_eq!(host["last_error"], Value::Null);
 
+    // Applied through the agent's fallback reload: stored (cleaned like an
+    // error text) and shown, until a report without it.
+    let resp = client
+        .post(&url)
+        .json(&json!({"hash": hash, "result": "applied", "reload_fallback": "connection refused\n\u{1b}[31m"}))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let host: Value = show(&f, &host_id).await;
+    assert_eq!(host["state"], "config_applied");
+    assert_eq!(host["reload_fallback"], "connection refused  [31m");
+    let resp = client
+        .post(&url)
+        .json(&json!({"hash": hash, "result": "applied"}))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(show(&f, &host_id).await["reload_fallback"], Value::Null);
+
     // A malformed report is refused and changes nothing.
     for bad in [
         json!({"hash": "../../x", "result": "applied"}),

@@ -90,6 +90,12 @@ pub struct StatusReport {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alloy_version: Option<String>,
+    /// Alloy's `/-/reload` could not be reached, so the agent reloaded with
+    /// its fallback (a service reload or signal, which cannot tell whether
+    /// Alloy took the config): why it was unreachable. Cleaned and capped
+    /// like `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_fallback: Option<String>,
 }
 
 /// Longest error text of a status report the server keeps.
@@ -295,6 +301,10 @@ pub struct HostInfo {
     /// `// Requires Alloy` lines its templates declare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alloy_required: Option<String>,
+    /// The agent's last report says its reload went through the fallback,
+    /// not Alloy's `/-/reload`: why that was unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_fallback: Option<String>,
     pub enrolled_at: i64,
     pub last_seen: i64,
     pub cert_expires_at: i64,

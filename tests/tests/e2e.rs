@@ -2,14 +2,16 @@
 //! Alloy stand-in, and a real Prometheus (Debian's `prometheus`), all on
 //! loopback. A host enrolls with a token, applies its config, and Prometheus
 //! scrapes it with the token's labels; a config Alloy rejects (at validation,
-//! or only when it loads it) is rolled back.
+//! or only when it loads it) is rolled back; a reload through the agent's
+//! fallback (Alloy's `/-/reload` unreachable) is reported and shown.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{
     admin, edit_settings, init, AlloyHost, FAST_CHECKINS, FIRST_ALLOY_CONFIG, NO_DETECTED_SERVICES,
 };
-use muster_e2e::{agent_command, run_ok, Process, Prometheus, Server};
+use muster_e2e::{agent_command, bin_path, run_ok, Process, Prometheus, Server};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -275,5 +277,54 @@ async fn a_config_alloy_cannot_load_is_reported_with_its_error_and_the_host_stay
     assert_eq!(
         lowest[0].1, 1.0,
         "the host went down during the failed apply"
+    );
+}
+
+/// Issue 14: when Alloy's `/-/reload` cannot be reached (here: a port
+/// nothing listens on), the agent reloads with its fallback command, says so
+/// in its status report, and the server shows it: the host's
+/// `reload_fallback` and `hosts show`'s "applied via fallback reload" line
+/// (a report without it clears it: `server/tests/agent_routes.rs`).
+#[tokio::test]
+async fn a_reload_through_the_fallback_is_reported_and_shown() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let pin = init(&data);
+    let server = Server::start(&data);
+    let created = admin(
+        &server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(json!({})),
+    )
+    .await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let host = AlloyHost::new(root.path(), "host-f", 3).await;
+    run_ok(
+        host.enroll(&server, created["token"].as_str().expect("token"), &pin)
+            .args(["--reload-url", &format!("http://{closed}/-/reload")]),
+    );
+    run_ok(&mut host.run_once_with(agent_command()));
+    let hosts = admin(&server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
+    let shown = &hosts[0];
+    assert_eq!(shown["state"], "config_applied", "{shown}");
+    let why = shown["reload_fallback"].as_str().expect("reload_fallback");
+    assert!(!why.is_empty() && !why.contains('\n'), "{why}");
+    let id = shown["id"].as_str().expect("id");
+    let text = run_ok(
+        Command::new(bin_path("muster-server"))
+            .args(["hosts", "show", id])
+            .arg("--admin-url")
+            .arg(server.admin_url())
+            .env("MUSTER_DATA_DIR", &data),
+    );
+    assert!(
+        text.contains(&format!(
+            "applied via fallback reload (Alloy's /-/reload unreachable: {why})"
+        )),
+        "{text}"
     );
 }

@@ -185,6 +185,10 @@ impl Fleet<'_> {
         }
         let clean = StatusReport {
             error: report.error.as_deref().map(wire::clean_status_error),
+            reload_fallback: report
+                .reload_fallback
+                .as_deref()
+                .map(wire::clean_status_error),
             ..report.clone()
         };
         self.store.write(|tx| {

@@ -46,6 +46,9 @@ pub struct Lifecycle {
     pub replace_until: Option<i64>,
     /// The last refused claim by another key, as text for operators.
     pub last_conflict: Option<String>,
+    /// The agent's last apply reloaded Alloy through its fallback: why
+    /// Alloy's `/-/reload` was unreachable.
+    pub reload_fallback: Option<String>,
 }
 
 /// The state an operator sees, from the stored config state and the rest.
@@ -109,6 +112,7 @@ impl HostRecord {
             batch_id: l.batch_id.clone(),
             replace_until: l.replace_until,
             last_conflict: l.last_conflict.clone(),
+            reload_fallback: l.reload_fallback.clone(),
             labels: self.labels(),
             facts: self.facts.clone(),
             rendered_hash: self.rendered_hash.clone(),
@@ -440,18 +444,21 @@ impl Tx<'_> {
         match report.result {
             ApplyResult::Applied => self.tx.execute(
                 "UPDATE hosts SET state = ?2, applied_hash = ?3, last_error = NULL,
-                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5,
+                 reload_fallback = ?6 WHERE id = ?1",
                 params![
                     host_id,
                     HostState::ConfigApplied.as_str(),
                     report.hash,
                     report.alloy_version,
-                    now
+                    now,
+                    report.reload_fallback
                 ],
             )?,
             ApplyResult::Failed => self.tx.execute(
                 "UPDATE hosts SET state = ?2, last_error = ?3,
-                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5 WHERE id = ?1",
+                 alloy_version = COALESCE(?4, alloy_version), last_seen = ?5,
+                 reload_fallback = ?6 WHERE id = ?1",
                 params![
                     host_id,
                     HostState::ConfigFailed.as_str(),
@@ -460,7 +467,8 @@ impl Tx<'_> {
                         .as_deref()
                         .unwrap_or("the agent gave no error text"),
                     report.alloy_version,
-                    now
+                    now,
+                    report.reload_fallback
                 ],
             )?,
         };
@@ -472,7 +480,7 @@ pub(super) const HOST_COLUMNS: &str =
     "id, machine_id, public_key_sha256, facts, labels, state, config,
     rendered_hash, targets, applied_hash, last_error, alloy_version, enrolled_at, last_seen,
     cert_expires_at, scrape_state, scrape_error, scrape_checked_at, decommissioned_at,
-    previous_host_id, batch_id, replace_until, last_conflict";
+    previous_host_id, batch_id, replace_until, last_conflict, reload_fallback";
 
 pub(super) fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRecord, StoreError>> {
     let facts: String = r.get(3)?;
@@ -530,6 +538,7 @@ pub(super) fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRec
             batch_id: r.get(20)?,
             replace_until: r.get(21)?,
             last_conflict: r.get(22)?,
+            reload_fallback: r.get(23)?,
         },
     }))
 }
@@ -560,7 +569,7 @@ fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
         &format!(
             "INSERT INTO hosts ({HOST_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)
              ON CONFLICT(id) DO UPDATE SET public_key_sha256 = excluded.public_key_sha256,
              facts = excluded.facts, labels = excluded.labels, state = excluded.state,
              config = excluded.config, rendered_hash = excluded.rendered_hash,
@@ -571,7 +580,8 @@ fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
              scrape_checked_at = excluded.scrape_checked_at,
              decommissioned_at = excluded.decommissioned_at,
              previous_host_id = excluded.previous_host_id, batch_id = excluded.batch_id,
-             replace_until = excluded.replace_until, last_conflict = excluded.last_conflict"
+             replace_until = excluded.replace_until, last_conflict = excluded.last_conflict,
+             reload_fallback = excluded.reload_fallback"
         ),
         params![
             h.id,
@@ -597,6 +607,7 @@ fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
             l.batch_id,
             l.replace_until,
             l.last_conflict,
+            l.reload_fallback,
         ],
     )?;
     Ok(())

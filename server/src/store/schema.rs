@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this server writes and understands.
-pub const VERSION: i32 = 5;
+pub const VERSION: i32 = 6;
 
 /// Version 1 (the first release). Never edited: later versions are steps.
 const V1: &str = r#"
@@ -205,13 +205,19 @@ CREATE TRIGGER configs_prune AFTER UPDATE OF rendered_hash, applied_hash ON host
   END;
 "#;
 
+/// 5 → 6: why a host's last reload went through the agent's fallback
+/// (Alloy's `/-/reload` unreachable), from its status report.
+const V6: &str = r#"
+ALTER TABLE hosts ADD COLUMN reload_fallback TEXT;
+"#;
+
 /// Brings the database to [`VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::TooNew(version));
     }
-    let steps: [(i32, &str); 5] = [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+    let steps: [(i32, &str); 6] = [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
     for (to, sql) in steps {
         if version >= to {
             continue;
