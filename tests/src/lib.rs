@@ -17,6 +17,7 @@
 pub mod apt_repo;
 pub mod bare_host;
 pub mod fleet;
+pub mod loadgen;
 pub mod prereqs;
 pub mod process;
 pub mod prometheus;

@@ -26,6 +26,7 @@ pub struct ServerBuilder {
     envs: Vec<(OsString, OsString)>,
     program: Option<PathBuf>,
     deadline: Duration,
+    cpus: Option<String>,
 }
 
 impl Server {
@@ -43,6 +44,7 @@ impl Server {
             envs: Vec::new(),
             program: None,
             deadline: START_DEADLINE,
+            cpus: None,
         }
     }
 
@@ -107,6 +109,14 @@ impl Server {
             .to_string()
     }
 
+    /// Stops the server as its unit does (SIGTERM) and waits up to
+    /// `deadline` for it to exit; `None` if it has not (it is then killed).
+    pub fn terminate(mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling our own child, not reaped yet.
+        unsafe { libc::kill(self.process.pid() as i32, libc::SIGTERM) };
+        self.process.wait_exit(deadline)
+    }
+
     /// The command line, stdout and stderr so far: for panic messages.
     pub fn logs(&self) -> String {
         self.process.logs()
@@ -151,27 +161,42 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the server on these CPUs only (`taskset -c CPUS`), as a
+    /// benchmark pins it apart from its load.
+    pub fn cpus(mut self, cpus: &str) -> Self {
+        self.cpus = Some(cpus.to_string());
+        self
+    }
+
     /// Starts the server and waits for its `listening on ADDR (agents)` and
     /// `listening on ADDR (admin)` lines; panics with its output if they do
     /// not come within the start deadline.
     pub fn start(self) -> Server {
+        let program = self
+            .program
+            .clone()
+            .unwrap_or_else(|| bin_path("muster-server"));
+        let mut command = match &self.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
         let mut process = Process::spawn(
-            Command::new(
-                self.program
-                    .clone()
-                    .unwrap_or_else(|| bin_path("muster-server")),
-            )
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args([
-                "--listen",
-                self.listen.as_str(),
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v))),
+            command
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args([
+                    "--listen",
+                    self.listen.as_str(),
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                ])
+                .args(&self.args)
+                .envs(self.envs.iter().map(|(k, v)| (k, v))),
         );
         let until = Instant::now() + self.deadline;
         let (mut agent_addr, mut admin_addr) = (None, None);
