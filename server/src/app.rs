@@ -7,9 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use muster_shared::pin::Pin;
-use muster_shared::wire::{HostInfo, TokenCreated, TokenInfo};
 
-use crate::admin_wire::IssuedToken;
+use crate::admin_wire::{HostInfo, IssuedToken, TokenCreated, TokenInfo};
 use crate::authlimit::{AuthLimiter, Closed};
 use crate::bootstrap;
 use crate::ca::{self, Ca};

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use muster_shared::facts;
 use muster_shared::labels::{self, Labels};
-use muster_shared::wire::{HostState, TokenState};
 use serde::{Deserialize, Serialize};
 
+use crate::admin_wire::{HostState, TokenState};
 use crate::schema::LabelSchema;
 use crate::store::{headline, BatchEntry, NewBatchHost};
 

@@ -10,13 +10,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use muster_shared::labels::Labels;
-use muster_shared::wire::{ErrorBody, HostInfo, TokenCreate, TokenCreated, TokenInfo};
+use muster_shared::wire::ErrorBody;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::admin_wire::{Decommissioned, LabelCheck, LabelEdit, LabelEdited, ReplaceArmed};
+use crate::admin_wire::{
+    Decommissioned, HostInfo, LabelCheck, LabelEdit, LabelEdited, ReplaceArmed, TokenCreate,
+    TokenCreated, TokenInfo,
+};
 use crate::init::ADMIN_TOKEN_FILE;
 use crate::settings::{self, Settings};
 use crate::store::AuditRow;

@@ -201,6 +201,15 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("blocking task failed", e))
 }
 
+/// The token of an `Authorization: Bearer <token>` header, trimmed.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+}
+
 /// The name of the admin token `token`, if it is valid and not revoked.
 pub async fn verify_admin(app: &Shared, token: String) -> Result<Option<String>, ApiError> {
     blocking(app, move |app| app.store.verify_admin_token(&token))

@@ -13,11 +13,12 @@
 
 use std::time::Duration;
 
-use muster_shared::wire::HostState;
 use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
+
+use crate::admin_wire::HostState;
 
 /// Content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;

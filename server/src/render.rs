@@ -389,10 +389,10 @@ fn template_error(name: &str, e: &Error) -> RenderError {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::admin_wire::HostState;
     use muster_shared::alloy::escape_string;
     use muster_shared::facts::{Facts, ServiceFact, ServiceKind};
     use muster_shared::labels::Labels;
-    use muster_shared::wire::HostState;
 
     pub(crate) fn host(labels: &[(&str, &str)]) -> HostRecord {
         HostRecord {

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use muster_shared::wire::{HostState, ScrapeInfo};
 use serde_json::Value;
 
+use crate::admin_wire::{HostState, ScrapeInfo};
 use crate::store::{HostRecord, Store};
 
 /// What Prometheus says about one host's targets.

@@ -7,7 +7,6 @@ mod common;
 
 use common::Fixture;
 use muster_server::authlimit::MAX_REFUSALS;
-use muster_server::store::{AuditFilter, Store};
 use reqwest::StatusCode;
 
 #[tokio::test]
@@ -31,25 +30,10 @@ async fn a_guessing_source_is_answered_429_and_audited_once_per_window() {
         .send()
         .await
         .expect("send");
-    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = resp.headers()[reqwest::header::RETRY_AFTER]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
-    assert!((1..=60).contains(&retry), "Retry-After {retry}");
-    let body: serde_json::Value = resp.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "rate_limited");
+    common::assert_rate_limited(resp, "the right token, over the limit").await;
 
     // One audit entry for the window so far, not one per guess.
-    let store = Store::open(&f.data_dir().join(muster_server::store::FILE_NAME)).expect("db");
-    let refusals: Vec<_> = store
-        .audit_query(&AuditFilter {
-            host: None,
-            since: None,
-            limit: 1000,
-        })
-        .expect("audit")
+    let refusals: Vec<_> = common::audit_log(&f)
         .into_iter()
         .filter(|a| a.action == "admin.auth")
         .collect();

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{client_from, enrolled, Fixture, TestAgent};
-use muster_server::store::{AuditFilter, Store};
 use reqwest::StatusCode;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -231,15 +230,7 @@ async fn a_source_failing_to_enroll_is_answered_429_and_audited_once() {
             .send()
             .await
             .expect("send");
-        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{token}");
-        let retry: u64 = resp.headers()[reqwest::header::RETRY_AFTER]
-            .to_str()
-            .expect("ascii")
-            .parse()
-            .expect("seconds");
-        assert!((1..=60).contains(&retry), "Retry-After {retry}");
-        let body: serde_json::Value = resp.json().await.expect("json");
-        assert_eq!(body["error"]["code"], "rate_limited");
+        common::assert_rate_limited(resp, token).await;
     }
     // Another source enrolls with the token.
     let agent = TestAgent::new("web-2", "m-2");
@@ -253,14 +244,7 @@ async fn a_source_failing_to_enroll_is_answered_429_and_audited_once() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Three refusals audited one by one, the five turned away as one entry.
-    let store = Store::open(&f.data_dir().join(muster_server::store::FILE_NAME)).expect("db");
-    let refusals: Vec<_> = store
-        .audit_query(&AuditFilter {
-            host: None,
-            since: None,
-            limit: 1000,
-        })
-        .expect("audit")
+    let refusals: Vec<_> = common::audit_log(&f)
         .into_iter()
         .filter(|a| a.action == "enroll" && a.outcome == "refused")
         .collect();

@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::header;
 use axum::http::request::Parts;
 use axum::{Extension, Json};
 use muster_shared::labels;
-use muster_shared::wire::{HostInfo, HostState, TokenCreate, TokenCreated, TokenInfo};
 use serde::Deserialize;
 
 use super::{blocking, unix_now, ApiError, ApiJson, ConnInfo, Shared};
+use crate::admin_wire::{HostInfo, HostState, TokenCreate, TokenCreated, TokenInfo};
 use crate::http::{refused_admin, throttle, verify_admin};
 use crate::store::{AuditEntry, AuditFilter, AuditRow};
 
@@ -24,13 +23,7 @@ impl FromRequestParts<Shared> for Admin {
         const MISSING: &str = "missing or invalid admin token (Authorization: Bearer <token>)";
         let source = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
         throttle(app, source)?;
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string());
-        let Some(token) = token else {
+        let Some(token) = crate::http::bearer_token(&parts.headers) else {
             refused_admin(app, source, "no bearer token");
             return Err(ApiError::Unauthenticated(MISSING));
         };

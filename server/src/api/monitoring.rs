@@ -100,13 +100,7 @@ async fn reader(app: &Shared, parts: &axum::http::request::Parts) -> Result<(), 
         .get::<super::ConnInfo>()
         .map(|c| c.peer.ip());
     crate::http::throttle(app, source)?;
-    let token = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
-    let Some(token) = token else {
+    let Some(token) = crate::http::bearer_token(&parts.headers) else {
         crate::http::refused_admin(app, source, "no bearer token (targets reader)");
         return Err(ApiError::Unauthenticated(MISSING));
     };

@@ -7,12 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use muster_shared::wire::HostState;
 use serde_json::Value;
 
 use super::{labels_text, path_segment, print_json, table, time, AdminArgs, AdminClient};
 use crate::admin_wire::{
-    BatchImport, BatchImported, BatchRetried, BatchRetry, BatchStatus, IssuedToken,
+    BatchImport, BatchImported, BatchRetried, BatchRetry, BatchStatus, HostState, IssuedToken,
 };
 use crate::batch::{EntryStatus, Format};
 use crate::store::BatchRecord;

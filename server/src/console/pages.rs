@@ -12,11 +12,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use minijinja::{context, Value};
 use muster_shared::labels::{self, Labels};
-use muster_shared::wire::{HostInfo, HostState, TokenCreate};
 use serde::Deserialize;
 
 use super::{cookie_value, render, Action, Console, Refusal, User, COOKIE, SESSION_TTL};
-use crate::admin_wire::LabelEdit;
+use crate::admin_wire::{HostInfo, HostState, LabelEdit, TokenCreate};
 use crate::app::App;
 use crate::cli::batch::Output;
 use crate::fleet::{unix_now, BatchFile, FleetError, LabelTarget};

@@ -2,10 +2,8 @@
 //! with its own one-time token bound to its hostname), a batch's status,
 //! and new tokens for the rows that failed or expired.
 
-use muster_shared::wire::HostState;
-
 use super::{Fleet, FleetError};
-use crate::admin_wire::{BatchRecord, BatchStatus};
+use crate::admin_wire::{BatchRecord, BatchStatus, HostState};
 use crate::batch::{self, Format, RowError};
 use crate::store::{AuditEntry, Tx};
 use crate::tokens::Secret;

@@ -4,9 +4,9 @@
 
 use muster_shared::facts::Facts;
 use muster_shared::labels::Labels;
-use muster_shared::wire::{HostState, TokenState};
 
 use super::{Fleet, FleetError};
+use crate::admin_wire::{HostState, TokenState};
 use crate::ca::IssuedCert;
 use crate::schema::{Problem, SchemaError};
 use crate::store::{AuditEntry, HostRecord, Lifecycle, TokenRow, Tx};

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use muster_shared::labels::Labels;
-use muster_shared::wire::TokenInfo;
 
 use super::{Fleet, FleetError};
+use crate::admin_wire::TokenInfo;
 use crate::settings::Settings;
 use crate::store::AuditEntry;
 use crate::tokens::Secret;

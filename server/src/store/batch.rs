@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use muster_shared::labels::Labels;
-use muster_shared::wire::TokenState;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{corrupt, host_by_id, to_json, token_state, HostRecord, Store, StoreError, Tx};
+use crate::admin_wire::TokenState;
 use crate::tokens::{self, Kind, Secret};
 
 /// A validated row to pre-register.

@@ -2,10 +2,11 @@
 
 use muster_shared::facts::{self, Facts};
 use muster_shared::labels::Labels;
-use muster_shared::wire::{ApplyResult, HostInfo, HostState, ScrapeInfo, StatusReport};
+use muster_shared::wire::{ApplyResult, StatusReport};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{corrupt, to_json, Store, StoreError, Tx};
+use crate::admin_wire::{HostInfo, HostState, ScrapeInfo};
 use crate::ca::IssuedCert;
 use crate::tokens;
 use serde::{Deserialize, Serialize};

@@ -3,12 +3,12 @@
 //! and targets-reader tokens (`mtr_…`: `/v1/sd/targets` and `/metrics`, nothing
 //! else; their own table, so no reader token can pass as an admin token).
 
-use muster_shared::wire::HostState;
 use rusqlite::OptionalExtension as _;
 
 use super::hosts::headline_of;
+use super::tokens::NamedTokens;
 use super::{Store, StoreError};
-use crate::admin_wire::ReaderTokenInfo;
+use crate::admin_wire::{HostState, ReaderTokenInfo};
 use crate::metrics::FleetCounts;
 use crate::tokens::{self, Kind, Secret};
 
@@ -151,18 +151,7 @@ impl Store {
         let Some((id, secret)) = tokens::parse(Kind::Reader, text) else {
             return self.verify_admin_token(text);
         };
-        let row: Option<(String, Vec<u8>, Option<i64>)> = self
-            .conn()
-            .query_row(
-                "SELECT name, hash, revoked_at FROM reader_tokens WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        Ok(match row {
-            Some((name, hash, None)) if tokens::verify(secret, &hash) => Some(name),
-            _ => None,
-        })
+        self.verify_named_token(NamedTokens::Reader, id, secret)
     }
 }
 

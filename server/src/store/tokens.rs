@@ -1,10 +1,10 @@
 //! Admin and enrollment tokens.
 
 use muster_shared::labels::Labels;
-use muster_shared::wire::{TokenInfo, TokenState};
 use rusqlite::{params, OptionalExtension};
 
 use super::{corrupt, to_json, Store, StoreError, Tx};
+use crate::admin_wire::{TokenInfo, TokenState};
 use crate::tokens::{self, Kind, Secret};
 
 impl Store {
@@ -24,10 +24,24 @@ impl Store {
         let Some((id, secret)) = tokens::parse(Kind::Admin, text) else {
             return Ok(None);
         };
+        self.verify_named_token(NamedTokens::Admin, id, secret)
+    }
+
+    /// The name of token `id` of `table` when `secret` is its secret and it
+    /// is not revoked.
+    pub(super) fn verify_named_token(
+        &self,
+        table: NamedTokens,
+        id: &str,
+        secret: &str,
+    ) -> Result<Option<String>, StoreError> {
         let row: Option<(String, Vec<u8>, Option<i64>)> = self
             .conn()
             .query_row(
-                "SELECT name, hash, revoked_at FROM admin_tokens WHERE id = ?1",
+                &format!(
+                    "SELECT name, hash, revoked_at FROM {} WHERE id = ?1",
+                    table.table()
+                ),
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -48,6 +62,22 @@ impl Store {
         )?;
         let rows = stmt.query_map([], |r| token_row(r, now))?;
         rows.map(|r| r?).collect()
+    }
+}
+
+/// The tables of tokens that carry a name (who or what holds them).
+#[derive(Clone, Copy)]
+pub(super) enum NamedTokens {
+    Admin,
+    Reader,
+}
+
+impl NamedTokens {
+    fn table(self) -> &'static str {
+        match self {
+            NamedTokens::Admin => "admin_tokens",
+            NamedTokens::Reader => "reader_tokens",
+        }
     }
 }
 

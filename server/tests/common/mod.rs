@@ -294,3 +294,30 @@ pub async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) 
     .await;
     results.into_iter().map(|r| r.expect("ready")).collect()
 }
+
+/// Every audit entry (up to 1000), read from `f`'s database.
+pub fn audit_log(f: &Fixture) -> Vec<muster_server::store::AuditRow> {
+    let path = f.data_dir().join(muster_server::store::FILE_NAME);
+    muster_server::store::Store::open(&path)
+        .expect("db")
+        .audit_query(&muster_server::store::AuditFilter {
+            host: None,
+            since: None,
+            limit: 1000,
+        })
+        .expect("audit")
+}
+
+/// Asserts that `resp` is a source turned away by a refusal limit: 429
+/// with a `Retry-After` of 1 to 60 s and the `rate_limited` error code.
+pub async fn assert_rate_limited(resp: reqwest::Response, what: &str) {
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
+    let retry: u64 = resp.headers()[reqwest::header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{what}: Retry-After {retry}");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited", "{what}");
+}
