@@ -173,6 +173,22 @@ impl AlloyHost {
         self.dir.join("agent.toml")
     }
 
+    /// Sets `key = value` (`value` in TOML) in the agent's config file,
+    /// replacing the line `enroll` wrote for it.
+    pub fn set_agent_option(&self, key: &str, value: &str) {
+        let path = self.agent_config();
+        let text = std::fs::read_to_string(&path).expect("agent.toml");
+        let line = format!("{key} = {value}");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")))
+            .map(str::to_string)
+            .collect();
+        // Before any [table], where a top-level key belongs.
+        lines.insert(0, line);
+        std::fs::write(&path, lines.join("\n") + "\n").expect("agent.toml");
+    }
+
     /// `muster-agent enroll` against `server`, with the OS hostname.
     pub fn enroll(&self, server: &Server, token: &str, pin: &str) -> Command {
         self.enroll_with(agent(), server, token, pin)
@@ -203,6 +219,12 @@ impl AlloyHost {
     /// The agent daemon, logging at debug level.
     pub fn run_daemon(&self) -> Process {
         Process::spawn(run_command(agent(), &self.dir, false).env("MUSTER_LOG", "debug"))
+    }
+
+    /// `run` with `agent` as the agent command as it is (not made to detect
+    /// only this process's tree), logging with the `MUSTER_LOG` filter `log`.
+    pub fn run_daemon_with(&self, agent: Command, log: &str) -> Process {
+        Process::spawn(run_command(agent, &self.dir, false).env("MUSTER_LOG", log))
     }
 
     /// `run --once` with `agent` as the agent command.
