@@ -49,6 +49,9 @@ pub mod windows_dirs {
             .join("Alloy")
     }
 }
+/// How often services are detected unless `detect_interval` says otherwise.
+pub const DEFAULT_DETECT_INTERVAL: Duration = Duration::from_secs(300);
+
 /// The port Alloy's HTTP server listens on by default.
 pub const ALLOY_PORT: u16 = 12345;
 
@@ -81,6 +84,12 @@ pub struct Config {
     /// How long to wait for `ready_url` after a reload (humantime: "30s", "2m").
     #[serde(with = "duration_text")]
     pub ready_timeout: Duration,
+    /// How often the agent looks again at this host's facts (the services
+    /// running here above all: a walk over every process) and sends them
+    /// when they changed; it also looks at start. Check-ins in between only
+    /// poll, which keeps them cheap (humantime: "5m", "1h").
+    #[serde(with = "duration_text")]
+    pub detect_interval: Duration,
     /// `host:port` where Prometheus reaches this host's Alloy. Default: the
     /// address this host uses to reach the server, port 12345.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,6 +169,7 @@ impl Default for Config {
             reload_command: os.reload_command,
             ready_url: format!("http://127.0.0.1:{ALLOY_PORT}/-/ready"),
             ready_timeout: Duration::from_secs(30),
+            detect_interval: DEFAULT_DETECT_INTERVAL,
             scrape_address: None,
             hostname: None,
             machine_id_file: os.machine_id_file,
@@ -301,6 +311,9 @@ impl Config {
         }
         if self.ready_timeout.is_zero() {
             return Err(value_error("ready_timeout", "must be longer than zero"));
+        }
+        if self.detect_interval < Duration::from_secs(1) {
+            return Err(value_error("detect_interval", "must be at least 1s"));
         }
         if let Some(addr) = &self.scrape_address {
             muster_shared::facts::check_scrape_address(addr)
@@ -465,6 +478,7 @@ mod tests {
         assert_eq!(c.ready_url, "http://127.0.0.1:12345/-/ready");
         assert_eq!(c.reload_url(), "http://127.0.0.1:12345/-/reload");
         assert_eq!(c.ready_timeout, Duration::from_secs(30));
+        assert_eq!(c.detect_interval, Duration::from_secs(300));
         assert_eq!(c.machine_id_file, Path::new("/etc/machine-id"));
         assert!(c.server.is_none() && c.scrape_address.is_none() && c.hostname.is_none());
     }
@@ -481,6 +495,7 @@ mod tests {
             alloy_env_file = "/etc/sysconfig/alloy"
             ready_url = "http://127.0.0.1:9/-/ready"
             ready_timeout = "1m 30s"
+            detect_interval = "10m"
             scrape_address = "10.0.0.5:12345"
             hostname = "web-01"
             machine_id_file = "/tmp/machine-id"
@@ -492,6 +507,7 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         assert_eq!(c.server.as_deref(), Some("https://muster.example.com:8443"));
         assert_eq!(c.ready_timeout, Duration::from_secs(90));
+        assert_eq!(c.detect_interval, Duration::from_secs(600));
         assert_eq!(c.reload_command.len(), 5);
         assert_eq!(c.reload_url(), "http://127.0.0.1:9/-/reload");
         assert_eq!(
@@ -526,6 +542,7 @@ mod tests {
             ("reload_command = []", "reload_command"),
             ("ready_timeout = \"soon\"", "soon"),
             ("ready_timeout = \"0s\"", "ready_timeout"),
+            ("detect_interval = \"500ms\"", "detect_interval"),
             ("ready_url = \"ftp://x/\"", "ready_url"),
             ("reload_url = \"ftp://x/\"", "reload_url"),
             ("scrape_address = \"10.0.0.5\"", "scrape_address"),

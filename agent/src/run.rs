@@ -1,10 +1,12 @@
 //! `muster-agent run`: the daemon loop. Poll the server for this host's
 //! config, apply what changed, report the result, renew the certificate in
-//! time, and back off (with jitter) while the server is unreachable.
+//! time, send the host's facts when they changed (looked at on their own,
+//! slower cadence), and back off (with jitter) while the server is
+//! unreachable.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use muster_shared::wire::{AgentConfig, ApplyResult, StatusReport};
 use reqwest::Url;
@@ -80,6 +82,34 @@ pub struct Agent {
     /// The facts the server last took (`None` until the first check-in,
     /// which always sends them: an upgraded agent may know more).
     reported_facts: Option<muster_shared::facts::Facts>,
+    /// Facts gathered that differ from those and are not sent yet.
+    unreported_facts: Option<muster_shared::facts::Facts>,
+    /// When the facts are gathered again.
+    detect: Cadence,
+}
+
+/// Something done at start and then every `every`: gathering the facts,
+/// which walks every process on the host, is kept off most check-ins.
+#[derive(Debug)]
+struct Cadence {
+    every: Duration,
+    next: Option<Instant>,
+}
+
+impl Cadence {
+    fn new(every: Duration) -> Cadence {
+        Cadence { every, next: None }
+    }
+
+    /// Whether it is due at `now` (always the first time); when it is, the
+    /// next time is `every` later.
+    fn due(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        self.next = Some(now + self.every);
+        true
+    }
 }
 
 impl Agent {
@@ -107,6 +137,7 @@ impl Agent {
             }
         };
         let etag = state.etag_on_start();
+        let detect = Cadence::new(config.detect_interval);
         Ok(Agent {
             config,
             server,
@@ -117,6 +148,8 @@ impl Agent {
             state,
             etag,
             reported_facts: None,
+            unreported_facts: None,
+            detect,
         })
     }
 
@@ -189,21 +222,25 @@ impl Agent {
         Ok(())
     }
 
-    /// Gathers the facts again and sends them when they changed, so a
-    /// service installed later gets its config on this very check-in. A
-    /// failure is logged and retried next time; a server without the route
-    /// (404: older than this agent) is not asked again until they change.
+    /// At start and every `detect_interval`, gathers the facts again and
+    /// queues them when they changed, so a service installed since gets its
+    /// config on this check-in; then sends what is queued. A failed send is
+    /// retried on the next check-in without gathering again; a server
+    /// without the route (404: older than this agent) is not asked again
+    /// until they change.
     async fn report_facts(&mut self) {
-        let facts = match crate::facts::collect(&self.config, &self.server).await {
-            Ok(f) => f,
-            Err(e) => {
-                warn!(error = %e, "cannot gather facts; the server keeps the last ones");
-                return;
+        if self.detect.due(Instant::now()) {
+            match crate::facts::collect(&self.config, &self.server).await {
+                Ok(facts) if self.reported_facts.as_ref() == Some(&facts) => {
+                    self.unreported_facts = None;
+                }
+                Ok(facts) => self.unreported_facts = Some(facts),
+                Err(e) => warn!(error = %e, "cannot gather facts; the server keeps the last ones"),
             }
-        };
-        if self.reported_facts.as_ref() == Some(&facts) {
-            return;
         }
+        let Some(facts) = self.unreported_facts.take() else {
+            return;
+        };
         match self.client.report_facts(&facts).await {
             Ok(accepted) => {
                 let services: Vec<&str> = facts.services.iter().map(|s| s.kind.as_str()).collect();
@@ -214,7 +251,10 @@ impl Agent {
                 debug!("the server does not take fact updates");
                 self.reported_facts = Some(facts);
             }
-            Err(e) => warn!(error = %e, "cannot report facts; will retry"),
+            Err(e) => {
+                warn!(error = %e, "cannot report facts; will retry");
+                self.unreported_facts = Some(facts);
+            }
         }
     }
 
@@ -498,6 +538,52 @@ mod tests {
         // Sent again unchanged: nothing at all.
         agent.take_config(live).await.unwrap();
         assert_eq!(agent.state.pending_report, None);
+    }
+
+    #[test]
+    fn facts_are_gathered_at_start_then_every_detect_interval() {
+        let secs = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut c = Cadence::new(secs(300));
+        assert!(c.due(t0), "at start");
+        for s in [1, 30, 299] {
+            assert!(!c.due(t0 + secs(s)), "{s}");
+        }
+        assert!(c.due(t0 + secs(300)));
+        assert!(!c.due(t0 + secs(330)));
+        // Late (the host slept): the next one counts from now.
+        assert!(c.due(t0 + secs(700)));
+        assert!(!c.due(t0 + secs(999)));
+        assert!(c.due(t0 + secs(1000)));
+    }
+
+    #[tokio::test]
+    async fn facts_the_server_did_not_take_are_sent_again_without_detecting_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = agent(dir.path());
+        assert_eq!(agent.detect.every, agent.config.detect_interval);
+        // Gathered a moment ago, so not due; the server (port 1) is down.
+        assert!(agent.detect.due(Instant::now()));
+        let facts = muster_shared::facts::Facts {
+            hostname: "web-01".into(),
+            machine_id: "abc123".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            os_id: None,
+            os_version: None,
+            kernel: None,
+            os_like: None,
+            scrape_address: "10.0.0.5:12345".into(),
+            agent_version: "0.1.0".into(),
+            services: Vec::new(),
+            alloy: None,
+        };
+        agent.unreported_facts = Some(facts.clone());
+        for _ in 0..2 {
+            agent.report_facts().await;
+            assert_eq!(agent.unreported_facts.as_ref(), Some(&facts));
+            assert_eq!(agent.reported_facts, None);
+        }
     }
 
     #[test]

@@ -144,6 +144,8 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
     )
     .await;
     run_ok(&mut host.enroll(&server, token["token"].as_str().expect("token"), &pin));
+    // Look for services every second too (the default is every 5 minutes).
+    host.set_agent_option("detect_interval", "\"1s\"");
     let agent = host.run_daemon();
 
     // PostgreSQL was there at enrollment: its exporter, at its real port.
@@ -158,8 +160,8 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
         "the machine's nginx leaked into detection: {live}"
     );
 
-    // nginx and its exporter start later: reported as changed facts, the
-    // next config has them.
+    // nginx and its exporter start later: found by the next detection,
+    // reported as changed facts, the next config has them.
     let (_nginx, _) = fake_service(&services, "nginx");
     let (_exporter, exporter_addr) = fake_service(&services, "prometheus-nginx-exporter");
     let port_line = format!(
