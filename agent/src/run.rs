@@ -1,8 +1,8 @@
 //! `muster-agent run`: the daemon loop. Poll the server for this host's
 //! config, apply what changed, report the result, renew the certificate in
 //! time, send the host's facts when they changed (looked at on their own,
-//! slower cadence), and back off (with jitter) while the server is
-//! unreachable.
+//! slower cadence), and back off (with jitter, within the check-in
+//! interval) while the server is unreachable.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -369,20 +369,21 @@ impl Agent {
             if let Err(e @ RunError::Revoked { .. }) = result {
                 return Err(e);
             }
+            let interval = self.interval();
             let wait = match result {
-                Err(RunError::Client(_)) => backoff.fail(random_unit()),
+                Err(RunError::Client(_)) => backoff.fail(interval, random_unit()),
                 // Apply failures are reported; the server decides what comes next.
                 Ok(()) | Err(RunError::ApplyFailed { .. }) => {
                     backoff.reset();
-                    jittered(self.interval(), random_unit())
+                    jittered(interval, random_unit())
                 }
                 Err(e @ (RunError::State(_) | RunError::Identity(_))) => {
                     warn!(error = %e, "local state problem");
-                    backoff.fail(random_unit())
+                    backoff.fail(interval, random_unit())
                 }
-                Err(_) => backoff.fail(random_unit()),
+                Err(_) => backoff.fail(interval, random_unit()),
             };
-            debug!(wait = ?wait, "next check-in");
+            debug!(wait = ?wait, failures = backoff.failures(), "next check-in");
             if cancellable(&mut shutdown, tokio::time::sleep(wait))
                 .await
                 .is_none()
