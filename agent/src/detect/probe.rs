@@ -1,8 +1,8 @@
 //! The IO half of detection: takes a [`Snapshot`] of this host (processes
-//! from sysinfo, listening sockets from `/proc/net/tcp{,6}`, socket
-//! ownership from `/proc/<pid>/fd`, a few paths). Every read that fails
-//! (permissions, a process that just exited) is skipped: detection works
-//! with what it can see.
+//! from `/proc` on Linux, from sysinfo elsewhere; listening sockets from
+//! `/proc/net/tcp{,6}`, socket ownership from `/proc/<pid>/fd`, a few
+//! paths). Every read that fails (permissions, a process that just exited)
+//! is skipped: detection works with what it can see.
 //!
 //! With [`SCOPE_ENV`] set to a process id, detection sees only that
 //! process's tree: its descendants, the sockets they hold, no well-known
@@ -11,8 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-
-use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
 use super::services::{self, Listener, Proc, Snapshot, PROBE_PATHS};
 
@@ -45,8 +43,58 @@ pub fn snapshot() -> Snapshot {
     }
 }
 
-/// Every process, and each one's parent.
+/// Every process, and each one's parent: read straight from `/proc`, one
+/// process at a time, keeping only what detection looks at (a general
+/// process table reads and keeps far more: every thread, memory, times).
+#[cfg(target_os = "linux")]
 fn processes() -> (Vec<Proc>, BTreeMap<u32, u32>) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        tracing::warn!("cannot read /proc; detecting services from paths only");
+        return (Vec::new(), BTreeMap::new());
+    };
+    let mut parents = BTreeMap::new();
+    let mut out = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        // Gone since the listing: skipped.
+        let Some((name, parent)) = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .as_deref()
+            .and_then(services::parse_proc_stat)
+        else {
+            continue;
+        };
+        parents.insert(pid, parent);
+        let cmdline = std::fs::read(dir.join("cmdline"))
+            .map(|raw| services::parse_cmdline(&raw))
+            .unwrap_or_default();
+        let exe = std::fs::read_link(dir.join("exe"))
+            .ok()
+            .map(|e| e.to_string_lossy().into_owned());
+        out.push(Proc {
+            pid,
+            name,
+            exe,
+            cmdline,
+            socket_inodes: Vec::new(),
+        });
+    }
+    out.sort_by_key(|p| p.pid);
+    (out, parents)
+}
+
+/// Every process, and each one's parent, from sysinfo.
+#[cfg(not(target_os = "linux"))]
+fn processes() -> (Vec<Proc>, BTreeMap<u32, u32>) {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+
     let Ok(mut system) = System::new() else {
         tracing::warn!("cannot read the process list; detecting services from sockets only");
         return (Vec::new(), BTreeMap::new());

@@ -425,6 +425,31 @@ fn parse_hex_addr(text: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// The name (`comm`) and parent pid in `/proc/<pid>/stat`:
+/// `1234 (name) S 1 ...`. The name may hold spaces and parentheses, so it
+/// ends at the last `)`.
+pub fn parse_proc_stat(text: &str) -> Option<(String, u32)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let name = text.get(open + 1..close)?;
+    let mut rest = text[close + 1..].split_whitespace();
+    let _state = rest.next()?;
+    let parent = rest.next()?.parse().ok()?;
+    Some((name.to_string(), parent))
+}
+
+/// The arguments in `/proc/<pid>/cmdline`: NUL-separated, NUL-terminated
+/// (empty for kernel threads).
+pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 /// The inode of a `/proc/<pid>/fd/<n>` link target `socket:[12345]`.
 pub fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?
@@ -475,6 +500,34 @@ mod tests {
         );
         assert!(parse_proc_net_tcp("header only\n").is_empty());
         assert!(parse_proc_net_tcp("h\n 0: zz:1 0 0A a b c d e f\n").is_empty());
+    }
+
+    #[test]
+    fn parses_proc_stat_and_cmdline() {
+        assert_eq!(
+            parse_proc_stat("1234 (nginx) S 1 1234 1234 0 -1 4194560 2 0"),
+            Some(("nginx".into(), 1))
+        );
+        assert_eq!(
+            parse_proc_stat("77 (a) b (c)) R 42 77 77 0"),
+            Some(("a) b (c)".into(), 42))
+        );
+        assert_eq!(
+            parse_proc_stat("77 (kworker/0:1) I 2"),
+            Some(("kworker/0:1".into(), 2))
+        );
+        assert_eq!(parse_proc_stat("77 (cut"), None);
+        assert_eq!(parse_proc_stat(""), None);
+        assert_eq!(
+            parse_cmdline(b"redis-server\0--port\x006380\0"),
+            ["redis-server", "--port", "6380"]
+        );
+        // Rewritten by the process itself: one argument, spaces kept.
+        assert_eq!(
+            parse_cmdline(b"redis-server *:6379"),
+            ["redis-server *:6379"]
+        );
+        assert!(parse_cmdline(b"").is_empty());
     }
 
     #[test]
