@@ -60,8 +60,12 @@ pub fn dispatch(
     }
 }
 
+/// One thread: a command does one thing at a time (the daemon, one
+/// check-in), so worker threads would only cost memory (a stack and a
+/// malloc arena each). Blocking work (detection, name lookups) still runs on
+/// tokio's blocking pool, whose threads end when idle.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
