@@ -30,7 +30,7 @@ fn bench_fleet_runs_every_phase_with_a_tiny_fleet() {
     }
     let out = run_ok(&mut cmd);
     let mut wants = vec![
-        "seeded 11 hosts by SQL copy",
+        "seeded 11 hosts by SQL copy (and their target files)",
         "enrolled over TLS (16 concurrent): hosts 12..20",
         "start-up with 20 hosts: listening after",
         "muster kept-alive offered 20/s: achieved",

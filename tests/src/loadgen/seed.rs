@@ -5,7 +5,9 @@
 //! and a certificate row of its own with a synthetic fingerprint (no
 //! certificate exists for it: seeded hosts are counted, listed, loaded at
 //! start-up and rendered, but never connect). Columns are read from the
-//! schema, so steps added later are copied too.
+//! schema, so steps added later are copied too. Their target files are
+//! the template's with the same replacements (what the server would write),
+//! so the next start has no file to write.
 
 use std::path::Path;
 
@@ -102,4 +104,30 @@ pub fn seed_hosts(db: &Path, template: usize, template_id: &str, first: usize, c
         "{id}: {facts}"
     );
     tx.commit().expect("commit the seeded hosts");
+}
+
+/// Writes `<targets>/<id>.json` for hosts `first..first + count`: the
+/// template's file with its id, hostname, machine id and scrape address
+/// replaced (no fsync: a benchmark's data dir). Nothing when the template
+/// has no file.
+pub fn seed_target_files(
+    targets: &Path,
+    template: usize,
+    template_id: &str,
+    first: usize,
+    count: usize,
+) {
+    let Ok(text) = std::fs::read_to_string(targets.join(format!("{template_id}.json"))) else {
+        return;
+    };
+    let addr = format!("{}:", source_addr(template));
+    for i in first..first + count {
+        let id = format!("fleet-{i:06}-seeded");
+        let body = text
+            .replace(template_id, &id)
+            .replace(&hostname(template), &hostname(i))
+            .replace(&machine_id(template), &machine_id(i))
+            .replace(&addr, &format!("{}:", source_addr(i)));
+        std::fs::write(targets.join(format!("{id}.json")), body).expect("seeded target file");
+    }
 }
