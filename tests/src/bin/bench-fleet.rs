@@ -456,9 +456,10 @@ impl Bench {
             s.disconnect();
             s.host.etag = None;
         });
-        let body = polls::learn(&mut slots, addr, mode)
+        let (back, body) = polls::learn(slots, addr, mode)
             .await
             .unwrap_or_else(|e| panic!("{target}: first poll of every host: {e}"));
+        slots = back;
         let mut phases = Vec::new();
         for &rate in &self.args.rates {
             let (cpu0, me0) = (cpu_us_of(pids), cpu_us(std::process::id()).unwrap_or(0));
@@ -505,7 +506,7 @@ impl Bench {
     ) -> Vec<Slot> {
         let addr = server.agent_addr();
         slots.iter_mut().for_each(Slot::disconnect);
-        polls::learn(&mut slots, addr, Mode::KeptAlive)
+        let (slots, _) = polls::learn(slots, addr, Mode::KeptAlive)
             .await
             .unwrap_or_else(|e| panic!("mixed: first polls: {e}"));
         let hosts = self.args.hosts;
@@ -558,7 +559,10 @@ impl Bench {
                     .and_then(|(_, ph)| ph.iter().rfind(|(r, _)| self.passes(r)))
             };
             let (m, n) = (best(0), best(1));
-            let rate = |p: Option<&Phase>| {
+            let rate = |t: usize, p: Option<&Phase>| {
+                if f.sweeps[t].is_empty() {
+                    return "-".to_string();
+                }
                 p.map_or("none passed".to_string(), |(r, _)| {
                     format!("{:.0}/s (p99 {:.1} ms)", r.achieved(), r.quantile_ms(0.99))
                 })
@@ -570,8 +574,8 @@ impl Bench {
             println!(
                 "| {} polls/s at p99 < {limit} ms | {} | {} | {ratio} |",
                 mode.name(),
-                rate(m),
-                rate(n),
+                rate(0, m),
+                rate(1, n),
             );
             // CPU per poll compared at the highest offered rate both passed.
             let common = |t: usize, offered: f64| {

@@ -163,37 +163,65 @@ async fn poll(
     unreachable!("the loop returns on its second attempt")
 }
 
-/// Polls once from every host, one after the other, with no ETag
-/// condition when the host has none yet: learns each host's ETag (a 200)
-/// and, kept alive, leaves its connection open. Returns the body of the
-/// first host's config (the reference serves the same bytes).
-pub async fn learn(slots: &mut [Slot], addr: SocketAddr, mode: Mode) -> Result<Vec<u8>, String> {
-    let mut first_body = Vec::new();
-    for slot in slots.iter_mut() {
-        let request = get(addr, CONFIG_PATH, None, mode == Mode::Reconnect);
-        if slot.conn.is_none() {
-            let conn = Conn::connect(addr, Some(slot.host.source), Arc::clone(&slot.host.tls))
-                .await
-                .map_err(|e| format!("{}: connect: {e}", slot.host.host_id))?;
-            slot.conn = Some(conn);
-        }
-        let conn = slot.conn.as_mut().expect("connected above");
-        let resp = conn
-            .send(&request)
-            .await
-            .map_err(|e| format!("{}: poll: {e}", slot.host.host_id))?;
-        if resp.status != 200 {
-            return Err(format!("{}: HTTP {}", slot.host.host_id, resp.status));
-        }
-        slot.host.etag = Some(resp.etag.ok_or("no ETag in a config answer")?);
-        if first_body.is_empty() {
-            first_body = resp.body;
-        }
-        if resp.close || mode == Mode::Reconnect {
-            slot.conn = None;
-        }
+/// How many hosts [`learn`] polls at once.
+const LEARN_CONCURRENCY: usize = 16;
+
+/// Polls once from every host, [`LEARN_CONCURRENCY`] at a time, with no
+/// ETag condition: learns each host's ETag (a 200) and, kept alive, leaves
+/// its connection open (learning quickly keeps the first connections from
+/// sitting idle into the server's keep-alive timeout). Returns the slots
+/// and the body of the first host's config (the reference serves the same
+/// bytes).
+pub async fn learn(
+    slots: Vec<Slot>,
+    addr: SocketAddr,
+    mode: Mode,
+) -> Result<(Vec<Slot>, Vec<u8>), String> {
+    let mut groups: Vec<Vec<(usize, Slot)>> = (0..LEARN_CONCURRENCY).map(|_| Vec::new()).collect();
+    for (j, slot) in slots.into_iter().enumerate() {
+        groups[j % LEARN_CONCURRENCY].push((j, slot));
     }
-    Ok(first_body)
+    let mut tasks = tokio::task::JoinSet::new();
+    for group in groups {
+        tasks.spawn(async move {
+            let mut out = Vec::with_capacity(group.len());
+            for (j, mut slot) in group {
+                let body = learn_one(&mut slot, addr, mode).await?;
+                out.push((j, slot, body));
+            }
+            Ok::<_, String>(out)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.expect("a learning task panicked")?);
+    }
+    all.sort_by_key(|(j, _, _)| *j);
+    let body = all.first().map(|(_, _, b)| b.clone()).unwrap_or_default();
+    Ok((all.into_iter().map(|(_, s, _)| s).collect(), body))
+}
+
+async fn learn_one(slot: &mut Slot, addr: SocketAddr, mode: Mode) -> Result<Vec<u8>, String> {
+    let request = get(addr, CONFIG_PATH, None, mode == Mode::Reconnect);
+    if slot.conn.is_none() {
+        let conn = Conn::connect(addr, Some(slot.host.source), Arc::clone(&slot.host.tls))
+            .await
+            .map_err(|e| format!("{}: connect: {e}", slot.host.host_id))?;
+        slot.conn = Some(conn);
+    }
+    let conn = slot.conn.as_mut().expect("connected above");
+    let resp = conn
+        .send(&request)
+        .await
+        .map_err(|e| format!("{}: poll: {e}", slot.host.host_id))?;
+    if resp.status != 200 {
+        return Err(format!("{}: HTTP {}", slot.host.host_id, resp.status));
+    }
+    slot.host.etag = Some(resp.etag.ok_or("no ETag in a config answer")?);
+    if resp.close || mode == Mode::Reconnect {
+        slot.conn = None;
+    }
+    Ok(resp.body)
 }
 
 /// Polls at `rate` per second in all, spread over the hosts of `slots`,
