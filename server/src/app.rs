@@ -13,7 +13,7 @@ use crate::authlimit::{AuthLimiter, Closed};
 use crate::bootstrap;
 use crate::ca::{self, Ca};
 use crate::downloads::{agent_beside_executable, Downloads};
-use crate::fleet::{Fleet, RowToken};
+use crate::fleet::{Fleet, PollIndex, RowToken};
 use crate::metrics::Metrics;
 use crate::reconciler::{FileChange, Reconciler};
 use crate::render::{RenderSettings, Templates};
@@ -39,6 +39,8 @@ pub struct App {
     pub enroll_limiter: Arc<AuthLimiter>,
     /// Muster's own metrics (`/metrics`).
     pub metrics: Arc<Metrics>,
+    /// What agent authentication and the 304 decision read (`fleet/hot.rs`).
+    pub index: PollIndex,
 }
 
 impl App {
@@ -136,8 +138,16 @@ impl App {
             reconciler,
             downloads,
             metrics,
+            index: PollIndex::default(),
         };
         app.sync_hosts()?;
+        let started = std::time::Instant::now();
+        let certs = app
+            .index
+            .load(&app.store)
+            .context("loading the poll index")?;
+        tracing::info!(certs, took = ?started.elapsed(), "poll index loaded");
+        spawn_seen_flush(app.store.clone(), app.settings.last_seen_flush);
         app.reconciler.spawn();
         if let Some(url) = &app.settings.prometheus_url {
             crate::scrape::spawn(
@@ -255,6 +265,7 @@ impl App {
             templates: &self.templates,
             render: &self.render_settings,
             settings: &self.settings,
+            index: &self.index,
         }
     }
 
@@ -263,6 +274,27 @@ impl App {
             tracing::error!(error = %e, action = entry.action, "cannot write audit entry");
         }
     }
+}
+
+/// Writes the check-in times agents' polls left in memory, every `every`
+/// (a failure, such as a full disk, keeps them for the next round).
+fn spawn_seen_flush(store: Arc<Store>, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.flush_seen()).await {
+                Ok(Ok(n)) => tracing::trace!(hosts = n, "check-in times written"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot write check-in times; kept for the next try")
+                }
+                Err(e) => tracing::error!(error = %e, "check-in time writer failed"),
+            }
+        }
+    });
 }
 
 /// Audits, once per source and window, the refusals an `AuthLimiter`

@@ -11,7 +11,9 @@
 //! `fleet/enroll.rs` holds the enrollment policy, `fleet/agent.rs` the agent
 //! routes (certificate → host, renewal, reports), `fleet/hosts.rs` the
 //! operator's transitions, `fleet/batch.rs` batch enrollment,
-//! `fleet/tokens.rs` enrollment tokens.
+//! `fleet/tokens.rs` enrollment tokens, `fleet/hot.rs` the poll index: what
+//! agent authentication and the 304 decision read, in memory, updated by
+//! each transition in the critical section of its commit.
 
 use muster_shared::labels::LabelError;
 
@@ -25,12 +27,14 @@ mod agent;
 mod batch;
 mod enroll;
 mod hosts;
+mod hot;
 mod tokens;
 
 pub use agent::{at, AgentCert, FactsUpdate};
 pub use batch::{BatchFile, BatchImported, BatchRetried, RowToken};
 pub use enroll::{EnrollAttempt, Enrolled, Enrollment};
 pub use hosts::{Decommissioned, LabelChange, LabelTarget, Replacement};
+pub use hot::{Lookup, PollIndex};
 pub use tokens::token_ttl;
 
 /// Now, in Unix seconds.
@@ -49,6 +53,8 @@ pub struct Fleet<'a> {
     pub templates: &'a Templates,
     pub render: &'a RenderSettings,
     pub settings: &'a Settings,
+    /// Mirrors the certificates and rendered hashes of the store.
+    pub index: &'a PollIndex,
 }
 
 /// Why a transition was refused or failed. A refusal stores nothing but

@@ -63,7 +63,7 @@ pub async fn run(
     let admin_task = tokio::spawn(accept_loop(
         admin,
         admin_tls,
-        admin_router(app),
+        admin_router(app.clone()),
         limits,
         stop_rx,
     ));
@@ -75,6 +75,13 @@ pub async fn run(
         let _ = admin_task.await;
     })
     .await;
+    // Check-in times still in memory go to the database before exit.
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.flush_seen()).await {
+        Ok(Ok(n)) => tracing::info!(hosts = n, "check-in times written"),
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot write check-in times at shutdown"),
+        Err(e) => tracing::error!(error = %e, "check-in time writer failed at shutdown"),
+    }
 }
 
 async fn accept_loop(

@@ -59,6 +59,10 @@ pub struct Settings {
     /// A host with no check-in for this long is shown as `stale`.
     #[serde(default = "default_stale_after", with = "humantime_serde_compat")]
     pub stale_after: Duration,
+    /// How often the check-in times of agents' polls (kept in memory) are
+    /// written to the database, in one transaction; also at shutdown.
+    #[serde(default = "default_last_seen_flush", with = "humantime_serde_compat")]
+    pub last_seen_flush: Duration,
     /// How often Prometheus's `/api/v1/targets` is asked whether hosts are
     /// scraped (only with `prometheus_url`).
     #[serde(default = "default_scrape_check", with = "humantime_serde_compat")]
@@ -272,6 +276,9 @@ fn default_token_ttl() -> Duration {
 fn default_reload_window() -> Duration {
     Duration::from_secs(2)
 }
+fn default_last_seen_flush() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_stale_after() -> Duration {
     Duration::from_secs(300)
 }
@@ -409,6 +416,9 @@ impl Settings {
         if self.stale_after < Duration::from_secs(1) {
             return Err("stale_after must be at least 1s".into());
         }
+        if self.last_seen_flush < Duration::from_secs(1) {
+            return Err("last_seen_flush must be at least 1s".into());
+        }
         if self.scrape_check_interval < Duration::from_secs(1) {
             return Err("scrape_check_interval must be at least 1s".into());
         }
@@ -483,6 +493,10 @@ reload_window = "2s"
 
 # A host that has not checked in for this long is shown as `stale`.
 stale_after = "5m"
+
+# Check-in times are kept in memory (every view shows them at once) and
+# written to the database this often, in one transaction, and at shutdown.
+# last_seen_flush = "5s"
 
 # With prometheus_url: how often to ask Prometheus (/api/v1/targets) whether
 # each host's targets are up (recorded as scrape_ok / scrape_failing).

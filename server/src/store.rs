@@ -4,7 +4,8 @@
 //! schema and its migrations), `store/tokens.rs` (admin and enrollment
 //! tokens), `store/enroll.rs` (the enrollment transaction), `store/hosts.rs`
 //! (hosts and their certificates), `store/audit.rs` (the audit log),
-//! `store/batch.rs` (batch pre-registration).
+//! `store/batch.rs` (batch pre-registration), `store/seen.rs` (`last_seen`
+//! kept in memory and written in batches).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,13 +22,14 @@ mod enroll;
 mod hosts;
 mod monitoring;
 mod schema;
+mod seen;
 mod tokens;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRow};
 pub use batch::{BatchEntry, BatchRecord, NewBatchHost};
 pub use browse::{Cursor, HostCert, HostPage, HostSort};
 pub use enroll::PastEnrollment;
-pub use hosts::{headline, CertRow, HostRecord, Lifecycle, Rendered, TargetGroup};
+pub use hosts::{headline, CertRow, HostRecord, Lifecycle, LiveCert, Rendered, TargetGroup};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use tokens::TokenRow;
 
@@ -83,6 +85,8 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Check-in times not yet written (`store/seen.rs`).
+    pending: seen::Pending,
 }
 
 /// One write transaction. The fleet core runs each lifecycle transition in
@@ -91,6 +95,7 @@ pub struct Store {
 /// when it returns `Ok`.
 pub struct Tx<'c> {
     tx: Transaction<'c>,
+    pending: &'c seen::Pending,
 }
 
 fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
@@ -130,6 +135,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
             conn: Mutex::new(conn),
+            pending: seen::Pending::default(),
         })
     }
 
@@ -145,12 +151,26 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.write_then(f, |_| {})
+    }
+
+    /// [`Store::write`], then `publish` with the result once the commit
+    /// succeeded, before the next transaction may start: what mirrors the
+    /// store in memory (the fleet core's poll index) changes in commit
+    /// order, and before the caller returns.
+    pub fn write_then<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+        publish: impl FnOnce(&T),
+    ) -> Result<T, E> {
         let mut conn = self.conn();
         let tx = Tx {
             tx: conn.transaction().map_err(StoreError::from)?,
+            pending: &self.pending,
         };
         let out = f(&tx)?;
         tx.tx.commit().map_err(StoreError::from)?;
+        publish(&out);
         Ok(out)
     }
 }

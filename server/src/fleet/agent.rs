@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use muster_shared::facts::Facts;
 use muster_shared::wire::{self, StatusReport};
 
+use super::Lookup;
 use super::{Fleet, FleetError};
 use crate::ca::IssuedCert;
-use crate::store::{AuditEntry, HostRecord};
+use crate::store::{AuditEntry, HostRecord, LiveCert};
 
 /// Clock skew and agent rounding allowed before the renewal window opens.
 const RENEW_SLACK_SECS: i64 = 600;
@@ -54,50 +55,97 @@ fn address_host(address: &str) -> Option<IpAddr> {
 
 impl Fleet<'_> {
     /// Maps a presented client certificate (already verified against the
+    /// CA by TLS) to its host from the poll index alone: `None` when the
+    /// index cannot decide and [`Fleet::authenticate`] must ask the store.
+    pub fn authenticate_cached(
+        &self,
+        fingerprint: &str,
+        now: i64,
+    ) -> Option<Result<AgentCert, FleetError>> {
+        match self.index.get(fingerprint, now) {
+            Lookup::Pass(cert) => Some(Ok(cert)),
+            Lookup::Expired => Some(Err(FleetError::Expired)),
+            Lookup::Ask => None,
+        }
+    }
+
+    /// Maps a presented client certificate (already verified against the
     /// CA by TLS) to its host: it must be known, unrevoked, unexpired and
-    /// its host active. The first use of a renewed certificate revokes the
+    /// its host active. From the poll index when it can decide, else from
+    /// the store, where the first use of a renewed certificate revokes the
     /// one it replaced.
     pub fn authenticate(&self, fingerprint: &str, now: i64) -> Result<AgentCert, FleetError> {
-        self.store.write(|tx| {
-            let cert = tx.cert(fingerprint)?.ok_or(FleetError::UnknownCert)?;
-            if cert.revoked_at.is_some() {
-                return Err(FleetError::Revoked);
+        if let Some(known) = self.authenticate_cached(fingerprint, now) {
+            return known;
+        }
+        let publish = |(cert, revoked): &(AgentCert, Option<String>)| {
+            if let Some(old) = revoked {
+                self.index.revoke_cert(old);
             }
-            if cert.not_after < now {
-                return Err(FleetError::Expired);
-            }
-            let host = tx
-                .host(&cert.host_id)?
-                .filter(HostRecord::is_active)
-                .ok_or(FleetError::Revoked)?;
-            if let Some(old) = &cert.replaces {
-                if tx.revoke_cert(old, now)? {
-                    tx.audit(&AuditEntry {
-                        at: now,
-                        actor: &host.id,
-                        action: "cert.revoke",
-                        target: Some(&host.id),
-                        outcome: "ok",
-                        detail: Some(&format!(
-                            "certificate {old} replaced by its renewal, now in use"
-                        )),
-                        source: None,
-                    })?;
-                }
-            }
-            Ok(AgentCert {
-                host_id: host.id,
-                fingerprint: cert.fingerprint,
+            self.index.upsert(&LiveCert {
+                fingerprint: cert.fingerprint.clone(),
+                host_id: cert.host_id.clone(),
                 not_after: cert.not_after,
-                rendered_hash: host.rendered_hash,
-            })
-        })
+                replaces: None,
+                rendered_hash: cert.rendered_hash.clone(),
+            });
+        };
+        let write = self.store.write_then(
+            |tx| {
+                let cert = tx.cert(fingerprint)?.ok_or(FleetError::UnknownCert)?;
+                if cert.revoked_at.is_some() {
+                    return Err(FleetError::Revoked);
+                }
+                if cert.not_after < now {
+                    return Err(FleetError::Expired);
+                }
+                let host = tx
+                    .host(&cert.host_id)?
+                    .filter(HostRecord::is_active)
+                    .ok_or(FleetError::Revoked)?;
+                let mut revoked = None;
+                if let Some(old) = &cert.replaces {
+                    if tx.revoke_cert(old, now)? {
+                        tx.audit(&AuditEntry {
+                            at: now,
+                            actor: &host.id,
+                            action: "cert.revoke",
+                            target: Some(&host.id),
+                            outcome: "ok",
+                            detail: Some(&format!(
+                                "certificate {old} replaced by its renewal, now in use"
+                            )),
+                            source: None,
+                        })?;
+                    }
+                    revoked = Some(old.clone());
+                }
+                Ok((
+                    AgentCert {
+                        host_id: host.id,
+                        fingerprint: cert.fingerprint,
+                        not_after: cert.not_after,
+                        rendered_hash: host.rendered_hash,
+                    },
+                    revoked,
+                ))
+            },
+            publish,
+        );
+        write.map(|(cert, _)| cert)
+    }
+
+    /// Marks a host seen now, in memory (the store writes check-in times
+    /// in batches): an unchanged-config poll touches no database.
+    pub fn seen(&self, host_id: &str, now: i64) {
+        self.store.seen(host_id, now);
     }
 
     /// The host's record for a config fetch, marking it seen.
     pub fn config(&self, host_id: &str, now: i64) -> Result<HostRecord, FleetError> {
+        self.seen(host_id, now);
         self.store
-            .touch_host(host_id, now)?
+            .host(host_id)?
             .filter(HostRecord::is_active)
             .ok_or(FleetError::Revoked)
     }
@@ -116,51 +164,65 @@ impl Fleet<'_> {
         source: &str,
         now: i64,
     ) -> Result<(String, IssuedCert), FleetError> {
-        self.store.write(|tx| {
-            let cert = tx.cert(fingerprint)?.ok_or(FleetError::UnknownCert)?;
-            if cert.revoked_at.is_some() {
-                return Err(FleetError::Revoked);
-            }
-            if cert.not_after < now {
-                return Err(FleetError::Expired);
-            }
-            let mut host = tx
-                .host(&cert.host_id)?
-                .filter(HostRecord::is_active)
-                .ok_or(FleetError::Revoked)?;
-            let opens = renewal_opens(cert.issued_at, cert.not_after);
-            if now < opens {
-                return Err(FleetError::RenewTooEarly { opens });
-            }
-            let issued =
-                self.ca
-                    .sign_csr(csr_pem, &host.id, at(now), self.settings.cert_validity)?;
-            if issued.public_key_sha256 != host.public_key_sha256 {
-                return Err(FleetError::RenewKeyMismatch);
-            }
-            let dropped = tx.revoke_renewals_of(fingerprint, now)?;
-            tx.add_cert(&host.id, &issued, Some(fingerprint), now)?;
-            host.cert_expires_at = issued.not_after;
-            tx.put_host(&host)?;
-            tx.audit(&AuditEntry {
-                at: now,
-                actor: &host.id,
-                action: "renew",
-                target: Some(&host.id),
-                outcome: "accepted",
-                detail: Some(&format!(
-                    "serial {}; replaces {fingerprint} once used{}",
-                    issued.serial,
-                    if dropped > 0 {
-                        format!("; revoked {dropped} unused earlier renewal(s)")
-                    } else {
-                        String::new()
-                    }
-                )),
-                source: Some(source),
-            })?;
-            Ok((host.id, issued))
-        })
+        let publish = |(host, issued): &(HostRecord, IssuedCert)| {
+            self.index.revoke_renewals_of(&host.id, fingerprint);
+            self.index.upsert(&LiveCert {
+                fingerprint: issued.fingerprint.clone(),
+                host_id: host.id.clone(),
+                not_after: issued.not_after,
+                replaces: Some(fingerprint.to_string()),
+                rendered_hash: host.rendered_hash.clone(),
+            });
+        };
+        let write = self.store.write_then(
+            |tx| {
+                let cert = tx.cert(fingerprint)?.ok_or(FleetError::UnknownCert)?;
+                if cert.revoked_at.is_some() {
+                    return Err(FleetError::Revoked);
+                }
+                if cert.not_after < now {
+                    return Err(FleetError::Expired);
+                }
+                let mut host = tx
+                    .host(&cert.host_id)?
+                    .filter(HostRecord::is_active)
+                    .ok_or(FleetError::Revoked)?;
+                let opens = renewal_opens(cert.issued_at, cert.not_after);
+                if now < opens {
+                    return Err(FleetError::RenewTooEarly { opens });
+                }
+                let issued =
+                    self.ca
+                        .sign_csr(csr_pem, &host.id, at(now), self.settings.cert_validity)?;
+                if issued.public_key_sha256 != host.public_key_sha256 {
+                    return Err(FleetError::RenewKeyMismatch);
+                }
+                let dropped = tx.revoke_renewals_of(fingerprint, now)?;
+                tx.add_cert(&host.id, &issued, Some(fingerprint), now)?;
+                host.cert_expires_at = issued.not_after;
+                tx.put_host(&host)?;
+                tx.audit(&AuditEntry {
+                    at: now,
+                    actor: &host.id,
+                    action: "renew",
+                    target: Some(&host.id),
+                    outcome: "accepted",
+                    detail: Some(&format!(
+                        "serial {}; replaces {fingerprint} once used{}",
+                        issued.serial,
+                        if dropped > 0 {
+                            format!("; revoked {dropped} unused earlier renewal(s)")
+                        } else {
+                            String::new()
+                        }
+                    )),
+                    source: Some(source),
+                })?;
+                Ok((host, issued))
+            },
+            publish,
+        );
+        write.map(|(host, issued)| (host.id, issued))
     }
 
     /// Records the result of an apply. The error text is cleaned (control
@@ -230,80 +292,87 @@ impl Fleet<'_> {
             refused(&e.to_string());
             return Err(FleetError::BadEdit(format!("invalid facts: {e}")));
         }
-        let result = self.store.write(|tx| {
-            let mut host = tx
-                .host(host_id)?
-                .filter(HostRecord::is_active)
-                .ok_or(FleetError::Revoked)?;
-            if host.facts.machine_id != facts.machine_id {
-                return Err(FleetError::MachineIdChanged {
-                    enrolled: host.facts.machine_id.clone(),
-                });
-            }
-            let moved = host.facts.scrape_address != facts.scrape_address;
-            if moved {
-                let here = address_host(&facts.scrape_address) == Some(source.to_canonical());
-                if !here && !self.settings.agents_may_move_targets {
-                    return Err(FleetError::TargetMoved {
-                        address: facts.scrape_address.clone(),
-                        from: source_text.clone(),
+        let publish = |update: &FactsUpdate| {
+            self.index
+                .set_hash(&update.host.id, &update.host.rendered_hash)
+        };
+        let result = self.store.write_then(
+            |tx| {
+                let mut host = tx
+                    .host(host_id)?
+                    .filter(HostRecord::is_active)
+                    .ok_or(FleetError::Revoked)?;
+                if host.facts.machine_id != facts.machine_id {
+                    return Err(FleetError::MachineIdChanged {
+                        enrolled: host.facts.machine_id.clone(),
                     });
                 }
+                let moved = host.facts.scrape_address != facts.scrape_address;
+                if moved {
+                    let here = address_host(&facts.scrape_address) == Some(source.to_canonical());
+                    if !here && !self.settings.agents_may_move_targets {
+                        return Err(FleetError::TargetMoved {
+                            address: facts.scrape_address.clone(),
+                            from: source_text.clone(),
+                        });
+                    }
+                    tx.audit(&AuditEntry {
+                        at: now,
+                        actor: host_id,
+                        action: "facts.scrape_address",
+                        target: Some(host_id),
+                        outcome: "accepted",
+                        detail: Some(&format!(
+                            "{} -> {}{}",
+                            host.facts.scrape_address,
+                            facts.scrape_address,
+                            if here {
+                                ""
+                            } else {
+                                " (not the source address; allowed by agents_may_move_targets)"
+                            }
+                        )),
+                        source: Some(&source_text),
+                    })?;
+                }
+                host.facts = facts.clone();
+                let render_error = match self.templates.render(&host, self.render) {
+                    Ok(r) => {
+                        host.config = r.config;
+                        host.rendered_hash = r.hash;
+                        host.targets = r.targets;
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                };
+                tx.put_host(&host)?;
+                let services: Vec<&str> = host
+                    .facts
+                    .services
+                    .iter()
+                    .map(|s| s.kind.as_str())
+                    .collect();
+                let detail = match &render_error {
+                    None => format!(
+                        "services [{}]; config {}",
+                        services.join(", "),
+                        host.rendered_hash
+                    ),
+                    Some(e) => format!("services [{}]; render failed: {e}", services.join(", ")),
+                };
                 tx.audit(&AuditEntry {
                     at: now,
                     actor: host_id,
-                    action: "facts.scrape_address",
+                    action: "facts",
                     target: Some(host_id),
                     outcome: "accepted",
-                    detail: Some(&format!(
-                        "{} -> {}{}",
-                        host.facts.scrape_address,
-                        facts.scrape_address,
-                        if here {
-                            ""
-                        } else {
-                            " (not the source address; allowed by agents_may_move_targets)"
-                        }
-                    )),
+                    detail: Some(&detail),
                     source: Some(&source_text),
                 })?;
-            }
-            host.facts = facts.clone();
-            let render_error = match self.templates.render(&host, self.render) {
-                Ok(r) => {
-                    host.config = r.config;
-                    host.rendered_hash = r.hash;
-                    host.targets = r.targets;
-                    None
-                }
-                Err(e) => Some(e.to_string()),
-            };
-            tx.put_host(&host)?;
-            let services: Vec<&str> = host
-                .facts
-                .services
-                .iter()
-                .map(|s| s.kind.as_str())
-                .collect();
-            let detail = match &render_error {
-                None => format!(
-                    "services [{}]; config {}",
-                    services.join(", "),
-                    host.rendered_hash
-                ),
-                Some(e) => format!("services [{}]; render failed: {e}", services.join(", ")),
-            };
-            tx.audit(&AuditEntry {
-                at: now,
-                actor: host_id,
-                action: "facts",
-                target: Some(host_id),
-                outcome: "accepted",
-                detail: Some(&detail),
-                source: Some(&source_text),
-            })?;
-            Ok(FactsUpdate { host, render_error })
-        });
+                Ok(FactsUpdate { host, render_error })
+            },
+            publish,
+        );
         if let Err(e @ (FleetError::TargetMoved { .. } | FleetError::MachineIdChanged { .. })) =
             &result
         {

@@ -9,7 +9,7 @@ use super::{Fleet, FleetError};
 use crate::admin_wire::{HostState, TokenState};
 use crate::ca::IssuedCert;
 use crate::schema::{Problem, SchemaError};
-use crate::store::{AuditEntry, HostRecord, Lifecycle, TokenRow, Tx};
+use crate::store::{AuditEntry, HostRecord, Lifecycle, LiveCert, TokenRow, Tx};
 use crate::tokens::{self, Kind};
 
 /// One enrollment attempt as a handler hands it over.
@@ -126,7 +126,10 @@ impl Fleet<'_> {
             .map_err(|e| FleetError::BadEdit(format!("invalid facts: {e}")))
             .and_then(|()| check_idempotency_key(a.idempotency_key))
             .and_then(|()| self.check_requested(a.requested_labels))
-            .and_then(|()| self.store.write(|tx| self.enroll_in(tx, a)));
+            .and_then(|()| {
+                self.store
+                    .write_then(|tx| self.enroll_in(tx, a), |e| self.publish_enrolled(e))
+            });
         match result {
             Ok(enrolled) => Ok(enrolled),
             Err(e) => {
@@ -134,6 +137,18 @@ impl Fleet<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// Every earlier certificate of the host is revoked; the new one is live.
+    fn publish_enrolled(&self, e: &Enrolled) {
+        self.index.revoke_host(&e.host.id);
+        self.index.upsert(&LiveCert {
+            fingerprint: e.cert.fingerprint.clone(),
+            host_id: e.host.id.clone(),
+            not_after: e.cert.not_after,
+            replaces: None,
+            rendered_hash: e.host.rendered_hash.clone(),
+        });
     }
 
     fn enroll_in(&self, tx: &Tx<'_>, a: &EnrollAttempt<'_>) -> Result<Enrolled, FleetError> {

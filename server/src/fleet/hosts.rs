@@ -80,54 +80,62 @@ impl Fleet<'_> {
             .label_schema()
             .map_err(FleetError::SchemaSetting)?;
         let detail = edit_text(set, remove);
-        let change = self.store.write(|tx| {
-            let mut matched = 0;
-            let mut changed = Vec::new();
-            for mut host in tx.active_hosts()? {
-                let hit = match target {
-                    LabelTarget::Id(id) => host.id == *id,
-                    LabelTarget::Selector(s) => labels::matches(s, &host.labels()),
-                };
-                if !hit {
-                    continue;
-                }
-                matched += 1;
-                let mut wanted = host.operator_labels.clone();
-                for name in remove {
-                    wanted.remove(name);
-                }
-                wanted.extend(set.clone());
-                let full = schema.check(&wanted).map_err(|error| FleetError::Schema {
-                    host: host.id.clone(),
-                    error,
-                })?;
-                if full == host.operator_labels {
-                    continue;
-                }
-                host.operator_labels = full;
-                let rendered = self.templates.render(&host, self.render).map_err(|error| {
-                    FleetError::Render {
-                        host: host.id.clone(),
-                        error: Box::new(error),
-                    }
-                })?;
-                host.config = rendered.config;
-                host.rendered_hash = rendered.hash;
-                host.targets = rendered.targets;
-                tx.put_host(&host)?;
-                tx.audit(&AuditEntry {
-                    at: now,
-                    actor,
-                    action: "host.label",
-                    target: Some(&host.id),
-                    outcome: "ok",
-                    detail: Some(&detail),
-                    source: Some(source),
-                })?;
-                changed.push(host);
+        let publish = |change: &LabelChange| {
+            for host in &change.changed {
+                self.index.set_hash(&host.id, &host.rendered_hash);
             }
-            Ok::<_, FleetError>(LabelChange { matched, changed })
-        })?;
+        };
+        let change = self.store.write_then(
+            |tx| {
+                let mut matched = 0;
+                let mut changed = Vec::new();
+                for mut host in tx.active_hosts()? {
+                    let hit = match target {
+                        LabelTarget::Id(id) => host.id == *id,
+                        LabelTarget::Selector(s) => labels::matches(s, &host.labels()),
+                    };
+                    if !hit {
+                        continue;
+                    }
+                    matched += 1;
+                    let mut wanted = host.operator_labels.clone();
+                    for name in remove {
+                        wanted.remove(name);
+                    }
+                    wanted.extend(set.clone());
+                    let full = schema.check(&wanted).map_err(|error| FleetError::Schema {
+                        host: host.id.clone(),
+                        error,
+                    })?;
+                    if full == host.operator_labels {
+                        continue;
+                    }
+                    host.operator_labels = full;
+                    let rendered = self.templates.render(&host, self.render).map_err(|error| {
+                        FleetError::Render {
+                            host: host.id.clone(),
+                            error: Box::new(error),
+                        }
+                    })?;
+                    host.config = rendered.config;
+                    host.rendered_hash = rendered.hash;
+                    host.targets = rendered.targets;
+                    tx.put_host(&host)?;
+                    tx.audit(&AuditEntry {
+                        at: now,
+                        actor,
+                        action: "host.label",
+                        target: Some(&host.id),
+                        outcome: "ok",
+                        detail: Some(&detail),
+                        source: Some(source),
+                    })?;
+                    changed.push(host);
+                }
+                Ok::<_, FleetError>(LabelChange { matched, changed })
+            },
+            publish,
+        )?;
         if let (LabelTarget::Id(id), 0) = (target, change.matched) {
             return Err(FleetError::NotFound(format!(
                 "no active host {id:?} (decommissioned hosts cannot be edited)"
@@ -149,7 +157,8 @@ impl Fleet<'_> {
         source: &str,
         now: i64,
     ) -> Result<Decommissioned, FleetError> {
-        self.store.write(|tx| {
+        let publish = |done: &Decommissioned| self.index.revoke_host(&done.host.id);
+        self.store.write_then(|tx| {
             let mut host = tx
                 .host(host_id)?
                 .ok_or_else(|| FleetError::NotFound(format!("no host {host_id:?}")))?;
@@ -182,7 +191,7 @@ impl Fleet<'_> {
                 host,
                 revoked_certs: revoked,
             })
-        })
+        }, publish)
     }
 
     /// Issues the one-time token that lets a new key take the host over (a

@@ -17,6 +17,7 @@ struct World {
     templates: Templates,
     render: RenderSettings,
     settings: Settings,
+    index: PollIndex,
 }
 
 impl World {
@@ -33,6 +34,7 @@ impl World {
                 overrides: Default::default(),
             },
             settings: Settings::from_toml("public_url = \"https://x\"").expect("settings"),
+            index: PollIndex::default(),
             _dir: dir,
         }
     }
@@ -44,6 +46,7 @@ impl World {
             templates: &self.templates,
             render: &self.render,
             settings: &self.settings,
+            index: &self.index,
         }
     }
 

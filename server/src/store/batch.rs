@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use muster_shared::labels::Labels;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::seen::Pending;
 use super::{corrupt, host_by_id, to_json, token_state, HostRecord, Store, StoreError, Tx};
 use crate::admin_wire::TokenState;
 use crate::tokens::{self, Kind, Secret};
@@ -126,6 +127,7 @@ fn batches(conn: &Connection, only: Option<&str>) -> Result<Vec<BatchRecord>, St
 /// The rows of a batch, by line, with their tokens and hosts.
 fn batch_entries(
     conn: &Connection,
+    pending: &Pending,
     batch_id: &str,
     now: i64,
 ) -> Result<Vec<BatchEntry>, StoreError> {
@@ -168,7 +170,7 @@ fn batch_entries(
     let mut entries = Vec::with_capacity(raws.len());
     for raw in raws {
         let host = match &raw.host_id {
-            Some(id) => host_by_id(conn, id)?,
+            Some(id) => host_by_id(conn, id)?.map(|h| pending.overlay(h)),
             None => None,
         };
         entries.push(BatchEntry {
@@ -197,7 +199,7 @@ impl Store {
 
     /// The rows of a batch, by line, with their tokens and hosts.
     pub fn batch_entries(&self, batch_id: &str, now: i64) -> Result<Vec<BatchEntry>, StoreError> {
-        batch_entries(&self.conn(), batch_id, now)
+        batch_entries(&self.conn(), &self.pending, batch_id, now)
     }
 
     /// Remembers why an enrollment with a batch row's token was refused, so
@@ -228,7 +230,7 @@ impl Tx<'_> {
     }
 
     pub fn batch_entries(&self, batch_id: &str, now: i64) -> Result<Vec<BatchEntry>, StoreError> {
-        batch_entries(&self.tx, batch_id, now)
+        batch_entries(&self.tx, self.pending, batch_id, now)
     }
 
     /// Creates a batch and one bound one-time token per row. Returns the

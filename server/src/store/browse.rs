@@ -101,6 +101,13 @@ impl Store {
         limit: usize,
         mut keep: impl FnMut(&HostRecord) -> bool,
     ) -> Result<HostPage, StoreError> {
+        if sort == HostSort::LastSeen {
+            // The order is the database's: write pending check-ins first
+            // (if that fails, the page is in slightly older order).
+            if let Err(e) = self.flush_seen() {
+                tracing::warn!(error = %e, "cannot write check-in times before listing hosts");
+            }
+        }
         let conn = self.conn();
         let mut stmt = conn.prepare(&page_query(sort, after.is_some(), all))?;
         let mut rows = match after {
@@ -111,7 +118,7 @@ impl Store {
         };
         let mut hosts = Vec::new();
         while let Some(row) = rows.next()? {
-            let host = host_row(row)??;
+            let host = self.pending.overlay(host_row(row)??);
             if !keep(&host) {
                 continue;
             }
@@ -131,7 +138,7 @@ impl Store {
             light_columns()
         ))?;
         let rows = stmt.query_map([], host_row)?;
-        rows.map(|r| r?).collect()
+        rows.map(|r| Ok(self.pending.overlay(r??))).collect()
     }
 
     /// Ids of the hosts that enrolled with enrollment token `token_id`.
@@ -143,7 +150,7 @@ impl Store {
             light_columns()
         ))?;
         let rows = stmt.query_map([token_id], host_row)?;
-        rows.map(|r| r?).collect()
+        rows.map(|r| Ok(self.pending.overlay(r??))).collect()
     }
 
     /// The text of a config some host renders or runs, by its hash (`None`

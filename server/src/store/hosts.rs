@@ -5,6 +5,7 @@ use muster_shared::labels::Labels;
 use muster_shared::wire::{ApplyResult, StatusReport};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::seen::Pending;
 use super::{corrupt, to_json, Store, StoreError, Tx};
 use crate::admin_wire::{HostInfo, HostState, ScrapeInfo};
 use crate::ca::IssuedCert;
@@ -204,29 +205,57 @@ pub struct CertRow {
     pub replaces: Option<String>,
 }
 
-impl Store {
-    /// The host, after marking it seen now.
-    pub fn touch_host(&self, host_id: &str, now: i64) -> Result<Option<HostRecord>, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE hosts SET last_seen = ?2 WHERE id = ?1",
-            params![host_id, now],
-        )?;
-        host_by_id(&conn, host_id)
-    }
+/// An unrevoked certificate of an active host, with the host's rendered
+/// hash: a row of the fleet core's poll index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveCert {
+    pub fingerprint: String,
+    pub host_id: String,
+    pub not_after: i64,
+    pub replaces: Option<String>,
+    pub rendered_hash: String,
+}
 
+impl Store {
     pub fn host(&self, id: &str) -> Result<Option<HostRecord>, StoreError> {
-        host_by_id(&self.conn(), id)
+        let conn = self.conn();
+        Ok(host_by_id(&conn, id)?.map(|h| self.pending.overlay(h)))
     }
 
     /// Active hosts (not decommissioned), by id.
     pub fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        query_hosts(&self.conn(), "WHERE decommissioned_at IS NULL")
+        let conn = self.conn();
+        query_hosts(&conn, "WHERE decommissioned_at IS NULL", &self.pending)
     }
 
     /// Every host ever enrolled, decommissioned ones included, by id.
     pub fn hosts_all(&self) -> Result<Vec<HostRecord>, StoreError> {
-        query_hosts(&self.conn(), "")
+        let conn = self.conn();
+        query_hosts(&conn, "", &self.pending)
+    }
+
+    /// Calls `f` with every unrevoked certificate of an active host, row
+    /// by row (nothing is collected); how many.
+    pub fn for_each_live_cert(&self, mut f: impl FnMut(LiveCert)) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.fingerprint, c.host_id, c.not_after, c.replaces, h.rendered_hash
+             FROM certs c JOIN hosts h ON h.id = c.host_id
+             WHERE c.revoked_at IS NULL AND h.decommissioned_at IS NULL",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            f(LiveCert {
+                fingerprint: r.get(0)?,
+                host_id: r.get(1)?,
+                not_after: r.get(2)?,
+                replaces: r.get(3)?,
+                rendered_hash: r.get(4)?,
+            });
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Stores a newly rendered config for a host.
@@ -301,12 +330,12 @@ impl Store {
 
 impl Tx<'_> {
     pub fn host(&self, id: &str) -> Result<Option<HostRecord>, StoreError> {
-        host_by_id(&self.tx, id)
+        Ok(host_by_id(&self.tx, id)?.map(|h| self.pending.overlay(h)))
     }
 
     /// Active hosts (not decommissioned), by id.
     pub fn active_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        query_hosts(&self.tx, "WHERE decommissioned_at IS NULL")
+        query_hosts(&self.tx, "WHERE decommissioned_at IS NULL", self.pending)
     }
 
     /// The active host of a machine.
@@ -324,6 +353,7 @@ impl Tx<'_> {
             )
             .optional()?
             .transpose()
+            .map(|h| h.map(|h| self.pending.overlay(h)))
     }
 
     /// The most recently decommissioned host of a machine.
@@ -554,12 +584,17 @@ pub(super) fn host_by_id(conn: &Connection, id: &str) -> Result<Option<HostRecor
     .transpose()
 }
 
-fn query_hosts(conn: &Connection, filter: &str) -> Result<Vec<HostRecord>, StoreError> {
+/// Hosts matching `filter`, by id, with their pending check-in times.
+fn query_hosts(
+    conn: &Connection,
+    filter: &str,
+    pending: &Pending,
+) -> Result<Vec<HostRecord>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {HOST_COLUMNS} FROM hosts {filter} ORDER BY id"
     ))?;
     let rows = stmt.query_map([], host_row)?;
-    rows.map(|r| r?).collect()
+    rows.map(|r| Ok(pending.overlay(r??))).collect()
 }
 
 /// Inserts a host or updates everything about it but its id, machine and

@@ -26,7 +26,7 @@ impl Store {
         let mut by_state = std::collections::BTreeMap::<&'static str, (HostState, u64)>::new();
         let mut stmt = conn.prepare(
             "SELECT state, scrape_state, last_seen, decommissioned_at IS NOT NULL,
-                    applied_hash IS NOT NULL AND applied_hash = rendered_hash
+                    applied_hash IS NOT NULL AND applied_hash = rendered_hash, id
              FROM hosts",
         )?;
         let mut rows = stmt.query([])?;
@@ -37,7 +37,8 @@ impl Store {
                 .as_deref()
                 .map(parse_state)
                 .transpose()?;
-            let last_seen: i64 = r.get(2)?;
+            let id: String = r.get(5)?;
+            let last_seen = self.pending.last_seen(&id, r.get(2)?);
             let decommissioned: bool = r.get(3)?;
             let current: bool = r.get(4)?;
             let shown = headline_of(decommissioned, last_seen, state, scrape, now, stale_after);
