@@ -6,12 +6,16 @@
 //! Connections are a resource under attack: each listener caps its open
 //! connections, in all and per source address (over a cap, a connection is
 //! closed as soon as it is accepted), and cuts off a client slower than the
-//! handshake, header or body timeout (`[limits]` in server.toml).
+//! handshake, header or body timeout (`[limits]` in server.toml). A
+//! kept-alive connection may sit idle between requests for `idle_timeout`:
+//! longer than the agents' check-in interval, so an agent keeps its
+//! connection (and its TLS session) from one check-in to the next.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -139,13 +144,26 @@ async fn accept_loop(
                 .map(|c| Arc::new(c.as_ref().to_vec()));
             let info = ConnInfo { peer, client_cert };
             let body_timeout = limits.body_timeout;
-            let service = router.map_request(move |req: axum::http::Request<Incoming>| {
-                let (mut parts, body) = req.into_parts();
-                parts.extensions.insert(info.clone());
-                axum::http::Request::from_parts(parts, DeadlineBody::new(body, body_timeout))
-            });
+            let clock = Arc::new(HeadClock::default());
+            let (started, finished) = (clock.clone(), clock.clone());
+            let service = router
+                .map_request(move |req: axum::http::Request<Incoming>| {
+                    started.head_received();
+                    let (mut parts, body) = req.into_parts();
+                    parts.extensions.insert(info.clone());
+                    axum::http::Request::from_parts(parts, DeadlineBody::new(body, body_timeout))
+                })
+                .map_future(move |answer| {
+                    let finished = finished.clone();
+                    async move {
+                        let out = answer.await;
+                        finished.answered();
+                        out
+                    }
+                });
             let service = TowerToHyperService::new(service);
-            serve_connection(TokioIo::new(tls), service, limits.header_timeout, stop).await;
+            let io = HeadDeadline::new(tls, clock, limits.header_timeout);
+            serve_connection(TokioIo::new(io), service, limits.idle_timeout, stop).await;
         });
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
@@ -157,10 +175,13 @@ async fn accept_loop(
     connections.abort_all();
 }
 
+/// Serves one connection. hyper's header read timeout starts when it waits
+/// for a request, idle time included: it is the idle timeout here, and
+/// [`HeadDeadline`] bounds the headers themselves.
 async fn serve_connection<I, S>(
     io: I,
     service: S,
-    header_timeout: Duration,
+    idle_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -172,7 +193,7 @@ async fn serve_connection<I, S>(
 {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(idle_timeout)
         .serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
@@ -185,6 +206,117 @@ async fn serve_connection<I, S>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// Where a connection is between requests: how many request heads it
+/// received, and whether one is being answered.
+#[derive(Default)]
+struct HeadClock {
+    heads: AtomicU64,
+    busy: AtomicBool,
+}
+
+impl HeadClock {
+    fn head_received(&self) {
+        self.heads.fetch_add(1, Ordering::AcqRel);
+        self.busy.store(true, Ordering::Release);
+    }
+
+    fn answered(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+/// A connection's reads, failing once a request's headers take longer
+/// than `timeout` from their first byte (a slow-header client), however
+/// long the connection sat idle before.
+struct HeadDeadline<T> {
+    inner: T,
+    clock: Arc<HeadClock>,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The head count when the deadline was set: armed until it changes.
+    armed_for: Option<u64>,
+}
+
+impl<T> HeadDeadline<T> {
+    fn new(inner: T, clock: Arc<HeadClock>, timeout: Duration) -> HeadDeadline<T> {
+        HeadDeadline {
+            inner,
+            clock,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            armed_for: None,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let heads = this.clock.heads.load(Ordering::Acquire);
+        if this.armed_for.is_some_and(|n| n != heads) {
+            this.armed_for = None;
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match read {
+            Poll::Ready(Ok(())) => {
+                let first_bytes = buf.filled().len() > before
+                    && this.armed_for.is_none()
+                    && !this.clock.busy.load(Ordering::Acquire);
+                if first_bytes {
+                    this.armed_for = Some(heads);
+                    let at = tokio::time::Instant::now() + this.timeout;
+                    this.deadline.as_mut().reset(at);
+                }
+                read
+            }
+            Poll::Pending
+                if this.armed_for.is_some() && this.deadline.as_mut().poll(cx).is_ready() =>
+            {
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request headers were not received within the header timeout",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

@@ -110,10 +110,16 @@ pub struct Limits {
     /// Longest a client may take to finish the TLS handshake.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde_compat")]
     pub handshake_timeout: Duration,
-    /// Longest a client may take to send a request's headers (also how
-    /// long an idle kept-alive connection stays open).
+    /// Longest a client may take to send a request's headers, from their
+    /// first byte.
     #[serde(default = "default_header_timeout", with = "humantime_serde_compat")]
     pub header_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests:
+    /// above the agents' check-in interval plus jitter, so an agent keeps
+    /// its connection; below it, agents reconnect (resuming their TLS
+    /// session) at every check-in and hold no connection in between.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
     /// Longest a client may take to send a request's body, from the end of
     /// its headers.
     #[serde(default = "default_body_timeout", with = "humantime_serde_compat")]
@@ -131,6 +137,7 @@ impl Default for Limits {
             max_connections_per_source: default_max_connections_per_source(),
             handshake_timeout: default_handshake_timeout(),
             header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
             body_timeout: default_body_timeout(),
             enroll_refusals_per_minute: default_enroll_refusals(),
         }
@@ -148,6 +155,9 @@ fn default_handshake_timeout() -> Duration {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_body_timeout() -> Duration {
     Duration::from_secs(30)
@@ -167,6 +177,7 @@ impl Limits {
         for (name, d) in [
             ("handshake_timeout", self.handshake_timeout),
             ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
             ("body_timeout", self.body_timeout),
         ] {
             if d < Duration::from_secs(1) {
@@ -548,8 +559,14 @@ scrape_check_interval = "15s"
 # max_connections = 16384
 # max_connections_per_source = 1024
 # handshake_timeout = "10s"      # TLS handshake
-# header_timeout = "30s"         # request headers; also the idle keep-alive
+# header_timeout = "30s"         # request headers, from their first byte
 # body_timeout = "30s"           # request body, from the end of the headers
+# Idle time allowed between requests on a kept-alive connection. Above the
+# check-in interval (+10% jitter), agents keep their connection between
+# check-ins (about 40 KiB of server memory each: raise max_connections and
+# LimitNOFILE past the fleet size); below it, each check-in reconnects with a
+# resumed TLS session and nothing is held in between.
+# idle_timeout = "120s"
 # Refused enrollments (bad token or request) one source address may make per
 # minute; past it, its attempts are answered 429 with Retry-After and summed
 # into one audit entry per minute.

@@ -69,6 +69,12 @@ pub fn agent_listener_config(
         .with_single_cert(chain, key)
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    // Stateless TLS 1.3 session tickets (keys rotated every 6 h, tickets
+    // valid 12 h): a reconnecting agent resumes without a certificate
+    // signature and verification, however many agents there are (the
+    // default stateful cache holds 256 sessions). A resumed session keeps
+    // its client certificate; revocation and expiry are checked per request.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Config)?;
     Ok(Arc::new(config))
 }
 
@@ -255,6 +261,15 @@ mod tests {
         let (_, leaf) = x509_parser::parse_x509_certificate(&served).unwrap();
         assert_eq!(Pin::of_spki(leaf.public_key().raw), pin);
         assert_eq!(crate::ca::server_pin(dir.path()).unwrap(), pin);
+    }
+
+    #[test]
+    fn the_agent_listener_issues_stateless_session_tickets() {
+        let (dir, ca, _) = data_dir();
+        let server = agent_listener_config(dir.path(), ca.cert_der()).unwrap();
+        // Not the default (no tickets: only the 256-entry stateful cache).
+        assert!(server.ticketer.enabled());
+        assert!(server.send_tls13_tickets > 0);
     }
 
     #[tokio::test]

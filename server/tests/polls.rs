@@ -2,7 +2,8 @@
 //! poll is answered from memory (the poll index and the in-memory check-in
 //! time), so it needs no database at all; check-in times reach the database
 //! in batches and at shutdown; a reconnecting agent resumes its TLS session
-//! and is still recognised by its certificate.
+//! and is still recognised by its certificate; a kept-alive connection may
+//! idle longer than the header timeout, a slow request head may not.
 
 mod common;
 
@@ -168,11 +169,9 @@ async fn request_once(
     (kind, text.lines().next().unwrap_or_default().to_string())
 }
 
-#[tokio::test]
-async fn a_reconnecting_agent_resumes_its_tls_session_and_keeps_its_identity() {
-    let f = Fixture::start();
-    let agent = TestAgent::new("resume-01", "m-resume-01");
-    let (_, cert, hash) = enrolled(&f, &agent, json!({}), "idem-resume-01").await;
+/// A rustls client config presenting the agent's certificate; the default
+/// session store keeps the server's tickets.
+fn agent_tls(f: &Fixture, agent: &TestAgent, cert: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(f.ca_pem.as_bytes()) {
         roots.add(c.expect("CA PEM")).expect("CA cert");
@@ -181,8 +180,7 @@ async fn a_reconnecting_agent_resumes_its_tls_session_and_keeps_its_identity() {
         .collect::<Result<Vec<_>, _>>()
         .expect("cert PEM");
     let key = PrivateKeyDer::from_pem_slice(agent.key.serialize_pem().as_bytes()).expect("key");
-    // The client's default session store keeps the server's tickets.
-    let config = Arc::new(
+    Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -191,7 +189,15 @@ async fn a_reconnecting_agent_resumes_its_tls_session_and_keeps_its_identity() {
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .expect("client auth"),
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_reconnecting_agent_resumes_its_tls_session_and_keeps_its_identity() {
+    let f = Fixture::start();
+    let agent = TestAgent::new("resume-01", "m-resume-01");
+    let (_, cert, hash) = enrolled(&f, &agent, json!({}), "idem-resume-01").await;
+    let config = agent_tls(&f, &agent, &cert);
     let request = format!(
         "GET /v1/agent/config HTTP/1.1\r\nHost: muster\r\nIf-None-Match: \"{hash}\"\r\nConnection: close\r\n\r\n"
     );
@@ -203,4 +209,66 @@ async fn a_reconnecting_agent_resumes_its_tls_session_and_keeps_its_identity() {
     assert_eq!(again, HandshakeKind::Resumed);
     // The resumed session still carries the agent's certificate.
     assert_eq!(status, "HTTP/1.1 304 Not Modified");
+}
+
+/// Reads one response head (the 304s here have no body); its status line,
+/// or `None` when the server closed the connection first.
+async fn response_head(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    Some(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_header_timeout_but_a_slow_head_does_not() {
+    let f = Fixture::start_with(|data| {
+        let path = data.join("server.toml");
+        let mut text = std::fs::read_to_string(&path).expect("server.toml");
+        text.push_str("\n[limits]\nheader_timeout = \"1s\"\nidle_timeout = \"1h\"\n");
+        std::fs::write(&path, text).expect("write server.toml");
+    });
+    let agent = TestAgent::new("idle-01", "m-idle-01");
+    let (_, cert, hash) = enrolled(&f, &agent, json!({}), "idem-idle-01").await;
+    let config = agent_tls(&f, &agent, &cert);
+    let to = f.server.agent_addr();
+    let tcp = TcpStream::connect(to).await.expect("connect");
+    let mut kept = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(ServerName::IpAddress(to.ip().into()), tcp)
+        .await
+        .expect("TLS handshake");
+    let request = format!(
+        "GET /v1/agent/config HTTP/1.1\r\nHost: muster\r\nIf-None-Match: \"{hash}\"\r\n\r\n"
+    );
+    kept.write_all(request.as_bytes()).await.expect("request");
+    assert_eq!(
+        response_head(&mut kept).await.as_deref(),
+        Some("HTTP/1.1 304 Not Modified")
+    );
+    // A request head sent slowly (its first line, then nothing) is cut off
+    // by the header timeout, although the idle timeout is an hour.
+    let tcp = TcpStream::connect(to).await.expect("connect");
+    let mut slow = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(ServerName::IpAddress(to.ip().into()), tcp)
+        .await
+        .expect("TLS handshake");
+    slow.write_all(b"GET /v1/agent/config HTTP/1.1\r\n")
+        .await
+        .expect("first line");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a slow request head was never cut off");
+    // Meanwhile (several header timeouts) the idle connection stayed open
+    // and serves the next check-in.
+    kept.write_all(request.as_bytes()).await.expect("request");
+    assert_eq!(
+        response_head(&mut kept).await.as_deref(),
+        Some("HTTP/1.1 304 Not Modified")
+    );
 }
