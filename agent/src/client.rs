@@ -24,6 +24,15 @@ use crate::tls::{mutual_tls, pinned_tls, PinVerifier, TlsError};
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Time allowed to open a connection, TLS included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle connection to the server is kept for the next request:
+/// longer than a check-in interval plus jitter (33 s by default), so
+/// check-ins share one connection, and shorter than the server's
+/// `idle_timeout` (120 s by default), so the agent, not the server, closes
+/// an idle connection and no request races the server's close. A new
+/// connection resumes the TLS session (rustls' client session cache keeps
+/// the server's tickets).
+pub const IDLE_CONNECTION: Duration = Duration::from_secs(90);
 /// Time allowed for an ordinary request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for the config request, which the server may hold open (long poll).
@@ -230,6 +239,7 @@ fn build_http(tls: ClientConfig) -> Result<reqwest::Client, ClientError> {
         .tls_backend_preconfigured(tls)
         .https_only(true)
         .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(IDLE_CONNECTION)
         .user_agent(concat!("muster-agent/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ClientError::Tls(TlsError(error_chain(&e))))

@@ -563,7 +563,7 @@ scrape_check_interval = "15s"
 # body_timeout = "30s"           # request body, from the end of the headers
 # Idle time allowed between requests on a kept-alive connection. Above the
 # check-in interval (+10% jitter), agents keep their connection between
-# check-ins (about 40 KiB of server memory each: raise max_connections and
+# check-ins (about 25 KiB of server memory each: raise max_connections and
 # LimitNOFILE past the fleet size); below it, each check-in reconnects with a
 # resumed TLS session and nothing is held in between.
 # idle_timeout = "120s"
