@@ -1,7 +1,7 @@
 //! Muster's end-to-end harness: runs the real `muster-server`, the Alloy
 //! stand-in and a real Prometheus as child processes, each on a loopback port
 //! 0 and killed on drop, for the cross-binary tests in `tests/tests/`.
-//! Also home of the Alloy stand-in's code (the `alloy-standin` binary).
+//! The stand-in itself (`alloy-standin`) is a crate of its own, `standin/`.
 //!
 //! ```no_run
 //! # async fn demo() {

@@ -21,8 +21,7 @@ pub const START_DEADLINE: Duration = Duration::from_secs(30);
 /// `target/<profile>/`.
 ///
 /// `cargo test --workspace` builds every package's binaries; `cargo test -p
-/// muster-e2e` alone builds only `alloy-standin` and may find stale server and
-/// agent binaries.
+/// muster-e2e` alone builds none of them and may find stale ones.
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
     let mut dir = exe

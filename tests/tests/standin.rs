@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use muster_e2e::{run_fail, run_ok, Standin};
 
-const BIN: &str = env!("CARGO_BIN_EXE_alloy-standin");
 const DEADLINE: Duration = Duration::from_secs(10);
 
 const UNIX: &str = "prometheus.exporter.unix \"default\" {\n  set_collectors = [\"cpu\"]\n}\n";
@@ -17,7 +16,7 @@ const UNIX_METRICS: &str = "/api/v0/component/prometheus.exporter.unix.default/m
 const REDIS_METRICS: &str = "/api/v0/component/prometheus.exporter.redis.cache/metrics";
 
 fn standin() -> Command {
-    Command::new(BIN)
+    Command::new(Standin::bin())
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

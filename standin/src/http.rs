@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::check;
-use super::exposition;
+use crate::check;
+use crate::exposition;
 
 /// Requests larger than this (head plus body) are refused.
 const MAX_REQUEST: usize = 64 * 1024;

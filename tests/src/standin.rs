@@ -14,8 +14,8 @@ pub struct Standin {
 }
 
 impl Standin {
-    /// The stand-in binary, built next to the tests (this package's own
-    /// binary, so any `cargo test` of this package builds it).
+    /// The stand-in binary (crate `alloy-standin`), built next to the tests
+    /// by `cargo test --workspace`.
     pub fn bin() -> PathBuf {
         bin_path("alloy-standin")
     }

@@ -18,7 +18,9 @@ canned exporter metrics.
 Usage:
   alloy-standin --version
   alloy-standin fmt [FILE]        check syntax, print FILE (stdin when absent or -)
-  alloy-standin validate FILE     check syntax and that every component is known
+  alloy-standin validate [--stability.level=LEVEL] FILE
+                                  check syntax and that every component is known
+                                  (LEVEL: generally-available, public-preview, experimental)
   alloy-standin run [--server.http.listen-addr=ADDR] [--storage.path=P] [FLAGS] CONFIG
                                   serve /-/ready, /-/healthy, /-/reload, /metrics and
                                   /api/v0/component/<id>/metrics; SIGHUP reloads CONFIG
@@ -54,10 +56,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             [file] => Ok(Command::Fmt(Some(PathBuf::from(file)))),
             _ => Err("fmt takes at most one file".into()),
         },
-        "validate" => match positionals(rest, &[])?.as_slice() {
-            [file] => Ok(Command::Validate(PathBuf::from(file))),
-            _ => Err("validate takes exactly one file".into()),
-        },
+        "validate" => {
+            stability_level(rest)?;
+            match positionals(rest, &[])?.as_slice() {
+                [file] => Ok(Command::Validate(PathBuf::from(file))),
+                _ => Err("validate takes exactly one file".into()),
+            }
+        }
         "run" => run(rest),
         other => Err(format!("unknown command {other:?} for \"alloy\"")),
     }
@@ -84,6 +89,28 @@ fn run(args: &[String]) -> Result<Command, String> {
         }),
         _ => Err("run takes exactly one config path".into()),
     }
+}
+
+/// The stability levels Alloy's `--stability.level` takes.
+pub const STABILITY_LEVELS: [&str; 3] = ["generally-available", "public-preview", "experimental"];
+
+/// Checks a `--stability.level=LEVEL` among `args` (the form the agent
+/// passes), refusing an unknown level as Alloy's flag parsing does, so tests
+/// can see which flags `validate` was given.
+fn stability_level(args: &[String]) -> Result<(), String> {
+    const FLAG: &str = "--stability.level";
+    for level in args
+        .iter()
+        .filter_map(|a| a.strip_prefix(FLAG)?.strip_prefix('='))
+    {
+        if !STABILITY_LEVELS.contains(&level) {
+            return Err(format!(
+                "invalid argument {level:?} for \"{FLAG}\" flag: invalid stability level {level:?} (one of {})",
+                STABILITY_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The non-flag arguments. Flags are ignored: `--flag=value`, `--flag`, and
@@ -152,6 +179,8 @@ mod tests {
             parse_str("validate --stability.level=public-preview a.alloy"),
             Ok(Command::Validate("a.alloy".into()))
         );
+        let bad = parse_str("validate --stability.level=bogus a.alloy").unwrap_err();
+        assert!(bad.contains("invalid stability level \"bogus\""), "{bad}");
         assert!(parse_str("convert a").is_err());
     }
 

@@ -2,7 +2,7 @@
 //! exporter kind (metric names as the real exporters use them) plus the
 //! `alloy_standin_info` marker, and Alloy's own `/metrics`.
 
-use super::check::EXPORTER_PREFIX;
+use crate::check::EXPORTER_PREFIX;
 
 /// Body of `/api/v0/component/<component_id>/metrics`.
 pub fn component_metrics(component_id: &str, hostname: &str) -> String {

@@ -1,14 +1,14 @@
 //! `alloy-standin`: a stand-in for Grafana Alloy's `alloy` binary, for Muster's
 //! tests only (Alloy cannot be installed where they run). It answers
 //! `--version`, `fmt`, `validate` and `run` the way Muster uses them; see
-//! `alloy-standin --help`. Its code lives in `muster_e2e::standin`.
+//! `alloy-standin --help`. Its code is this crate's library.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use muster_e2e::standin::{check, cli, http};
+use alloy_standin::{check, cli, http};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
