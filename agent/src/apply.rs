@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::alloy::command;
-use crate::alloy::env::{validate_flags_from_file, ENV_FILES};
+use crate::alloy::env::{validate_flags_from_file, validate_flags_from_service, ENV_FILES};
 use crate::alloy::http::{self, ReloadError};
 use crate::alloy::version::{check_for, AlloyVersion, Check};
 use crate::atomic_file::{self, sibling};
@@ -47,7 +47,8 @@ pub struct ApplySettings {
     /// Longest a validate or reload command (or the reload request) may run.
     pub command_timeout: Duration,
     /// Alloy's environment file: `alloy validate` gets the
-    /// `--stability.level` and feature flags of its `CUSTOM_ARGS`.
+    /// `--stability.level` and feature flags of its `CUSTOM_ARGS`. Without
+    /// one (Windows), they come from Alloy's service `Arguments`.
     pub alloy_env_file: Option<PathBuf>,
 }
 
@@ -366,11 +367,12 @@ async fn validate(
     candidate: &Path,
     check: Check,
 ) -> Result<(), ApplyError> {
-    let flags = settings
-        .alloy_env_file
-        .as_deref()
-        .map(validate_flags_from_file)
-        .unwrap_or_default();
+    // The flags Alloy runs with: its environment file's CUSTOM_ARGS, or on
+    // Windows (no such file) its service's Arguments.
+    let flags = match settings.alloy_env_file.as_deref() {
+        Some(path) => validate_flags_from_file(path),
+        None => validate_flags_from_service(),
+    };
     command::check_file(
         &settings.alloy_bin,
         check,

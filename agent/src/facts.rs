@@ -63,7 +63,13 @@ pub fn gather(config: &Config, server: &Url) -> Result<Facts, FactsError> {
         os_like: os.id_like,
         scrape_address,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        // Detection reads Linux's /proc, /etc and /var/log: nothing to find
+        // on Windows (where such a path names a folder on the current drive,
+        // or under wine the Linux host's own).
+        #[cfg(not(windows))]
         services: crate::detect::services(),
+        #[cfg(windows)]
+        services: Vec::new(),
         alloy: None,
     };
     check_dropping_optionals(&mut facts)?;
@@ -251,14 +257,15 @@ fn machine_guid() -> io::Result<String> {
 }
 
 /// This host's os-release: see [`os_release_from`].
+#[cfg(not(windows))]
 fn read_os_release() -> OsRelease {
     os_release_from(std::env::var_os(FILE_ENV).map(PathBuf::from))
 }
 
 /// The file `named` by [`FILE_ENV`] (tests: a fixture, never the
 /// machine's; unreadable, no OS id), else `/etc/os-release`, falling back to
-/// `/usr/lib/os-release`; where neither exists (Windows, macOS), what
-/// os_info says.
+/// `/usr/lib/os-release`; where neither exists (macOS), what os_info says.
+#[cfg(not(windows))]
 fn os_release_from(named: Option<PathBuf>) -> OsRelease {
     let Some(path) = named else {
         return OsRelease::read(Path::new("/")).unwrap_or_else(|_| os_info_release());
@@ -270,6 +277,13 @@ fn os_release_from(named: Option<PathBuf>) -> OsRelease {
             OsRelease::default()
         }
     }
+}
+
+/// Windows has no os-release (a Unix path there names a file on the
+/// current drive, or under wine the Linux host's own): what os_info says.
+#[cfg(windows)]
+fn read_os_release() -> OsRelease {
+    os_info_release()
 }
 
 #[cfg(target_os = "linux")]
@@ -293,14 +307,22 @@ fn os_info_release() -> OsRelease {
     }
 }
 
-/// The kernel release (`uname -r`), where the OS exposes it as a file.
+/// The kernel release (`uname -r`), which Linux exposes as a file.
+#[cfg(target_os = "linux")]
 fn kernel_release() -> Option<String> {
     let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     Some(text.trim().to_string()).filter(|k| !k.is_empty())
 }
 
+/// Other systems: none (os_info's version stands for it on Windows).
+#[cfg(not(target_os = "linux"))]
+fn kernel_release() -> Option<String> {
+    None
+}
+
 /// The OS hostname: the kernel's on Linux, else what `hostname` prints.
 fn os_hostname() -> io::Result<String> {
+    #[cfg(target_os = "linux")]
     if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let name = name.trim();
         if !name.is_empty() {

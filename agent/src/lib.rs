@@ -6,7 +6,7 @@
 //! it:
 //! * leaves: `access` (what the `alloy` user lacks for a config),
 //!   `atomic_file`, `backoff`, `error_text`, `detect` (os-release and
-//!   services)
+//!   services), `log_file` (the Windows service's log)
 //! * `identity` (key, certificates), `tls`, `state`, `config`
 //! * `alloy` (version, command runner, HTTP endpoints, environment file)
 //! * `client` (the server's routes), `facts`, `install`, `apply`
@@ -29,6 +29,7 @@ pub mod error_text;
 pub mod facts;
 pub mod identity;
 pub mod install;
+pub mod log_file;
 pub mod run;
 #[cfg(windows)]
 pub mod service;

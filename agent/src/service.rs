@@ -3,7 +3,8 @@
 //! the agent reports itself running, runs the same check-in loop as
 //! `muster-agent run`, and stops when the manager says stop or shutdown.
 //! Until the host is enrolled (the MSI enrolls only when given a token) it
-//! waits, reading its config again every [`ENROLL_WAIT`].
+//! waits, reading its config again every [`ENROLL_WAIT`]. It logs to
+//! [`log_path`] (the manager drops a service's stderr).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,13 @@ use crate::run::{Agent, EXIT_REVOKED};
 pub const SERVICE_NAME: &str = "MusterAgent";
 /// How long the service waits before looking for an enrollment again.
 pub const ENROLL_WAIT: Duration = Duration::from_secs(30);
+
+/// The service's log file: `agent.log` beside its config file
+/// (`%ProgramData%\Muster\agent.log` as the MSI installs it;
+/// [`crate::log_file`] keeps it under [`crate::log_file::MAX_BYTES`]).
+pub fn log_path(config_path: &Path) -> PathBuf {
+    config_path.with_file_name("agent.log")
+}
 
 /// The config file the service runs with (the dispatcher's entry point
 /// takes no arguments of ours).

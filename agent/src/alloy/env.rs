@@ -180,6 +180,32 @@ pub fn validate_flags_from_file(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The flags `alloy validate` needs, read from Alloy's Windows service
+/// arguments (the `Arguments` registry value its installer writes, one
+/// argument per string); none when they cannot be read.
+#[cfg(windows)]
+pub fn validate_flags_from_service() -> Vec<String> {
+    registry_arguments()
+        .map(|args| validate_flags(&args))
+        .unwrap_or_default()
+}
+
+/// Not Windows: Alloy's flags are in its environment file, which the
+/// settings name ([`validate_flags_from_file`]); there is no other source.
+#[cfg(not(windows))]
+pub fn validate_flags_from_service() -> Vec<String> {
+    Vec::new()
+}
+
+/// Alloy's Windows service arguments: the `Arguments` value under
+/// `HKLM\`[`REGISTRY_KEY`].
+#[cfg(windows)]
+fn registry_arguments() -> std::io::Result<Vec<String>> {
+    winreg::RegKey::predef(winreg::enums::HKEY_LOCAL_MACHINE)
+        .open_subkey(REGISTRY_KEY)?
+        .get_value("Arguments")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnvFileError {
     #[error("cannot read {}: {error}", path.display())]
@@ -449,6 +475,24 @@ mod tests {
         assert_eq!(
             validate_flags(&windows),
             ["--stability.level=public-preview"]
+        );
+        // Its installer's value with the flags added as two strings each
+        // (a path with spaces stays one argument).
+        let windows = [
+            "run",
+            "C:\\Program Files\\GrafanaLabs\\Alloy\\config.alloy",
+            "--storage.path=C:\\ProgramData\\GrafanaLabs\\Alloy\\data",
+            "--stability.level",
+            "experimental",
+            "--feature.community-components.enabled",
+            "--server.http.listen-addr=0.0.0.0:12345",
+        ];
+        assert_eq!(
+            validate_flags(&windows),
+            [
+                "--stability.level=experimental",
+                "--feature.community-components.enabled"
+            ]
         );
         assert!(validate_flags(&custom_args(PACKAGED)).is_empty());
         assert!(custom_args("CUSTOM_ARGS=\"$X\"").is_empty());
