@@ -149,6 +149,9 @@ impl App {
         tracing::info!(certs, took = ?started.elapsed(), "poll index loaded");
         spawn_seen_flush(app.store.clone(), app.settings.last_seen_flush);
         app.reconciler.spawn();
+        if let Some(retention) = app.settings.audit.retention {
+            spawn_audit_retention(app.store.clone(), retention);
+        }
         if let Some(url) = &app.settings.prometheus_url {
             crate::scrape::spawn(
                 app.store.clone(),
@@ -324,6 +327,31 @@ fn spawn_sweep(
                     detail: Some(&detail),
                     source: Some(&source),
                 });
+            }
+        }
+    });
+}
+
+/// Audit retention: deletes entries older than `retention` now and every
+/// [`AuditSettings::PRUNE_EVERY`](crate::settings::AuditSettings::PRUNE_EVERY).
+fn spawn_audit_retention(store: Arc<Store>, retention: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::settings::AuditSettings::PRUNE_EVERY);
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            let pruned = tokio::task::spawn_blocking(move || {
+                let now = crate::fleet::unix_now();
+                store.prune_audit(now - retention.as_secs() as i64, now)
+            })
+            .await;
+            match pruned {
+                Ok(Ok(0)) => {}
+                Ok(Ok(deleted)) => {
+                    tracing::info!(deleted, retention = ?retention, "deleted old audit entries")
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot delete old audit entries"),
+                Err(e) => tracing::error!(error = %e, "audit retention task failed"),
             }
         }
     });

@@ -152,4 +152,6 @@ impl Fleet<'_> {
 }
 
 #[cfg(test)]
+mod query_plans;
+#[cfg(test)]
 mod tests;

@@ -94,6 +94,32 @@ pub struct Settings {
     /// refusal limit: `[limits]`.
     #[serde(default)]
     pub limits: Limits,
+    /// How long the audit log is kept: `[audit]`.
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: audit retention.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Entries older than this are deleted (checked at start-up and every
+    /// [`AuditSettings::PRUNE_EVERY`]); kept forever when unset.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub retention: Option<Duration>,
+}
+
+impl AuditSettings {
+    pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+    fn check(&self) -> Result<(), String> {
+        match self.retention {
+            Some(d) if d < Duration::from_secs(86400) => {
+                Err("audit.retention must be at least 1day".into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `[limits]`: what a client may hold of a listener, and for how long. The
@@ -325,6 +351,16 @@ mod humantime_serde_compat {
         humantime::parse_duration(&text)
             .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
     }
+
+    /// An optional duration.
+    pub mod option {
+        use serde::Deserializer;
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
 }
 
 /// A settings file of the data dir (`server.toml`, `overrides.toml`) that
@@ -434,6 +470,7 @@ impl Settings {
             return Err("scrape_check_interval must be at least 1s".into());
         }
         self.limits.check()?;
+        self.audit.check()?;
         self.label_schema()?;
         Ok(())
     }
@@ -571,6 +608,11 @@ scrape_check_interval = "15s"
 # minute; past it, its attempts are answered 429 with Retry-After and summed
 # into one audit entry per minute.
 # enroll_refusals_per_minute = 30
+
+# How long audit entries are kept (by default forever). Older entries are
+# deleted at start-up and every hour, and each deletion is audited.
+# [audit]
+# retention = "90days"
 "#
         )
     }
@@ -717,6 +759,26 @@ mod tests {
         let err = Settings::from_toml("public_url = \"https://x\"\n[limits]\nmax_conns = 1\n")
             .expect_err("unknown key");
         assert!(err.contains("max_conns"), "{err}");
+    }
+
+    #[test]
+    fn audit_retention_is_optional_and_at_least_a_day() {
+        let s = Settings::from_toml("public_url = \"https://x\"").expect("parses");
+        assert_eq!(s.audit.retention, None);
+        let text = Settings::default_file("https://x");
+        let example = text
+            .lines()
+            .skip_while(|l| *l != "# [audit]")
+            .take(2)
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let s = Settings::from_toml(&format!("public_url = \"https://x\"\n{example}\n"))
+            .expect("documented example parses");
+        assert_eq!(s.audit.retention, Some(Duration::from_secs(90 * 86400)));
+        let err = Settings::from_toml("public_url = \"https://x\"\n[audit]\nretention = \"1h\"\n")
+            .expect_err("too short");
+        assert!(err.contains("audit.retention"), "{err}");
     }
 
     #[test]

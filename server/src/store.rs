@@ -174,3 +174,51 @@ impl Store {
         Ok(out)
     }
 }
+
+/// Every statement the store runs while tracing is on (tests only: the
+/// query-plan test records what a transition runs, then asks SQLite how it
+/// would run each).
+#[cfg(test)]
+static TRACED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[cfg(test)]
+impl Store {
+    /// Runs `f` and returns the distinct statements the store ran meanwhile
+    /// (triggers' subprograms left out).
+    pub fn traced<T>(&self, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+        fn record(event: rusqlite::trace::TraceEvent<'_>) {
+            if let rusqlite::trace::TraceEvent::Stmt(stmt, _) = event {
+                let sql = stmt.sql().to_string();
+                let mut traced = TRACED.lock().unwrap_or_else(|p| p.into_inner());
+                if !sql.starts_with("--") && !traced.contains(&sql) {
+                    traced.push(sql);
+                }
+            }
+        }
+        TRACED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.conn().trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(record),
+        );
+        let out = f();
+        self.conn()
+            .trace_v2(rusqlite::trace::TraceEventCodes::empty(), None);
+        let traced = std::mem::take(&mut *TRACED.lock().unwrap_or_else(|p| p.into_inner()));
+        (out, traced)
+    }
+
+    /// How SQLite would run `sql`: the `EXPLAIN QUERY PLAN` detail lines.
+    pub fn query_plan(&self, sql: &str) -> Vec<String> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap_or_else(|e| panic!("cannot explain {sql}: {e}"));
+        // Parameters stay unbound (NULL): the plan does not depend on them.
+        let mut rows = stmt.raw_query();
+        let mut plan = Vec::new();
+        while let Some(row) = rows.next().expect("plan row") {
+            plan.push(row.get::<_, String>(3).expect("plan detail"));
+        }
+        plan
+    }
+}

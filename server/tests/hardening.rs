@@ -2,7 +2,8 @@
 //! bounded (`[limits]` in server.toml): a slow-body client is cut off by the
 //! body timeout, a source holding idle or half-open connections is capped
 //! without starving other agents or the admin listener, and a source that
-//! keeps failing to enroll is answered 429 and audited once, not per attempt.
+//! keeps failing to enroll is answered 429 and audited once, not per attempt;
+//! with `[audit] retention`, old audit entries are deleted.
 //! Other loopback addresses (127.0.0.2, ...) are other sources.
 
 mod common;
@@ -272,4 +273,58 @@ async fn a_source_failing_to_enroll_is_answered_429_and_audited_once() {
             .any(|l| l == "muster_enrollments_total{outcome=\"rate_limited\"} 5"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn audit_entries_older_than_the_retention_are_deleted_and_that_is_audited() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let f = Fixture::start_with(|data: &Path| {
+        let path = data.join("server.toml");
+        let mut text = std::fs::read_to_string(&path).expect("server.toml");
+        text.push_str("\n[audit]\nretention = \"30days\"\n");
+        std::fs::write(&path, text).expect("write server.toml");
+        let store = muster_server::store::Store::open(&data.join(muster_server::store::FILE_NAME))
+            .expect("db");
+        for (age_days, action) in [(400, "ancient"), (31, "old"), (29, "recent")] {
+            store
+                .audit(&muster_server::store::AuditEntry {
+                    at: now - age_days * 86400,
+                    actor: "admin",
+                    action,
+                    target: None,
+                    outcome: "ok",
+                    detail: None,
+                    source: None,
+                })
+                .expect("seed");
+        }
+    });
+    let start = Instant::now();
+    loop {
+        let audit = f.audit().await;
+        let actions: Vec<&str> = audit.iter().filter_map(|a| a["action"].as_str()).collect();
+        if actions.contains(&"audit.prune") {
+            assert!(
+                !actions.contains(&"ancient") && !actions.contains(&"old"),
+                "{actions:?}"
+            );
+            assert!(actions.contains(&"recent"), "{actions:?}");
+            let prune = audit
+                .iter()
+                .find(|a| a["action"] == "audit.prune")
+                .expect("prune entry");
+            assert!(
+                prune["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("2 audit entries")),
+                "{prune}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "no retention pass: {actions:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -8,11 +8,11 @@ use super::*;
 use crate::render::RenderSettings;
 use crate::store::NewBatchHost;
 
-const NOW: i64 = 1_800_000_000;
+pub(super) const NOW: i64 = 1_800_000_000;
 
-struct World {
+pub(super) struct World {
     _dir: tempfile::TempDir,
-    store: Store,
+    pub(super) store: Store,
     ca: Ca,
     templates: Templates,
     render: RenderSettings,
@@ -21,7 +21,7 @@ struct World {
 }
 
 impl World {
-    fn new() -> World {
+    pub(super) fn new() -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::create(dir.path(), at(NOW)).expect("ca");
         World {
@@ -39,7 +39,7 @@ impl World {
         }
     }
 
-    fn fleet(&self) -> Fleet<'_> {
+    pub(super) fn fleet(&self) -> Fleet<'_> {
         Fleet {
             store: &self.store,
             ca: &self.ca,
@@ -50,7 +50,7 @@ impl World {
         }
     }
 
-    fn token(&self, labels: &[(&str, &str)], uses: u32) -> String {
+    pub(super) fn token(&self, labels: &[(&str, &str)], uses: u32) -> String {
         let labels: Labels = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -63,13 +63,13 @@ impl World {
     }
 }
 
-struct Machine {
+pub(super) struct Machine {
     key: rcgen::KeyPair,
     facts: Facts,
 }
 
 impl Machine {
-    fn new(hostname: &str, machine_id: &str) -> Machine {
+    pub(super) fn new(hostname: &str, machine_id: &str) -> Machine {
         Machine {
             key: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key"),
             facts: Facts {
@@ -84,7 +84,7 @@ impl Machine {
         }
     }
 
-    fn csr(&self) -> String {
+    pub(super) fn csr(&self) -> String {
         rcgen::CertificateParams::new(Vec::<String>::new())
             .expect("params")
             .serialize_request(&self.key)
@@ -93,7 +93,7 @@ impl Machine {
             .expect("pem")
     }
 
-    fn enroll(
+    pub(super) fn enroll(
         &self,
         w: &World,
         token: &str,

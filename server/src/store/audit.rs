@@ -1,4 +1,5 @@
-//! The audit log (append-only: the schema's triggers refuse UPDATE and DELETE).
+//! The audit log (append-only: the schema's triggers refuse UPDATE, and
+//! DELETE of any entry newer than the retention horizon).
 
 use rusqlite::{params, Connection};
 
@@ -44,6 +45,52 @@ impl Store {
     /// An audit entry on its own (a refusal, which changes nothing else).
     pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
         insert(&self.conn(), entry)
+    }
+
+    /// Audit retention: deletes the entries older than `before` (Unix
+    /// seconds), a few thousand per transaction so that other writers wait
+    /// little, and audits how many went. The schema lets an entry be
+    /// deleted only once the retention horizon has passed it, and the
+    /// horizon only moves forward. Returns how many were deleted.
+    pub fn prune_audit(&self, before: i64, now: i64) -> Result<usize, StoreError> {
+        const CHUNK: usize = 5000;
+        let mut deleted = 0;
+        loop {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE audit_horizon SET before = max(before, ?1)",
+                [before],
+            )?;
+            let n = tx.execute(
+                "DELETE FROM audit WHERE id IN
+                 (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                params![before, CHUNK as i64],
+            )?;
+            deleted += n;
+            let last = n < CHUNK;
+            if last && deleted > 0 {
+                insert(
+                    &tx,
+                    &AuditEntry {
+                        at: now,
+                        actor: "server",
+                        action: "audit.prune",
+                        target: None,
+                        outcome: "ok",
+                        detail: Some(&format!(
+                            "{deleted} audit entries older than {} deleted (audit retention)",
+                            crate::cli::time(before)
+                        )),
+                        source: None,
+                    },
+                )?;
+            }
+            tx.commit()?;
+            if last {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// The newest `limit` audit entries matching `filter`, oldest first.
@@ -93,4 +140,63 @@ pub struct AuditRow {
     pub detail: Option<String>,
     /// The peer address of the request, when there was one.
     pub source: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(at: i64) -> AuditEntry<'static> {
+        AuditEntry {
+            at,
+            actor: "admin",
+            action: "token.create",
+            target: None,
+            outcome: "ok",
+            detail: None,
+            source: None,
+        }
+    }
+
+    fn ats(store: &Store) -> Vec<(i64, String)> {
+        store
+            .audit_query(&AuditFilter {
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .expect("audit")
+            .into_iter()
+            .map(|r| (r.at, r.action))
+            .collect()
+    }
+
+    #[test]
+    fn retention_deletes_only_entries_older_than_the_horizon_and_says_so() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("muster.db")).expect("store");
+        for at in [100, 200, 300, 400] {
+            store.audit(&entry(at)).expect("append");
+        }
+        assert_eq!(store.prune_audit(250, 1000).expect("prune"), 2);
+        let left = ats(&store);
+        assert_eq!(
+            left[..2],
+            [(300, "token.create".into()), (400, "token.create".into())]
+        );
+        assert_eq!(left[2].1, "audit.prune");
+        // Nothing older left: no further entry about it.
+        assert_eq!(store.prune_audit(250, 1001).expect("again"), 0);
+        assert_eq!(ats(&store).len(), 3);
+        // Entries newer than the horizon stay append-only, and the horizon
+        // does not move back.
+        let conn = store.conn();
+        let err = conn
+            .execute("DELETE FROM audit WHERE at = 300", [])
+            .expect_err("refused");
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let err = conn
+            .execute("UPDATE audit_horizon SET before = 0", [])
+            .expect_err("refused");
+        assert!(err.to_string().contains("only moves forward"), "{err}");
+    }
 }

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this server writes and understands.
-pub const VERSION: i32 = 6;
+pub const VERSION: i32 = 7;
 
 /// Version 1 (the first release). Never edited: later versions are steps.
 const V1: &str = r#"
@@ -211,13 +211,50 @@ const V6: &str = r#"
 ALTER TABLE hosts ADD COLUMN reload_fallback TEXT;
 "#;
 
+/// 6 → 7: enrollment cost independent of fleet size, audit retention.
+/// * `hosts_machine`: a machine's hosts, active or not, by machine-id (the
+///   partial unique index serves only queries about active hosts, so the
+///   "previously decommissioned host of this machine" lookup scanned
+///   `hosts`). `enrollments_host`, `batch_hosts_host`: the rows pointing
+///   at a host (the foreign key checks of a write to `hosts` scanned
+///   them). `audit_at`: the audit log by time (`--since`, retention).
+/// * The audit log stays append-only except for retention: an entry older
+///   than `audit_horizon.before` may be deleted, and the horizon only moves
+///   forward.
+const V7: &str = r#"
+CREATE INDEX hosts_machine ON hosts(machine_id, decommissioned_at);
+CREATE INDEX enrollments_host ON enrollments(host_id);
+CREATE INDEX batch_hosts_host ON batch_hosts(host_id);
+CREATE INDEX audit_at ON audit(at);
+CREATE TABLE audit_horizon (before INTEGER NOT NULL);
+INSERT INTO audit_horizon (before) VALUES (0);
+CREATE TRIGGER audit_horizon_forward BEFORE UPDATE ON audit_horizon WHEN new.before < old.before
+  BEGIN SELECT RAISE(ABORT, 'the audit retention horizon only moves forward'); END;
+CREATE TRIGGER audit_horizon_kept BEFORE DELETE ON audit_horizon
+  BEGIN SELECT RAISE(ABORT, 'the audit retention horizon is kept'); END;
+CREATE TRIGGER audit_horizon_single BEFORE INSERT ON audit_horizon
+  BEGIN SELECT RAISE(ABORT, 'the audit retention horizon is kept'); END;
+DROP TRIGGER audit_no_delete;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+  WHEN old.at >= (SELECT before FROM audit_horizon)
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
 /// Brings the database to [`VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::TooNew(version));
     }
-    let steps: [(i32, &str); 6] = [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
+    let steps: [(i32, &str); 7] = [
+        (1, V1),
+        (2, V2),
+        (3, V3),
+        (4, V4),
+        (5, V5),
+        (6, V6),
+        (7, V7),
+    ];
     for (to, sql) in steps {
         if version >= to {
             continue;

@@ -1,11 +1,18 @@
 //! Benchmark: how long one enrollment takes end to end on loopback, from
 //! starting `muster-agent enroll` to the host's target file existing in the
-//! server's targets dir. Runs the real binaries built beside it.
+//! server's targets dir; or (`--rate`) how many enrollments per second the
+//! server takes from 16 concurrent clients as the fleet grows. Runs the real
+//! binaries built beside it.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! target/release/bench-enroll [RUNS]      # default 20
+//! target/release/bench-enroll [RUNS]              # default 20
+//! target/release/bench-enroll --rate 5000 20000   # enroll/s at each fleet size
 //! ```
+//!
+//! `--rate` grows the fleet by enrolling (POST /v1/enroll over TLS, one
+//! CSR made with `openssl`, a distinct machine-id per host) and prints the
+//! rate of the last [`WINDOW`] enrollments before each size.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,9 +22,23 @@ use muster_e2e::fleet::{admin, init};
 use muster_e2e::{bin_path, Server};
 use serde_json::json;
 
+/// Enrollments the rate at a fleet size is measured over.
+const WINDOW: usize = 1000;
+/// Clients enrolling at once.
+const CONCURRENT: usize = 16;
+
 fn main() {
-    let runs: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--rate") {
+        let sizes: Vec<usize> = args[1..]
+            .iter()
+            .map(|n| n.parse().expect("--rate takes fleet sizes"))
+            .collect();
+        assert!(!sizes.is_empty(), "--rate takes fleet sizes");
+        return rate(&sizes);
+    }
+    let runs: usize = args
+        .first()
         .map(|n| n.parse().expect("RUNS must be a number"))
         .unwrap_or(20);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -76,6 +97,104 @@ fn main() {
         assert!(status.success(), "enroll {i} failed");
     }
     report(&mut samples);
+}
+
+/// Enrolls hosts with [`CONCURRENT`] clients until the fleet has each size
+/// in `sizes`, printing the rate over the last [`WINDOW`] before each.
+fn rate(sizes: &[usize]) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    init(&data);
+    let server = Server::start(&data);
+    let key = root.path().join("key.pem");
+    let csr = root.path().join("csr.pem");
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+        .args([
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=bench",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl: {out:?}");
+    let csr = std::fs::read_to_string(&csr).expect("csr");
+    runtime.block_on(async {
+        let client = server.client();
+        let url = format!("{}/v1/enroll", server.agent_url());
+        let mut enrolled = 0;
+        for &size in sizes {
+            assert!(size > enrolled + WINDOW, "sizes must grow by more than {WINDOW}");
+            // Unmeasured growth, then the measured window.
+            for (n, timed) in [(size - WINDOW - enrolled, false), (WINDOW, true)] {
+                let created = admin(
+                    &server,
+                    reqwest::Method::POST,
+                    "/v1/admin/tokens",
+                    Some(json!({"uses": n.max(1)})),
+                )
+                .await;
+                let token = created["token"].as_str().expect("token").to_string();
+                let start = Instant::now();
+                let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let workers: Vec<_> = (0..CONCURRENT)
+                    .map(|_| {
+                        let (client, url, token, csr, next) =
+                            (client.clone(), url.clone(), token.clone(), csr.clone(), next.clone());
+                        let base = enrolled;
+                        tokio::spawn(async move {
+                            loop {
+                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if i >= n {
+                                    break;
+                                }
+                                let host = base + i;
+                                let body = json!({
+                                    "token": token,
+                                    "csr_pem": csr,
+                                    "idempotency_key": format!("bench-key-{host:08}"),
+                                    "facts": {
+                                        "hostname": format!("bench-{host}"),
+                                        "machine_id": format!("{host:032x}"),
+                                        "os": "linux",
+                                        "arch": "x86_64",
+                                        "scrape_address": "127.0.0.1:12345",
+                                        "agent_version": "0.1.0",
+                                    },
+                                });
+                                let resp = client.post(&url).json(&body).send().await.expect("enroll");
+                                let status = resp.status();
+                                assert!(
+                                    status.is_success(),
+                                    "host {host}: {status} {}",
+                                    resp.text().await.unwrap_or_default()
+                                );
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.await.expect("worker");
+                }
+                enrolled += n;
+                if timed {
+                    let took = start.elapsed();
+                    println!(
+                        "{} hosts: {WINDOW} enrollments by {CONCURRENT} clients in {:.2} s = {:.0} enroll/s",
+                        enrolled,
+                        took.as_secs_f64(),
+                        WINDOW as f64 / took.as_secs_f64()
+                    );
+                }
+            }
+        }
+    });
 }
 
 fn count(dir: &Path) -> usize {
