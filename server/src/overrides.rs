@@ -214,6 +214,28 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The rules that apply to a host, in the order [`plan`] applies them
+/// (selector rules, then the host's own rules, each in file order), each
+/// with its position in the file (from 1).
+pub fn applying<'a>(
+    host_id: &str,
+    labels: &Labels,
+    overrides: &'a Overrides,
+) -> Vec<(usize, &'a Rule)> {
+    let applies = |r: &Rule| {
+        (r.hosts.is_empty() || r.hosts.iter().any(|h| h == host_id))
+            && r.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let (selector, own): (Vec<_>, Vec<_>) = overrides
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i + 1, r))
+        .filter(|(_, r)| applies(r))
+        .partition(|(_, r)| r.hosts.is_empty());
+    selector.into_iter().chain(own).collect()
+}
+
 /// What a host's config covers: enabled services and their parameters.
 pub type Plan = BTreeMap<String, Params>;
 
@@ -259,13 +281,7 @@ pub fn plan(
         plan.insert(name.to_string(), params);
         enabled.insert(name.to_string(), true);
     }
-    let applies = |r: &Rule| {
-        (r.hosts.is_empty() || r.hosts.iter().any(|h| h == host_id))
-            && r.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-    };
-    let selector_rules = overrides.rules.iter().filter(|r| r.hosts.is_empty());
-    let host_rules = overrides.rules.iter().filter(|r| !r.hosts.is_empty());
-    for rule in selector_rules.chain(host_rules).filter(|r| applies(r)) {
+    for (_, rule) in applying(host_id, labels, overrides) {
         for (name, over) in &rule.services {
             let params = plan
                 .entry(name.clone())

@@ -27,6 +27,11 @@ use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// An overrides.toml rule after the fixture's: hosts labelled
+/// `location=rack-7` get the process exporter.
+const RACK_7_RULE: &str = "\n[[rule]]\nmatch = { location = \"rack-7\" }\n\
+    [rule.services.process]\nenabled = true\nnames = [\"nginx\"]\n";
+
 const SCHEMA: &str =
     "\n[labels]\nrequired = [\"environment\"]\nallowed = [\"location\", \"team\"]\n\
     [labels.rules.environment]\nvalues = [\"production\", \"staging\", \"dev\"]\n\
@@ -246,6 +251,9 @@ async fn fixture() -> Fixture {
     edit_settings(&data, &[FAST_CHECKINS]);
     append_settings(&data, SCHEMA);
     disable_detected_services(&data);
+    let mut overrides = std::fs::read_to_string(data.join("overrides.toml")).expect("overrides");
+    overrides.push_str(RACK_7_RULE);
+    std::fs::write(data.join("overrides.toml"), overrides).expect("overrides.toml");
     let server = Server::start(&data);
     let alloy = SharedAlloy::start(&root.join("alloy")).await;
     Fixture {
@@ -386,6 +394,48 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
     assert!(b.text("#host-error").await.contains("rack-[0-9]+"));
     b.check_page("host-labels-refused").await;
 
+    // The edit re-rendered the config (the overrides rule for rack-7 adds
+    // the process exporter) while the agent still runs the one it applied:
+    // the host page shows the rule, the service and the line diff, and the
+    // overview counts the drift.
+    b.goto(&format!("/hosts/{host_id}")).await;
+    let rules = b.text("#overrides").await;
+    assert!(
+        rules.contains("Rule 2")
+            && rules.contains("location=rack-7")
+            && rules.contains("process: enabled"),
+        "{rules}"
+    );
+    let services = b.text("#services").await;
+    assert!(
+        services.contains("process") && services.contains("enabled by overrides.toml"),
+        "{services}"
+    );
+    let mut added = Vec::new();
+    for line in b
+        .client
+        .find_all(Locator::Css("#config-diff .diff-add"))
+        .await
+        .expect("diff lines")
+    {
+        added.push(line.text().await.expect("text"));
+    }
+    assert!(
+        added
+            .iter()
+            .any(|l| l.contains("prometheus.exporter.process")),
+        "the diff adds the process exporter: {added:?}"
+    );
+    b.check_page("host-config-diff").await;
+    b.goto("/").await;
+    assert_eq!(b.text(".card.state-drift .count").await, "1");
+    let attention = b.text("#attention").await;
+    assert!(
+        attention.contains("web-console-1") && attention.contains("older config"),
+        "{attention}"
+    );
+    b.check_page("overview-drift").await;
+
     // A state-changing request with the session but without the CSRF token
     // is refused and changes nothing.
     let cookie = session_cookie(&b).await;
@@ -440,8 +490,41 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
         audit.contains("host.decommission") && audit.contains("host.label"),
         "{audit}"
     );
+    // The audit log by host and time; a time it cannot read says how.
+    b.goto(&format!("/audit?host={host_id}&since=1h")).await;
+    let by_host = b.text("main table").await;
+    assert!(
+        by_host.contains("host.decommission") && !by_host.contains("console.signin"),
+        "{by_host}"
+    );
+    b.goto("/audit?since=lately").await;
+    assert!(b.text("p.error").await.contains("e.g. 30m, 24h"));
+    b.check_page("audit-refused").await;
+
+    // Tokens: a second one, revoked on the tokens page, enrolls nothing.
+    b.goto("/enroll").await;
+    b.select("#label-environment", "dev").await;
+    b.fill("#uses", "5").await;
+    b.click("#enroll-form button[type=submit]").await;
+    let line = b.text("#enroll-command").await;
+    let token = flag_value(&line, "--token").to_string();
+    let token_id = token.split('_').nth(1).expect("token id").to_string();
     b.goto("/tokens").await;
     b.check_page("tokens").await;
+    b.click(&format!("tr[data-token='{token_id}'] button"))
+        .await;
+    assert!(b.text("p.notice").await.contains("revoked"));
+    assert_eq!(
+        b.text(&format!("tr[data-token='{token_id}'] .badge")).await,
+        "revoked"
+    );
+    b.check_page("tokens-revoked").await;
+    let late = PretendHost::new(&f.root.join("hosts"), "web-console-2", 2);
+    let refused = late
+        .enroll(&f.server.agent_url(), &token, &f.pin, &f.alloy)
+        .output()
+        .expect("run the agent");
+    assert!(!refused.status.success(), "a revoked token enrolled a host");
     b.goto("/").await;
     b.check_page("overview").await;
 

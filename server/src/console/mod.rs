@@ -14,6 +14,7 @@
 //! with the signed-in admin's name, so there is one code path and one audit
 //! trail for both.
 
+mod diff;
 mod pages;
 mod session;
 
@@ -181,8 +182,16 @@ async fn headers(
     req: Request,
     next: Next,
 ) -> Response {
+    let started = std::time::Instant::now();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    // How long the server took (the benchmark reads it).
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "render;dur={:.1}",
+        started.elapsed().as_secs_f64() * 1000.0
+    )) {
+        h.insert("server-timing", v);
+    }
     h.insert(header::CONTENT_SECURITY_POLICY, console.csp.clone());
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

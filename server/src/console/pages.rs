@@ -538,7 +538,6 @@ fn parse_cursor(text: &str) -> Option<Cursor> {
 }
 
 pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQuery>) -> Page {
-    let started = Instant::now();
     let selector_text = q.selector.clone().unwrap_or_default();
     let state_text = q.state.clone().unwrap_or_default();
     let mut problems = Vec::new();
@@ -613,7 +612,7 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
         .filter(|s| **s != HostState::Pending)
         .map(|s| s.as_str())
         .collect();
-    let mut resp = render(
+    Ok(render(
         "hosts.html",
         page(
             &user,
@@ -630,14 +629,7 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
                 problems => problems,
             },
         ),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "render;dur={:.1}",
-        started.elapsed().as_secs_f64() * 1000.0
-    )) {
-        resp.headers_mut().insert("server-timing", v);
-    }
-    Ok(resp)
+    ))
 }
 
 // ---- one host ----
@@ -646,6 +638,37 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
 pub struct HostQuery {
     #[serde(default)]
     done: Option<String>,
+}
+
+/// An `overrides.toml` rule as the host page lists it.
+fn override_rule(number: usize, rule: &crate::overrides::Rule) -> Value {
+    let pairs = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let scope = if !rule.hosts.is_empty() {
+        "for this host by id".to_string()
+    } else if rule.selector.is_empty() {
+        "for every host".to_string()
+    } else {
+        format!("for hosts with {}", pairs(&rule.selector))
+    };
+    let changes: Vec<String> = rule
+        .services
+        .iter()
+        .map(|(name, o)| {
+            let mut what: Vec<String> = o
+                .enabled
+                .map(|on| if on { "enabled" } else { "disabled" }.to_string())
+                .into_iter()
+                .collect();
+            what.extend(o.params.iter().map(|(k, v)| format!("{k}={v}")));
+            format!("{name}: {}", what.join(", "))
+        })
+        .collect();
+    context! { number => number, scope => scope, changes => changes }
 }
 
 async fn host_page(
@@ -657,15 +680,23 @@ async fn host_page(
 ) -> Page {
     let stale = stale_secs(app);
     let lookup = id.clone();
-    let (host, certs, trail) = blocking(app, move |app| {
+    let (host, certs, trail, applied) = blocking(app, move |app| {
         let host = app.store.host(&lookup)?;
+        // The applied config's text, when it is not the rendered one.
+        let applied = match host
+            .as_ref()
+            .and_then(|h| h.applied_hash.clone().filter(|a| *a != h.rendered_hash))
+        {
+            Some(hash) => app.store.config_by_hash(&hash)?,
+            None => None,
+        };
         let certs = app.store.host_certs(&lookup)?;
         let trail = app.store.audit_query(&AuditFilter {
             host: Some(lookup.clone()),
             since: None,
             limit: 100,
         })?;
-        Ok::<_, crate::store::StoreError>((host, certs, trail))
+        Ok::<_, crate::store::StoreError>((host, certs, trail, applied))
     })
     .await?
     .map_err(store_err("cannot read host"))?;
@@ -675,6 +706,35 @@ async fn host_page(
         .and_then(|p| std::fs::read_to_string(p).ok());
     let mut trail = trail;
     trail.reverse();
+    let labels = host.labels();
+    let overrides = &app.render_settings.overrides;
+    let plan = crate::overrides::plan(&host.id, &labels, &host.facts.services, overrides);
+    let services: Vec<Value> = plan
+        .iter()
+        .map(|(name, params)| {
+            context! {
+                name => name,
+                detected => host.facts.services.iter().any(|s| s.kind.as_str() == name),
+                params => params
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "addr")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>(),
+            }
+        })
+        .collect();
+    let disabled: BTreeSet<&str> = host
+        .facts
+        .services
+        .iter()
+        .map(|s| s.kind.as_str())
+        .filter(|k| *k != "unknown" && !plan.contains_key(*k))
+        .collect();
+    let rules: Vec<Value> = crate::overrides::applying(&host.id, &labels, overrides)
+        .into_iter()
+        .map(|(number, rule)| override_rule(number, rule))
+        .collect();
+    let diff = applied.map(|text| super::diff::config_diff(&text, &host.config));
     Ok(render(
         "host.html",
         page(
@@ -684,6 +744,10 @@ async fn host_page(
                 host => Value::from_serialize(&info),
                 operator_labels => Value::from_serialize(&host.operator_labels),
                 config => host.config,
+                diff => diff.map(|d| Value::from_serialize(&d)),
+                services => services,
+                disabled => disabled,
+                rules => rules,
                 targets => Value::from_serialize(&host.targets),
                 target_file => target_file,
                 current => info.applied_hash.as_deref() == Some(info.rendered_hash.as_str()),

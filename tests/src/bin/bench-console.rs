@@ -1,8 +1,9 @@
 //! Benchmark: the web console's hosts page for a fleet of 100,000 hosts.
 //! Enrolls one host with the real agent, copies it into the database
 //! (server stopped) until there are HOSTS hosts, restarts the server, signs
-//! in to the console and times the first page of `/hosts`, as the server
-//! measured it (its `Server-Timing` header) and as the client saw it.
+//! in to the console and times the first page and a page half-way down of
+//! `/hosts` in every sort order, and the overview, as the server measured
+//! it (its `Server-Timing` header) and as the client saw it.
 //!
 //! ```text
 //! cargo build --release --workspace --bins
@@ -55,7 +56,7 @@ fn main() {
     drop(server);
 
     let start = Instant::now();
-    copy_host(&data.join("muster.db"), hosts);
+    let deep = copy_host(&data.join("muster.db"), hosts);
     eprintln!("{hosts} hosts in the database ({:.1?})", start.elapsed());
     let start = Instant::now();
     let server = Server::builder(&data)
@@ -93,11 +94,16 @@ fn main() {
             .next()
             .expect("cookie")
             .to_string();
-        for (what, path) in [
-            ("first page, by name", "/hosts"),
-            ("first page, last seen first", "/hosts?sort=last_seen"),
-            ("a page deep in the list", "/hosts?after=0.bench-050000"),
-        ] {
+        let pages = [
+            ("hosts page, by name, first page", "/hosts".to_string()),
+            ("hosts page, by name, half-way down", format!("/hosts?after={}", deep[0])),
+            ("hosts page, last seen first, first page", "/hosts?sort=last_seen".to_string()),
+            ("hosts page, last seen first, half-way down", format!("/hosts?sort=last_seen&after={}", deep[1])),
+            ("hosts page, newest first, first page", "/hosts?sort=enrolled".to_string()),
+            ("hosts page, newest first, half-way down", format!("/hosts?sort=enrolled&after={}", deep[2])),
+            ("overview", "/".to_string()),
+        ];
+        for (what, path) in pages {
             let mut server_ms = Vec::new();
             let mut client_ms = Vec::new();
             for _ in 0..RUNS {
@@ -114,7 +120,9 @@ fn main() {
                     .expect("ascii")
                     .to_string();
                 let body = resp.text().await.expect("body");
-                assert_eq!(body.matches("data-host=").count(), 50, "{path}: a full page");
+                if path != "/" {
+                    assert_eq!(body.matches("data-host=").count(), 50, "{path}: a full page");
+                }
                 client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 server_ms.push(
                     timing
@@ -125,7 +133,7 @@ fn main() {
                 );
             }
             println!(
-                "hosts page ({what}) over {hosts} hosts: server median {:.1} ms, max {:.1} ms; client median {:.1} ms ({RUNS} runs)",
+                "{what} over {hosts} hosts: server median {:.1} ms, max {:.1} ms; client median {:.1} ms ({RUNS} runs)",
                 median(&mut server_ms),
                 server_ms.iter().cloned().fold(0.0, f64::max),
                 median(&mut client_ms),
@@ -142,8 +150,10 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Copies the one enrolled host until the database holds `total` hosts:
-/// ids `bench-000001`…, each its own machine id and check-in time.
-fn copy_host(db: &std::path::Path, total: usize) {
+/// ids `bench-000001`…, each its own machine id and check-in time, enrolled
+/// in groups of ten at a time. Returns the cursors (`KEY.ID`) of the host
+/// half-way down the list by name, by last seen and by enrollment.
+fn copy_host(db: &std::path::Path, total: usize) -> [String; 3] {
     let conn = rusqlite::Connection::open(db).expect("open database");
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('hosts')")
@@ -158,6 +168,7 @@ fn copy_host(db: &std::path::Path, total: usize) {
             "id" => "printf('bench-%06d', n.i)".to_string(),
             "machine_id" => "printf('%032x', n.i + 1000)".to_string(),
             "last_seen" => "h.last_seen - n.i".to_string(),
+            "enrolled_at" => "h.enrolled_at - n.i / 10".to_string(),
             other => format!("h.{other}"),
         })
         .collect();
@@ -171,4 +182,25 @@ fn copy_host(db: &std::path::Path, total: usize) {
         [total as i64 - 1],
     )
     .expect("copy hosts");
+    let half = (total / 2) as i64;
+    [
+        "0 AS k, id ORDER BY id",
+        "last_seen, id ORDER BY last_seen DESC, id DESC",
+        "enrolled_at, id ORDER BY enrolled_at DESC, id DESC",
+    ]
+    .map(|order| {
+        let (select, order) = order.split_once(" ORDER BY ").expect("order");
+        conn.query_row(
+            &format!("SELECT {select} FROM hosts ORDER BY {order} LIMIT 1 OFFSET ?1"),
+            [half],
+            |r| {
+                Ok(format!(
+                    "{}.{}",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?
+                ))
+            },
+        )
+        .expect("cursor")
+    })
 }
