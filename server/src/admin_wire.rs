@@ -9,8 +9,6 @@ use muster_shared::facts::Facts;
 use muster_shared::labels::Labels;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{EntryStatus, Format, RowError};
-
 /// `POST /v1/admin/reader-tokens`: a token that can read Prometheus targets
 /// (`/v1/sd/targets`) and `/metrics`, nothing else.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -386,6 +384,77 @@ mod tests {
             let json = serde_json::to_string(&state).unwrap();
             assert_eq!(json, format!("\"{}\"", state.as_str()));
             assert_eq!(HostState::parse(state.as_str()), Some(state));
+        }
+    }
+}
+
+/// An import file's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+impl Format {
+    /// JSON when the text starts with `[` (after whitespace), else CSV.
+    pub fn sniff(text: &str) -> Format {
+        if text.trim_start().starts_with('[') {
+            Format::Json
+        } else {
+            Format::Csv
+        }
+    }
+}
+
+/// Why a row (or the whole file, line 0 or the header's line) is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowError {
+    pub line: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(h) = &self.hostname {
+            write!(f, " ({h})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A batch row's state for `batch status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryStatus {
+    pub line: usize,
+    pub hostname: String,
+    /// `pending` until enrolled, then the host's state.
+    pub state: HostState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// Why the row is stuck or failed, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// `batch retry` would issue it a new token.
+    pub retryable: bool,
+    pub labels: Labels,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The config the host runs is the one the server rendered.
+    pub config_current: bool,
+}
+
+impl EntryStatus {
+    /// Nothing more will happen without someone acting (or it is done).
+    pub fn settled(&self, scrape_checks: bool) -> bool {
+        match self.state {
+            HostState::ScrapeOk | HostState::Decommissioned => true,
+            HostState::ConfigApplied => !scrape_checks,
+            HostState::Pending => self.retryable,
+            _ => self.problem.is_some(),
         }
     }
 }

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use muster_shared::facts;
 use muster_shared::labels::{self, Labels};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+pub use crate::admin_wire::{EntryStatus, Format, RowError};
 use crate::admin_wire::{HostState, TokenState};
 use crate::schema::LabelSchema;
 use crate::store::{headline, BatchEntry, NewBatchHost};
@@ -22,25 +23,6 @@ pub const MAX_ROWS: usize = 10_000;
 /// Longest expected address.
 const MAX_ADDRESS_LEN: usize = 255;
 
-/// An import file's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    Csv,
-    Json,
-}
-
-impl Format {
-    /// JSON when the text starts with `[` (after whitespace), else CSV.
-    pub fn sniff(text: &str) -> Format {
-        if text.trim_start().starts_with('[') {
-            Format::Json
-        } else {
-            Format::Csv
-        }
-    }
-}
-
 /// A row as read from the file, before validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawRow {
@@ -48,25 +30,6 @@ pub struct RawRow {
     pub hostname: String,
     pub labels: Labels,
     pub address: Option<String>,
-}
-
-/// Why a row (or the whole file, line 0 or the header's line) is refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RowError {
-    pub line: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    pub message: String,
-}
-
-impl std::fmt::Display for RowError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}", self.line)?;
-        if let Some(h) = &self.hostname {
-            write!(f, " ({h})")?;
-        }
-        write!(f, ": {}", self.message)
-    }
 }
 
 fn file_error(line: usize, message: impl Into<String>) -> Vec<RowError> {
@@ -370,39 +333,6 @@ pub fn hostname_matches(bound: &str, claimed: &str) -> bool {
     let short = |s: &str| s.split('.').next().unwrap_or(s).to_string();
     let (b_short, c_short) = (!bound.contains('.'), !claimed.contains('.'));
     (b_short || c_short) && short(bound).eq_ignore_ascii_case(&short(claimed))
-}
-
-/// A batch row's state for `batch status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryStatus {
-    pub line: usize,
-    pub hostname: String,
-    /// `pending` until enrolled, then the host's state.
-    pub state: HostState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_id: Option<String>,
-    /// Why the row is stuck or failed, when it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-    /// `batch retry` would issue it a new token.
-    pub retryable: bool,
-    pub labels: Labels,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// The config the host runs is the one the server rendered.
-    pub config_current: bool,
-}
-
-impl EntryStatus {
-    /// Nothing more will happen without someone acting (or it is done).
-    pub fn settled(&self, scrape_checks: bool) -> bool {
-        match self.state {
-            HostState::ScrapeOk | HostState::Decommissioned => true,
-            HostState::ConfigApplied => !scrape_checks,
-            HostState::Pending => self.retryable,
-            _ => self.problem.is_some(),
-        }
-    }
 }
 
 /// The state of one row at `now`.
