@@ -10,7 +10,7 @@ use muster_shared::wire::{self, StatusReport};
 use super::Lookup;
 use super::{Fleet, FleetError};
 use crate::ca::IssuedCert;
-use crate::store::{AuditEntry, HostRecord, LiveCert};
+use crate::store::{AuditEntry, CertRow, HostRecord, LiveCert, Tx};
 
 /// Clock skew and agent rounding allowed before the renewal window opens.
 const RENEW_SLACK_SECS: i64 = 600;
@@ -46,6 +46,27 @@ pub fn renewal_opens(issued_at: i64, not_after: i64) -> i64 {
 }
 
 /// The host part of a `host:port` scrape address, as an IP when it is one.
+/// The certificate `fingerprint` and its host, read in `tx`: refused when
+/// the certificate is unknown, revoked or expired, or its host is gone.
+fn live_cert(
+    tx: &Tx<'_>,
+    fingerprint: &str,
+    now: i64,
+) -> Result<(CertRow, HostRecord), FleetError> {
+    let cert = tx.cert(fingerprint)?.ok_or(FleetError::UnknownCert)?;
+    if cert.revoked_at.is_some() {
+        return Err(FleetError::Revoked);
+    }
+    if cert.not_after < now {
+        return Err(FleetError::Expired);
+    }
+    let host = tx
+        .host(&cert.host_id)?
+        .filter(HostRecord::is_active)
+        .ok_or(FleetError::Revoked)?;
+    Ok((cert, host))
+}
+
 fn address_host(address: &str) -> Option<IpAddr> {
     if let Ok(sa) = address.parse::<SocketAddr>() {
         return Some(sa.ip().to_canonical());
@@ -92,17 +113,7 @@ impl Fleet<'_> {
         };
         let write = self.store.write_then(
             |tx| {
-                let cert = tx.cert(fingerprint)?.ok_or(FleetError::UnknownCert)?;
-                if cert.revoked_at.is_some() {
-                    return Err(FleetError::Revoked);
-                }
-                if cert.not_after < now {
-                    return Err(FleetError::Expired);
-                }
-                let host = tx
-                    .host(&cert.host_id)?
-                    .filter(HostRecord::is_active)
-                    .ok_or(FleetError::Revoked)?;
+                let (cert, host) = live_cert(tx, fingerprint, now)?;
                 let mut revoked = None;
                 if let Some(old) = &cert.replaces {
                     if tx.revoke_cert(old, now)? {
@@ -176,17 +187,7 @@ impl Fleet<'_> {
         };
         let write = self.store.write_then(
             |tx| {
-                let cert = tx.cert(fingerprint)?.ok_or(FleetError::UnknownCert)?;
-                if cert.revoked_at.is_some() {
-                    return Err(FleetError::Revoked);
-                }
-                if cert.not_after < now {
-                    return Err(FleetError::Expired);
-                }
-                let mut host = tx
-                    .host(&cert.host_id)?
-                    .filter(HostRecord::is_active)
-                    .ok_or(FleetError::Revoked)?;
+                let (cert, mut host) = live_cert(tx, fingerprint, now)?;
                 let opens = renewal_opens(cert.issued_at, cert.not_after);
                 if now < opens {
                     return Err(FleetError::RenewTooEarly { opens });
