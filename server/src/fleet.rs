@@ -21,7 +21,7 @@ use crate::ca::{Ca, CsrError};
 use crate::render::{RenderError, RenderSettings, Templates};
 use crate::schema::SchemaError;
 use crate::settings::Settings;
-use crate::store::{AuditEntry, Store, StoreError};
+use crate::store::{AuditEntry, HostRecord, Store, StoreError};
 
 mod agent;
 mod batch;
@@ -148,6 +148,16 @@ impl Fleet<'_> {
         if let Err(e) = self.store.audit(entry) {
             tracing::error!(error = %e, action = entry.action, "cannot write audit entry");
         }
+    }
+
+    /// Renders `host` from the current templates into its config, rendered
+    /// hash and target groups (left as they were when rendering fails).
+    fn rerender(&self, host: &mut HostRecord) -> Result<(), RenderError> {
+        let rendered = self.templates.render(host, self.render)?;
+        host.config = rendered.config;
+        host.rendered_hash = rendered.hash;
+        host.targets = rendered.targets;
+        Ok(())
     }
 }
 

@@ -337,15 +337,7 @@ impl Fleet<'_> {
                     })?;
                 }
                 host.facts = facts.clone();
-                let render_error = match self.templates.render(&host, self.render) {
-                    Ok(r) => {
-                        host.config = r.config;
-                        host.rendered_hash = r.hash;
-                        host.targets = r.targets;
-                        None
-                    }
-                    Err(e) => Some(e.to_string()),
-                };
+                let render_error = self.rerender(&mut host).err().map(|e| e.to_string());
                 tx.put_host(&host)?;
                 let services: Vec<&str> = host
                     .facts

@@ -272,16 +272,11 @@ impl Fleet<'_> {
         if token.batch_id.is_some() {
             host.lifecycle.batch_id = token.batch_id.clone();
         }
-        let rendered =
-            self.templates
-                .render(&host, self.render)
-                .map_err(|error| FleetError::Render {
-                    host: host.id.clone(),
-                    error: Box::new(error),
-                })?;
-        host.config = rendered.config;
-        host.rendered_hash = rendered.hash;
-        host.targets = rendered.targets;
+        self.rerender(&mut host)
+            .map_err(|error| FleetError::Render {
+                host: host.id.clone(),
+                error: Box::new(error),
+            })?;
         tx.put_host(&host)?;
         tx.add_cert(&host.id, &cert, None, a.now)?;
         if !replay {

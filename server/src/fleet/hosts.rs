@@ -111,15 +111,11 @@ impl Fleet<'_> {
                         continue;
                     }
                     host.operator_labels = full;
-                    let rendered = self.templates.render(&host, self.render).map_err(|error| {
-                        FleetError::Render {
+                    self.rerender(&mut host)
+                        .map_err(|error| FleetError::Render {
                             host: host.id.clone(),
                             error: Box::new(error),
-                        }
-                    })?;
-                    host.config = rendered.config;
-                    host.rendered_hash = rendered.hash;
-                    host.targets = rendered.targets;
+                        })?;
                     tx.put_host(&host)?;
                     tx.audit(&AuditEntry {
                         at: now,
