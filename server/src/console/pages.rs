@@ -267,16 +267,11 @@ pub async fn signout(
 
 // ---- overview ----
 
-/// The states the overview counts, in display order.
-const OVERVIEW_STATES: [HostState; 7] = [
-    HostState::Enrolled,
-    HostState::ConfigApplied,
-    HostState::ConfigFailed,
-    HostState::ScrapeOk,
-    HostState::ScrapeFailing,
-    HostState::Stale,
-    HostState::Decommissioned,
-];
+/// The states the overview counts, in display order: every state a host
+/// can be in (`pending` is a batch row's, before its host exists).
+fn overview_states() -> &'static [HostState] {
+    &HostState::ALL[1..]
+}
 
 fn drifted(h: &HostInfo) -> bool {
     h.config_state == HostState::ConfigApplied
@@ -294,7 +289,7 @@ pub async fn overview(State(app): State<Shared>, user: User) -> Page {
         .iter()
         .filter(|h| h.state != HostState::Decommissioned)
         .collect();
-    let mut counts: Vec<Value> = OVERVIEW_STATES
+    let mut counts: Vec<Value> = overview_states()
         .iter()
         .map(|s| {
             let n = infos.iter().filter(|h| h.state == *s).count();
