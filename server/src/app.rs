@@ -1,7 +1,8 @@
 //! The server's state, assembled at start-up from the data dir and settings:
 //! store, CA, templates, and the reconciler (target files, Prometheus
-//! reload). Start-up also re-renders every host (templates may have
-//! changed) and has the reconciler bring the target files in line.
+//! reload). Start-up also re-renders every host when the render inputs
+//! changed (templates, overrides, settings: their hash is stored) and has
+//! the reconciler bring the target files in line.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,11 +17,17 @@ use crate::downloads::{agent_beside_executable, Downloads};
 use crate::fleet::{Fleet, PollIndex, RowToken};
 use crate::metrics::Metrics;
 use crate::reconciler::{FileChange, Reconciler};
-use crate::render::{RenderSettings, Templates};
+use crate::render::{RenderError, RenderSettings, Templates};
 use crate::settings::Settings;
-use crate::store::{AuditEntry, HostRecord, Store};
+use crate::store::{AuditEntry, HostRecord, Rendered, Store};
 use crate::targets;
 use crate::tokens::Secret;
+
+/// The `server_state` entry holding [`Templates::inputs_hash`] of the
+/// stored configs.
+const RENDER_INPUTS: &str = "render_inputs";
+/// Hosts read (and rendered together) at a time by the start-up re-render.
+const RENDER_PAGE: usize = 1000;
 
 pub struct App {
     pub store: Arc<Store>,
@@ -162,25 +169,69 @@ impl App {
         Ok(app)
     }
 
-    /// Re-renders every host whose config changed (templates, overrides or
-    /// settings may have), then has the reconciler bring every target file
-    /// in line. A host whose render fails keeps its previous config, and the
-    /// failure is logged with the host id.
+    /// Re-renders every active host when the render inputs (templates,
+    /// overrides, settings, server version) changed since the stored
+    /// configs were made, then has the reconciler bring every target file
+    /// in line. The re-render is one transaction (one fsync), reads the
+    /// hosts a page at a time and renders each page on every core. A host
+    /// whose render fails keeps its previous config, and the failure is
+    /// logged with the host id. Runs before the poll index loads, so the
+    /// index starts from the new hashes.
     pub fn sync_hosts(&self) -> anyhow::Result<()> {
-        for host in self.store.hosts()? {
-            match self.templates.render(&host, &self.render_settings) {
-                Ok(rendered) if rendered.hash != host.rendered_hash => {
-                    self.store.set_rendered(&host.id, &rendered)?;
-                    tracing::info!(host = %host.id, hash = %rendered.hash, "re-rendered config");
+        let inputs = self.templates.inputs_hash(&self.render_settings);
+        if self.store.server_state(RENDER_INPUTS)?.as_deref() != Some(inputs.as_str()) {
+            let started = std::time::Instant::now();
+            let (seen, changed) = self.store.write(|tx| {
+                let (mut seen, mut changed) = (0, 0);
+                let mut after: Option<String> = None;
+                loop {
+                    let page = tx.active_hosts_page(after.as_deref(), RENDER_PAGE)?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.id.clone());
+                    seen += page.len();
+                    for (host, rendered) in page.iter().zip(self.render_all(&page)) {
+                        match rendered {
+                            Ok(rendered) if rendered.hash != host.rendered_hash => {
+                                tx.set_rendered(&host.id, &rendered)?;
+                                tracing::debug!(host = %host.id, hash = %rendered.hash, "re-rendered config");
+                                changed += 1;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::error!(host = %host.id, error = %e, "cannot render config; the host keeps its previous one")
+                            }
+                        }
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(host = %host.id, error = %e, "cannot render config; the host keeps its previous one")
-                }
-            }
+                tx.set_server_state(RENDER_INPUTS, &inputs)?;
+                Ok::<_, crate::store::StoreError>((seen, changed))
+            })?;
+            tracing::info!(hosts = seen, changed, took = ?started.elapsed(), "render inputs changed: re-rendered configs");
         }
         self.reconciler.full_pass()?;
         Ok(())
+    }
+
+    /// Renders `hosts` on every core, results in their order.
+    fn render_all(&self, hosts: &[HostRecord]) -> Vec<Result<Rendered, RenderError>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = hosts.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = hosts
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|h| self.templates.render(h, &self.render_settings))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a render does not panic"))
+                .collect()
+        })
     }
 
     /// Brings a changed host's target file in line with the store (a

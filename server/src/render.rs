@@ -195,6 +195,26 @@ impl Templates {
         Ok(Templates { env, source })
     }
 
+    /// A hash of everything a render reads besides the host: this server's
+    /// version, every template's name and text, and `settings`. Stored
+    /// configs made from the same inputs need no re-render at start-up.
+    pub fn inputs_hash(&self, settings: &RenderSettings) -> String {
+        let mut templates: Vec<(&str, String)> = self
+            .env
+            .templates()
+            .map(|(name, t)| (name, t.source().to_string()))
+            .collect();
+        templates.sort();
+        let inputs = serde_json::json!({
+            "server": env!("CARGO_PKG_VERSION"),
+            "templates": templates,
+            "loki_url": settings.loki_url,
+            "otlp_endpoint": settings.otlp_endpoint,
+            "overrides": format!("{:?}", settings.overrides),
+        });
+        crate::ca::sha256_hex(inputs.to_string().as_bytes())
+    }
+
     /// Names of the services there is a template for.
     pub fn services(&self) -> BTreeSet<String> {
         self.env
@@ -457,6 +477,35 @@ pub(crate) mod tests {
             "test".into(),
         )
         .expect("parses")
+    }
+
+    #[test]
+    fn the_inputs_hash_follows_templates_and_settings_only() {
+        let base = "{{ exporter(\"unix\", \"default\") }} {\n}\n";
+        let a = templates(&[("linux.alloy.j2", base)]);
+        let settings = RenderSettings::default();
+        let hash = a.inputs_hash(&settings);
+        assert_eq!(
+            templates(&[("linux.alloy.j2", base)]).inputs_hash(&settings),
+            hash
+        );
+        let changed = format!("{base}// changed\n");
+        assert_ne!(
+            templates(&[("linux.alloy.j2", &changed)]).inputs_hash(&settings),
+            hash
+        );
+        let loki = RenderSettings {
+            loki_url: Some("http://loki:3100".into()),
+            ..RenderSettings::default()
+        };
+        assert_ne!(a.inputs_hash(&loki), hash);
+        let overrides = RenderSettings {
+            overrides: crate::overrides::Overrides {
+                rules: vec![crate::overrides::Rule::default()],
+            },
+            ..RenderSettings::default()
+        };
+        assert_ne!(a.inputs_hash(&overrides), hash);
     }
 
     #[test]

@@ -258,18 +258,16 @@ impl Store {
         Ok(n)
     }
 
-    /// Stores a newly rendered config for a host.
-    pub fn set_rendered(&self, host_id: &str, rendered: &Rendered) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE hosts SET config = ?2, rendered_hash = ?3, targets = ?4 WHERE id = ?1",
-            params![
-                host_id,
-                rendered.config,
-                rendered.hash,
-                to_json(&rendered.targets)
-            ],
-        )?;
-        Ok(())
+    /// A small value the server keeps between starts (`server_state`).
+    pub fn server_state(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM server_state WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Remembers a refused claim of the host's machine-id, for `hosts show`.
@@ -336,6 +334,41 @@ impl Tx<'_> {
     /// Active hosts (not decommissioned), by id.
     pub fn active_hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
         query_hosts(&self.tx, "WHERE decommissioned_at IS NULL", self.pending)
+    }
+
+    /// Up to `limit` active hosts with ids after `after`, by id: a pass over
+    /// the fleet a page at a time.
+    pub fn active_hosts_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HostRecord>, StoreError> {
+        hosts_page(&self.tx, after, limit, true, self.pending)
+    }
+
+    /// Stores a newly rendered config for a host.
+    pub fn set_rendered(&self, host_id: &str, rendered: &Rendered) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "UPDATE hosts SET config = ?2, rendered_hash = ?3, targets = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                host_id,
+                rendered.config,
+                rendered.hash,
+                to_json(&rendered.targets)
+            ])?;
+        Ok(())
+    }
+
+    /// Sets a value kept between starts (`server_state`).
+    pub fn set_server_state(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO server_state (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
     }
 
     /// The active host of a machine.
@@ -582,6 +615,27 @@ pub(super) fn host_by_id(conn: &Connection, id: &str) -> Result<Option<HostRecor
     )
     .optional()?
     .transpose()
+}
+
+/// A page of hosts by id (keyset: through the primary key's index), with
+/// their pending check-in times.
+fn hosts_page(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: usize,
+    active_only: bool,
+    pending: &Pending,
+) -> Result<Vec<HostRecord>, StoreError> {
+    let active = if active_only {
+        "AND decommissioned_at IS NULL"
+    } else {
+        ""
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {HOST_COLUMNS} FROM hosts WHERE id > ?1 {active} ORDER BY id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], host_row)?;
+    rows.map(|r| Ok(pending.overlay(r??))).collect()
 }
 
 /// Hosts matching `filter`, by id, with their pending check-in times.

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this server writes and understands.
-pub const VERSION: i32 = 7;
+pub const VERSION: i32 = 8;
 
 /// Version 1 (the first release). Never edited: later versions are steps.
 const V1: &str = r#"
@@ -240,13 +240,23 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#;
 
+/// 7 → 8: `server_state`, small named values the server keeps between
+/// starts (the hash of the render inputs the stored configs were made
+/// from, so a restart re-renders only when they changed).
+const V8: &str = r#"
+CREATE TABLE server_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// Brings the database to [`VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::TooNew(version));
     }
-    let steps: [(i32, &str); 7] = [
+    let steps: [(i32, &str); 8] = [
         (1, V1),
         (2, V2),
         (3, V3),
@@ -254,6 +264,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         (5, V5),
         (6, V6),
         (7, V7),
+        (8, V8),
     ];
     for (to, sql) in steps {
         if version >= to {
