@@ -1,7 +1,9 @@
 //! `last_seen` behind the writes: a check-in marks its host seen in memory
-//! only ([`Store::seen`]); [`Store::flush_seen`] writes every pending time in
-//! one transaction (every few seconds, and at shutdown). Every read of a
-//! host overlays the pending time while it holds the connection, so no
+//! only ([`Store::seen`]); [`Store::flush_seen`] writes the pending times
+//! (every few seconds, and at shutdown) in transactions of at most
+//! [`CHUNK`] hosts, letting other writes in between. Every read of a host
+//! overlays the pending time while it holds the connection, and a chunk
+//! leaves memory only while its transaction holds the connection, so no
 //! reader sees an older `last_seen` than a check-in that already returned,
 //! and a check-in never waits on (or fails with) the database.
 
@@ -11,6 +13,11 @@ use std::sync::Mutex;
 use rusqlite::params;
 
 use super::{HostRecord, Store, StoreError};
+
+/// Hosts written per transaction by a flush: the store is held for one
+/// chunk at a time (a few milliseconds), never for a whole flush of a large
+/// fleet's check-ins.
+const CHUNK: usize = 1000;
 
 /// Host id → the newest check-in time not yet written.
 #[derive(Default)]
@@ -47,6 +54,22 @@ impl Pending {
         host
     }
 
+    /// Takes up to `n` pending times out (in no particular order).
+    fn take(&self, n: usize) -> HashMap<String, i64> {
+        let mut times = self.lock();
+        if times.len() <= n {
+            return std::mem::take(&mut *times);
+        }
+        let ids: Vec<String> = times.keys().take(n).cloned().collect();
+        ids.into_iter()
+            .filter_map(|id| times.remove_entry(&id))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Puts back times whose write failed (a newer check-in since wins).
     fn restore(&self, batch: HashMap<String, i64>) {
         let mut times = self.lock();
@@ -64,32 +87,47 @@ impl Store {
         self.pending.mark(host_id, now);
     }
 
-    /// Writes every pending check-in time in one transaction (never moving
-    /// a `last_seen` back); how many hosts. On failure the times stay
-    /// pending for the next flush.
+    /// Writes the check-in times pending when called (never moving a
+    /// `last_seen` back), [`CHUNK`] hosts per transaction, the connection
+    /// released between chunks; how many hosts. On failure the unwritten
+    /// times stay pending for the next flush.
     pub fn flush_seen(&self) -> Result<usize, StoreError> {
-        let mut conn = self.conn();
-        let batch = std::mem::take(&mut *self.pending.lock());
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        let written = (|| {
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE hosts SET last_seen = max(last_seen, ?2) WHERE id = ?1",
-                )?;
-                for (id, t) in &batch {
-                    stmt.execute(params![id, t])?;
+        self.flush_seen_in(CHUNK)
+    }
+
+    fn flush_seen_in(&self, chunk: usize) -> Result<usize, StoreError> {
+        // Check-ins arriving meanwhile wait for the next flush: a busy
+        // fleet cannot keep one flush going forever.
+        let due = self.pending.len();
+        let mut written = 0;
+        while written < due {
+            let mut conn = self.conn();
+            let batch = self.pending.take(chunk.min(due - written));
+            if batch.is_empty() {
+                break;
+            }
+            let wrote = (|| {
+                let tx = conn.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "UPDATE hosts SET last_seen = max(last_seen, ?2) WHERE id = ?1",
+                    )?;
+                    for (id, t) in &batch {
+                        stmt.execute(params![id, t])?;
+                    }
+                }
+                tx.commit()?;
+                Ok::<_, StoreError>(batch.len())
+            })();
+            match wrote {
+                Ok(n) => written += n,
+                Err(e) => {
+                    self.pending.restore(batch);
+                    return Err(e);
                 }
             }
-            tx.commit()?;
-            Ok::<_, StoreError>(batch.len())
-        })();
-        if written.is_err() {
-            self.pending.restore(batch);
         }
-        written
+        Ok(written)
     }
 }
 
@@ -109,5 +147,44 @@ mod tests {
         p.mark("a", 11);
         p.restore(batch);
         assert_eq!(p.last_seen("a", 0), 11);
+    }
+
+    #[test]
+    fn a_flush_writes_every_pending_time_a_chunk_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("muster.db")).expect("store");
+        let stored = |id: &str| -> i64 {
+            store
+                .conn()
+                .query_row("SELECT last_seen FROM hosts WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .expect("host")
+        };
+        let ids: Vec<String> = (0..7).map(|i| format!("web-{i}-abc")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO hosts (id, machine_id, public_key_sha256, facts, labels, state,
+                     config, rendered_hash, targets, enrolled_at, last_seen, cert_expires_at)
+                     VALUES (?1, ?2, 'k', '{}', '{}', 'enrolled', '', 'h', '[]', 0, 5, 1)",
+                    params![id, format!("m{i}")],
+                )
+                .expect("host");
+            store.seen(id, 100 + i as i64);
+        }
+        // A pending time older than the stored one never moves it back.
+        store
+            .conn()
+            .execute("UPDATE hosts SET last_seen = 1000 WHERE id = ?1", [&ids[6]])
+            .expect("newer");
+        assert_eq!(store.flush_seen_in(3).expect("flush"), 7);
+        for (i, id) in ids.iter().enumerate().take(6) {
+            assert_eq!(stored(id), 100 + i as i64, "{id}");
+        }
+        assert_eq!(stored(&ids[6]), 1000);
+        assert_eq!(store.pending.len(), 0);
+        assert_eq!(store.flush_seen_in(3).expect("nothing to flush"), 0);
     }
 }
