@@ -368,7 +368,7 @@ fn spawn_sweep(
                 let Some(detail) = summarize(&closed, window) else {
                     continue;
                 };
-                let source = closed.source.to_string();
+                let source = closed.source_label();
                 let _ = store.audit(&AuditEntry {
                     at: crate::fleet::unix_now(),
                     actor: "anonymous",

@@ -7,10 +7,11 @@
 //! left in the window as `Retry-After`) until the window ends, whatever it
 //! presents. So that a guessing source cannot flood the audit log, the first
 //! refusal of a window is audited at once and the rest of that window's are
-//! summed into one entry when the window closes (`sweep`).
+//! summed into one entry when the window closes (`sweep`). A source is an
+//! IPv4 address, or an IPv6 /64 (see [`source_key`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,9 +34,22 @@ struct Window {
     turned_away: u32,
 }
 
+/// What a source's refusals are counted under: an IPv4 address as it is
+/// (an IPv4-mapped IPv6 address as its IPv4 one), an IPv6 address by its
+/// /64 (the network address). A /64 is the smallest network a site gets,
+/// so a client holding one could otherwise guess from 2^64 addresses, each
+/// with a fresh window.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128))),
+        v4 => v4,
+    }
+}
+
 /// A window that ended with refusals that were not audited one by one.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Closed {
+    /// The source's [`source_key`].
     pub source: IpAddr,
     /// Refusals after the window's first (which was audited on its own).
     pub further: u32,
@@ -85,6 +99,7 @@ impl AuthLimiter {
     /// `check`, also telling whether this is the window's first attempt
     /// turned away (for callers that audit that one at once).
     pub fn admit(&self, source: IpAddr, now: Instant) -> Result<(), TurnedAway> {
+        let source = source_key(source);
         let mut sources = self.sources();
         let Some(w) = sources.get_mut(&source) else {
             return Ok(());
@@ -107,6 +122,7 @@ impl AuthLimiter {
 
     /// Records a refused attempt from `source`.
     pub fn refuse(&self, source: IpAddr, now: Instant) -> Refused {
+        let source = source_key(source);
         self.refused.fetch_add(1, Ordering::Relaxed);
         let mut sources = self.sources();
         let mut closed = None;
@@ -167,6 +183,16 @@ impl AuthLimiter {
     /// The window length, for audit messages.
     pub fn window(&self) -> Duration {
         self.window
+    }
+}
+
+impl Closed {
+    /// The source as the audit log shows it: the address, or `<net>/64`.
+    pub fn source_label(&self) -> String {
+        match self.source {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("{v6}/64"),
+        }
     }
 }
 
@@ -245,6 +271,28 @@ mod tests {
             }
         );
         assert_eq!(limiter.refusals(), 5);
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64_and_an_ipv4_one_its_address() {
+        let v6 = |s: &str| s.parse::<IpAddr>().expect("address");
+        let limiter = AuthLimiter::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        // Two addresses of one /64 share a window ...
+        limiter.refuse(v6("2001:db8:1:2::1"), t0);
+        limiter.refuse(v6("2001:db8:1:2:ffff:ffff:ffff:ffff"), t0);
+        assert!(limiter.admit(v6("2001:db8:1:2:abcd::9"), t0).is_err());
+        // ... the next /64 has its own, and so has every IPv4 address.
+        assert_eq!(limiter.check(v6("2001:db8:1:3::1"), t0), Ok(()));
+        limiter.refuse(ip(1), t0);
+        limiter.refuse(ip(1), t0);
+        assert!(limiter.check(ip(1), t0).is_err());
+        assert_eq!(limiter.check(ip(2), t0), Ok(()));
+        // An IPv4-mapped IPv6 address is its IPv4 address.
+        assert!(limiter.check(v6("::ffff:10.0.0.1"), t0).is_err());
+        let closed = limiter.sweep(t0 + Duration::from_secs(60));
+        let labels: Vec<String> = closed.iter().map(Closed::source_label).collect();
+        assert_eq!(labels, ["10.0.0.1", "2001:db8:1:2::/64"]);
     }
 
     #[test]

@@ -150,8 +150,9 @@ pub struct Limits {
     /// its headers.
     #[serde(default = "default_body_timeout", with = "humantime_serde_compat")]
     pub body_timeout: Duration,
-    /// Refused enrollments (bad token or request) one source address may
-    /// make per minute before its attempts are answered 429.
+    /// Refused enrollments (bad token or request) one source (an IPv4
+    /// address, or an IPv6 /64) may make per minute before its attempts
+    /// are answered 429.
     #[serde(default = "default_enroll_refusals")]
     pub enroll_refusals_per_minute: u32,
 }
@@ -604,9 +605,9 @@ scrape_check_interval = "15s"
 # LimitNOFILE past the fleet size); below it, each check-in reconnects with a
 # resumed TLS session and nothing is held in between.
 # idle_timeout = "120s"
-# Refused enrollments (bad token or request) one source address may make per
-# minute; past it, its attempts are answered 429 with Retry-After and summed
-# into one audit entry per minute.
+# Refused enrollments (bad token or request) one source (an IPv4 address, or
+# an IPv6 /64) may make per minute; past it, its attempts are answered 429
+# with Retry-After and summed into one audit entry per minute.
 # enroll_refusals_per_minute = 30
 
 # How long audit entries are kept (by default forever). Older entries are
