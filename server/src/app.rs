@@ -1,8 +1,8 @@
 //! The server's state, assembled at start-up from the data dir and settings:
 //! store, CA, templates, and the reconciler (target files, Prometheus
 //! reload). Start-up also re-renders every host when the render inputs
-//! changed (templates, overrides, settings: their hash is stored) and has
-//! the reconciler bring the target files in line.
+//! changed (templates, overrides, settings: their hash is stored); the
+//! reconciler brings the target files in line in the background.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -171,8 +171,8 @@ impl App {
 
     /// Re-renders every active host when the render inputs (templates,
     /// overrides, settings, server version) changed since the stored
-    /// configs were made, then has the reconciler bring every target file
-    /// in line. The re-render is one transaction (one fsync), reads the
+    /// configs were made (the reconciler's first full pass, once it runs,
+    /// brings the target files in line). The re-render is one transaction (one fsync), reads the
     /// hosts a page at a time and renders each page on every core. A host
     /// whose render fails keeps its previous config, and the failure is
     /// logged with the host id. Runs before the poll index loads, so the
@@ -208,7 +208,6 @@ impl App {
             })?;
             tracing::info!(hosts = seen, changed, took = ?started.elapsed(), "render inputs changed: re-rendered configs");
         }
-        self.reconciler.full_pass()?;
         Ok(())
     }
 

@@ -6,10 +6,12 @@
 //! temp file with a unique name; stray temp files are removed at start; a
 //! host whose file cannot be brought in line (disk full, unwritable dir)
 //! is *drifting*: logged, counted, shown by `hosts show`/`hosts list`, and
-//! retried with backoff until it is written. A full pass every
+//! retried with backoff until it is written. A full pass when the
+//! background task starts (after the server listens) and every
 //! [`FULL_PASS`] also repairs files changed or removed behind the server's
-//! back. `muster-server targets sync [--check]` runs the same comparison
-//! offline.
+//! back. The files a page of a full pass writes share one fsync of the
+//! directory. `muster-server targets sync
+//! [--check]` runs the same comparison offline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,8 @@ pub const FULL_PASS: Duration = Duration::from_secs(60);
 /// First retry of a drifting host; doubled per failure up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Hosts read from the store at a time by a full pass.
+const PAGE: usize = 1000;
 
 /// What a host's file needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,8 +108,19 @@ pub fn remove_stray_temps(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(removed)
 }
 
-/// Brings one host's file in line with its record.
+/// Brings one host's file in line with its record (and fsyncs the
+/// directory when it changed).
 pub fn sync_file(dir: &Path, host: &HostRecord) -> std::io::Result<FileChange> {
+    let change = sync_file_unsynced(dir, host)?;
+    if change != FileChange::Unchanged {
+        targets::sync_dir(dir)?;
+    }
+    Ok(change)
+}
+
+/// [`sync_file`] without the directory's fsync: the caller runs
+/// [`targets::sync_dir`] once after a batch of files.
+fn sync_file_unsynced(dir: &Path, host: &HostRecord) -> std::io::Result<FileChange> {
     if host.is_active() {
         return Ok(if targets::write_host(dir, host)? {
             FileChange::Written
@@ -206,17 +221,18 @@ impl Reconciler {
         &self.inner.dir
     }
 
-    /// Starts the background task: retries drifting hosts when their
-    /// backoff is up, and a full pass every [`FULL_PASS`].
+    /// Starts the background task: a full pass at once (start-up does not
+    /// wait for it: the server listens meanwhile, and a file it has not
+    /// reached yet is repaired a little later), then retries drifting hosts
+    /// when their backoff is up, and runs a full pass every [`FULL_PASS`].
     pub fn spawn(&self) {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut last_full = tokio::time::Instant::now();
+            let mut last_full: Option<tokio::time::Instant> = None;
             loop {
-                tokio::time::sleep(FIRST_BACKOFF).await;
-                let full = last_full.elapsed() >= FULL_PASS;
+                let full = last_full.is_none_or(|t| t.elapsed() >= FULL_PASS);
                 if full {
-                    last_full = tokio::time::Instant::now();
+                    last_full = Some(tokio::time::Instant::now());
                 }
                 let worker = me.clone();
                 let pass = tokio::task::spawn_blocking(move || {
@@ -235,6 +251,7 @@ impl Reconciler {
                     }
                     Err(e) => tracing::error!(error = %e, "target file pass failed"),
                 }
+                tokio::time::sleep(FIRST_BACKOFF).await;
             }
         });
     }
@@ -249,11 +266,41 @@ impl Reconciler {
             Ok(None) => return Ok(FileChange::Unchanged),
             Err(e) => return Err(e.to_string()),
         };
-        self.sync_locked(&host)
+        self.sync_locked(&host, true)
     }
 
-    fn sync_locked(&self, host: &HostRecord) -> Result<FileChange, String> {
-        match sync_file(&self.inner.dir, host) {
+    /// Brings `hosts`' files in line, with one directory fsync after them;
+    /// how many changed. Hold the file lock.
+    fn sync_batch_locked(&self, hosts: &[HostRecord]) -> usize {
+        let changed: Vec<&HostRecord> = hosts
+            .iter()
+            .filter(|host| {
+                matches!(
+                    self.sync_locked(host, false),
+                    Ok(FileChange::Written | FileChange::Retired(_))
+                )
+            })
+            .collect();
+        if !changed.is_empty() {
+            if let Err(e) = targets::sync_dir(&self.inner.dir) {
+                self.inner.metrics.target_write(false);
+                for host in &changed {
+                    self.drifting(&host.id, &e.to_string());
+                }
+            }
+        }
+        changed.len()
+    }
+
+    /// Brings one host's file in line; `sync_dir`: fsync the directory
+    /// after a change (otherwise the caller does, once per batch).
+    fn sync_locked(&self, host: &HostRecord, sync_dir: bool) -> Result<FileChange, String> {
+        let synced = if sync_dir {
+            sync_file(&self.inner.dir, host)
+        } else {
+            sync_file_unsynced(&self.inner.dir, host)
+        };
+        match synced {
             Ok(change) => {
                 self.settled(&host.id);
                 if change == FileChange::Written {
@@ -327,16 +374,24 @@ impl Reconciler {
     }
 
     /// Compares every host's file with the database and repairs what
-    /// differs (start-up, and every [`FULL_PASS`]).
-    pub fn full_pass(&self) -> Result<(), StoreError> {
-        let hosts = self.inner.store.hosts_all()?;
-        let _files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
-        let mut changed = 0;
-        for host in &hosts {
-            if let Ok(FileChange::Written | FileChange::Retired(_)) = self.sync_locked(host) {
-                changed += 1;
-            }
+    /// differs (when the background task starts, and every
+    /// [`FULL_PASS`]). Hosts are read a page at a time under the file lock
+    /// (the fleet is never held in memory, a page is never older than a
+    /// change written meanwhile, and the store is free between pages), the
+    /// directory is fsynced once per page.
+    fn full_pass(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut after: Option<String> = None;
+        let (mut seen, mut changed) = (0, 0);
+        loop {
+            let _files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
+            let page = self.inner.store.hosts_page(after.as_deref(), PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            seen += page.len();
+            changed += self.sync_batch_locked(&page);
         }
+        tracing::debug!(hosts = seen, changed, took = ?started.elapsed(), "compared every target file with the database");
         if changed > 0 {
             tracing::info!(changed, dir = %self.inner.dir.display(), "synced target files");
         }

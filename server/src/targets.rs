@@ -81,10 +81,12 @@ pub fn path_for(dir: &Path, host_id: &str) -> Option<PathBuf> {
     muster_shared::facts::is_host_id(host_id).then(|| dir.join(format!("{host_id}.json")))
 }
 
-/// Writes `bytes` to `path` atomically: a temp file in the same directory,
-/// fsync, rename, fsync of the directory. A crash leaves the old file or the
-/// new one, never a torn one, and Prometheus never reads a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `bytes` atomically: a temp file in the same
+/// directory, fsync, rename. A crash leaves the old file or the new one,
+/// never a torn one, and Prometheus never reads a partial file. The rename
+/// is durable once [`sync_dir`] has run (a writer of many files fsyncs the
+/// directory once for all of them).
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     // Unique per write: concurrent writers (the server and `targets sync`,
@@ -100,8 +102,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -109,8 +110,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Makes the renames in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Writes the target file of `host` into `dir` unless it already holds
-/// exactly these bytes. Returns whether the file changed.
+/// exactly these bytes. Returns whether the file changed. Durable once
+/// [`sync_dir`] has run.
 pub fn write_host(dir: &Path, host: &HostRecord) -> std::io::Result<bool> {
     let path = path_for(dir, &host.id).ok_or_else(|| {
         std::io::Error::new(
@@ -122,7 +129,7 @@ pub fn write_host(dir: &Path, host: &HostRecord) -> std::io::Result<bool> {
     if std::fs::read(&path).is_ok_and(|old| old == content.as_bytes()) {
         return Ok(false);
     }
-    write_atomic(&path, content.as_bytes())?;
+    replace_file(&path, content.as_bytes())?;
     Ok(true)
 }
 
@@ -141,7 +148,8 @@ pub fn retired_name(host_id: &str, decommissioned_at: std::time::SystemTime) -> 
 /// Retires a decommissioned host's target file: renames `<id>.json` to
 /// `<id>.json.deleted.<UTC timestamp>`, which Prometheus's `*.json` glob no
 /// longer matches, so the targets dir keeps every host ever enrolled.
-/// Returns the new path, or `None` when there was no file.
+/// Returns the new path, or `None` when there was no file. Durable once
+/// [`sync_dir`] has run.
 pub fn retire_host(
     dir: &Path,
     host_id: &str,
@@ -159,7 +167,6 @@ pub fn retire_host(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    std::fs::File::open(dir)?.sync_all()?;
     Ok(Some(retired))
 }
 

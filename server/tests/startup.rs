@@ -125,3 +125,73 @@ async fn a_restart_re_renders_only_after_the_templates_changed() {
     assert_eq!(rendered_hash(&server, &id).await, second);
     assert!(!server.logs().contains(RENDERED), "{}", server.logs());
 }
+
+/// The content of `path` once it exists, within a deadline.
+async fn appears(path: &std::path::Path, server: &Server) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never written\n{}",
+            path.display(),
+            server.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_start_up_pass_repairs_target_files_in_the_background() {
+    muster_e2e::install_crypto();
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let out = Server::init(&data, &[]);
+    assert!(out.status.success(), "init: {out:?}");
+    let server = Server::start(&data);
+    let mut ids = Vec::new();
+    for name in ["kept-01", "gone-01"] {
+        let created = admin(&server, Method::POST, "/v1/admin/tokens", Some(json!({}))).await;
+        let token = created["token"].as_str().expect("token").to_string();
+        let agent = TestAgent::new(name, &format!("m-{name}"));
+        let (status, body) = common::post(
+            &server.client(),
+            &format!("{}/v1/enroll", server.agent_url()),
+            &agent.enroll_body(&token, &format!("idem-{name}")),
+        )
+        .await;
+        assert!(status.is_success(), "{body}");
+        ids.push(body["host_id"].as_str().expect("id").to_string());
+    }
+    let (kept, gone) = (&ids[0], &ids[1]);
+    let targets = data.join("targets");
+    let kept_file = targets.join(format!("{kept}.json"));
+    let gone_file = targets.join(format!("{gone}.json"));
+    let want = std::fs::read_to_string(&kept_file).expect("target file");
+    admin(
+        &server,
+        Method::POST,
+        &format!("/v1/admin/hosts/{gone}/decommission"),
+        None,
+    )
+    .await;
+    drop(server);
+
+    // Behind the stopped server's back: one file deleted, a decommissioned
+    // host's file live again.
+    std::fs::remove_file(&kept_file).expect("remove");
+    std::fs::write(&gone_file, "[]").expect("live again");
+    let server = Server::start(&data);
+    assert_eq!(appears(&kept_file, &server).await, want);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gone_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never retired\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -234,6 +234,16 @@ impl Store {
         query_hosts(&conn, "", &self.pending)
     }
 
+    /// Up to `limit` hosts (decommissioned ones included) with ids after
+    /// `after`, by id: a pass over the fleet a page at a time.
+    pub fn hosts_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HostRecord>, StoreError> {
+        hosts_page(&self.conn(), after, limit, false, &self.pending)
+    }
+
     /// Calls `f` with every unrevoked certificate of an active host, row
     /// by row (nothing is collected); how many.
     pub fn for_each_live_cert(&self, mut f: impl FnMut(LiveCert)) -> Result<usize, StoreError> {
