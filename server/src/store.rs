@@ -5,7 +5,9 @@
 //! tokens), `store/enroll.rs` (the enrollment transaction), `store/hosts.rs`
 //! (hosts and their certificates), `store/audit.rs` (the audit log),
 //! `store/batch.rs` (batch pre-registration), `store/seen.rs` (`last_seen`
-//! kept in memory and written in batches).
+//! kept in memory and written in batches), `store/browse.rs` and
+//! `store/overview.rs` (the console's pages and counts), `store/monitoring.rs`
+//! (`/metrics` and reader tokens).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +23,7 @@ mod browse;
 mod enroll;
 mod hosts;
 mod monitoring;
+mod overview;
 mod schema;
 mod seen;
 mod tokens;
@@ -30,6 +33,7 @@ pub use batch::{BatchEntry, BatchRecord, NewBatchHost};
 pub use browse::{Cursor, HostCert, HostPage, HostSort};
 pub use enroll::PastEnrollment;
 pub use hosts::{headline, CertRow, HostRecord, Lifecycle, LiveCert, Rendered, TargetGroup};
+pub use overview::StateCounts;
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use tokens::TokenRow;
 

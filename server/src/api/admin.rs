@@ -272,6 +272,7 @@ pub async fn audit(
 ) -> Result<Json<Vec<AuditRow>>, ApiError> {
     let filter = AuditFilter {
         host: q.host,
+        actor: None,
         since: q.since,
         limit: q.limit.clamp(1, 10_000),
     };

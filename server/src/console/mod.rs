@@ -10,9 +10,9 @@
 //! inline script or style) whose `frame-ancestors` are the origins in
 //! `server.toml`'s `console_frame_ancestors`.
 //!
-//! Actions call the admin API's own handlers (`api::admin`, `api::fleet`)
-//! with the signed-in admin's name, so there is one code path and one audit
-//! trail for both.
+//! Actions call the fleet core's functions (`Fleet::*`, the ones the admin
+//! API calls) with the signed-in admin's name, so there is one code path and
+//! one audit trail for both.
 
 mod diff;
 mod pages;

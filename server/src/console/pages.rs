@@ -273,45 +273,49 @@ fn overview_states() -> &'static [HostState] {
     &HostState::ALL[1..]
 }
 
+/// Hosts that applied a config, but not the one rendered for them now.
 fn drifted(h: &HostInfo) -> bool {
     h.config_state == HostState::ConfigApplied
+        && h.decommissioned_at.is_none()
         && h.applied_hash.as_deref() != Some(h.rendered_hash.as_str())
 }
 
+/// The badge a host gets in lists: its state, or `drift` when it otherwise
+/// looks fine but runs an older config than the server rendered.
+fn badge(h: &HostInfo) -> &'static str {
+    match h.state {
+        HostState::ConfigApplied | HostState::ScrapeOk if drifted(h) => "drift",
+        state => state.as_str(),
+    }
+}
+
+/// Rows of the "needs attention" list the overview shows at most.
+const ATTENTION_ROWS: usize = 50;
+
 pub async fn overview(State(app): State<Shared>, user: User) -> Page {
     let stale = stale_secs(&app);
-    let hosts = blocking(&app, |app| app.store.hosts_light())
-        .await?
-        .map_err(store_err("cannot list hosts"))?;
     let now = unix_now();
-    let infos: Vec<HostInfo> = hosts.iter().map(|h| h.info(now, stale)).collect();
-    let active: Vec<&HostInfo> = infos
+    let (counts, attention, recent) = blocking(&app, move |app| {
+        let counts = app.store.state_counts(now, stale)?;
+        let attention = app.store.needs_attention(now, stale, ATTENTION_ROWS)?;
+        let recent = app
+            .store
+            .host_page(HostSort::Enrolled, None, false, 10, |_| true)?;
+        Ok::<_, crate::store::StoreError>((counts, attention, recent.hosts))
+    })
+    .await?
+    .map_err(store_err("cannot count hosts"))?;
+    let ever: u64 = counts.by_state.values().sum();
+    let total = ever - counts.of(HostState::Decommissioned);
+    let mut cards: Vec<Value> = overview_states()
         .iter()
-        .filter(|h| h.state != HostState::Decommissioned)
+        .map(|s| context! { state => s.as_str(), count => counts.of(*s) })
         .collect();
-    let mut counts: Vec<Value> = overview_states()
+    cards.push(context! { state => "drift", count => counts.drift });
+    let attention: Vec<Value> = attention
         .iter()
-        .map(|s| {
-            let n = infos.iter().filter(|h| h.state == *s).count();
-            context! { state => s.as_str(), count => n }
-        })
-        .collect();
-    let drift = active.iter().filter(|h| drifted(h)).count();
-    counts.push(context! { state => "drift", count => drift });
-    let current = active
-        .iter()
-        .filter(|h| h.applied_hash.as_deref() == Some(h.rendered_hash.as_str()))
-        .count();
-    let attention: Vec<Value> = active
-        .iter()
-        .filter(|h| {
-            matches!(
-                h.state,
-                HostState::ConfigFailed | HostState::ScrapeFailing | HostState::Stale
-            ) || drifted(h)
-        })
-        .take(50)
         .map(|h| {
+            let h = h.info(now, stale);
             let why = match h.state {
                 HostState::Stale => format!("no check-in since {}", ago(h.last_seen)),
                 HostState::ScrapeFailing => h
@@ -319,28 +323,33 @@ pub async fn overview(State(app): State<Shared>, user: User) -> Page {
                     .as_ref()
                     .and_then(|s| s.error.clone())
                     .unwrap_or_else(|| "Prometheus cannot scrape it".into()),
-                _ if drifted(h) => "runs an older config than the server rendered".into(),
+                _ if drifted(&h) => "runs an older config than the server rendered".into(),
                 _ => h.last_error.clone().unwrap_or_default(),
             };
-            context! { id => h.id, hostname => h.hostname, state => h.state.as_str(), why => why }
+            context! { id => h.id, hostname => h.hostname, state => badge(&h), why => why }
         })
         .collect();
-    let mut recent: Vec<&HostInfo> = active.clone();
-    recent.sort_by(|a, b| b.enrolled_at.cmp(&a.enrolled_at).then(a.id.cmp(&b.id)));
-    recent.truncate(10);
+    let recent: Vec<Value> = recent
+        .iter()
+        .map(|h| {
+            let h = h.info(now, stale);
+            context! { id => h.id, hostname => h.hostname, state => badge(&h), enrolled_at => h.enrolled_at }
+        })
+        .collect();
     Ok(render(
         "overview.html",
         page(
             &user,
             "overview",
             context! {
-                total => active.len(),
-                ever => infos.len(),
-                counts => counts,
-                current => current,
-                percent => if active.is_empty() { 0 } else { current * 100 / active.len() },
+                total => total,
+                ever => ever,
+                counts => cards,
+                current => counts.current,
+                percent => (counts.current * 100).checked_div(total).unwrap_or(0),
+                attention_full => attention.len() == ATTENTION_ROWS,
                 attention => attention,
-                recent => Value::from_serialize(&recent),
+                recent => recent,
             },
         ),
     ))
@@ -546,8 +555,10 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
             }
         },
     };
+    // `drift` is no state of its own: config applied, not the rendered one.
+    let drift = state_text == "drift";
     let state = match state_text.as_str() {
-        "" => None,
+        "" | "drift" => None,
         text => match HostState::parse(text) {
             Some(s) if s != HostState::Pending => Some(s),
             _ => {
@@ -572,7 +583,10 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
                 filter_selector
                     .as_ref()
                     .is_none_or(|s| labels::matches(s, &h.labels()))
-                    && state.is_none_or(|s| h.info(now, stale).state == s)
+                    && ((state.is_none() && !drift) || {
+                        let info = h.info(now, stale);
+                        state.is_none_or(|s| info.state == s) && (!drift || drifted(&info))
+                    })
             })
     })
     .await?
@@ -590,7 +604,7 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
             context! {
                 id => info.id,
                 hostname => info.hostname,
-                state => info.state.as_str(),
+                state => badge(&info),
                 last_seen => info.last_seen,
                 enrolled_at => info.enrolled_at,
                 os => format!("{} {}", h.facts.os_id.as_deref().unwrap_or(&h.facts.os), h.facts.os_version.as_deref().unwrap_or("")).trim().to_string(),
@@ -602,11 +616,8 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
             }
         })
         .collect();
-    let states: Vec<&str> = HostState::ALL
-        .iter()
-        .filter(|s| **s != HostState::Pending)
-        .map(|s| s.as_str())
-        .collect();
+    let mut states: Vec<&str> = overview_states().iter().map(|s| s.as_str()).collect();
+    states.push("drift");
     Ok(render(
         "hosts.html",
         page(
@@ -688,6 +699,7 @@ async fn host_page(
         let certs = app.store.host_certs(&lookup)?;
         let trail = app.store.audit_query(&AuditFilter {
             host: Some(lookup.clone()),
+            actor: None,
             since: None,
             limit: 100,
         })?;
@@ -737,6 +749,7 @@ async fn host_page(
             "hosts",
             context! {
                 host => Value::from_serialize(&info),
+                badge => badge(&info),
                 operator_labels => Value::from_serialize(&host.operator_labels),
                 config => host.config,
                 diff => diff.map(|d| Value::from_serialize(&d)),
@@ -1136,6 +1149,9 @@ pub async fn revoke(
 
 // ---- audit ----
 
+/// Entries the audit page shows at most (the newest).
+const AUDIT_ROWS: usize = 500;
+
 #[derive(Deserialize)]
 pub struct AuditQuery {
     #[serde(default)]
@@ -1147,8 +1163,13 @@ pub struct AuditQuery {
 }
 
 pub async fn audit(State(app): State<Shared>, user: User, Query(q): Query<AuditQuery>) -> Page {
-    let host = q.host.clone().filter(|h| !h.trim().is_empty());
-    let actor = q.actor.clone().filter(|a| !a.trim().is_empty());
+    let given = |text: &Option<String>| {
+        text.as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+    };
+    let (host, actor) = (given(&q.host), given(&q.actor));
     let since_text = q.since.clone().unwrap_or_default();
     let mut problems = Vec::new();
     let since = match since_text.trim() {
@@ -1163,23 +1184,21 @@ pub async fn audit(State(app): State<Shared>, user: User, Query(q): Query<AuditQ
     };
     let filter = AuditFilter {
         host: host.clone(),
+        actor: actor.clone(),
         since,
-        limit: if actor.is_some() { 10_000 } else { 500 },
+        limit: AUDIT_ROWS as u32,
     };
     let mut rows = blocking(&app, move |app| app.store.audit_query(&filter))
         .await?
         .map_err(store_err("cannot read audit log"))?;
-    if let Some(actor) = &actor {
-        rows.retain(|r| r.actor == *actor);
-    }
     rows.reverse();
-    rows.truncate(500);
     Ok(render(
         "audit.html",
         page(
             &user,
             "audit",
             context! {
+                full => rows.len() == AUDIT_ROWS,
                 rows => Value::from_serialize(&rows),
                 host => host,
                 actor => actor,

@@ -138,6 +138,7 @@ fn a_new_machine_becomes_a_host_with_token_labels_over_requested_ones() {
         .store
         .audit_query(&crate::store::AuditFilter {
             host: Some(done.host.id.clone()),
+            actor: None,
             since: None,
             limit: 10,
         })
@@ -296,6 +297,7 @@ fn a_batch_import_refuses_every_row_when_one_is_bad_unless_told_to_skip() {
         .store
         .audit_query(&crate::store::AuditFilter {
             host: None,
+            actor: None,
             since: None,
             limit: 10,
         })

@@ -96,14 +96,18 @@ impl Store {
     /// The newest `limit` audit entries matching `filter`, oldest first.
     pub fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, at, actor, action, target, outcome, detail, source FROM
-             (SELECT * FROM audit
-              WHERE (?1 IS NULL OR target = ?1 OR actor = ?1) AND (?2 IS NULL OR at >= ?2)
-              ORDER BY id DESC LIMIT ?3)
-             ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![filter.host, filter.since, filter.limit], |r| {
+        let mut stmt = conn.prepare_cached(&audit_sql(filter))?;
+        let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":limit", &filter.limit)];
+        if let Some(host) = &filter.host {
+            params.push((":host", host));
+        }
+        if let Some(actor) = &filter.actor {
+            params.push((":actor", actor));
+        }
+        if let Some(since) = &filter.since {
+            params.push((":since", since));
+        }
+        let rows = stmt.query_map(params.as_slice(), |r| {
             Ok(AuditRow {
                 id: r.get(0)?,
                 at: r.get(1)?,
@@ -119,11 +123,37 @@ impl Store {
     }
 }
 
+/// The query for `filter` with only the conditions it sets (named
+/// `:host`, `:actor`, `:since`, `:limit`), so that a host or actor filter
+/// reads its index (`audit_target` with `audit_actor`, `audit_actor`)
+/// instead of every entry; without them the newest entries are read first
+/// and the read stops at the limit.
+fn audit_sql(filter: &AuditFilter) -> String {
+    let mut conditions = vec!["TRUE"];
+    if filter.host.is_some() {
+        conditions.push("(target = :host OR actor = :host)");
+    }
+    if filter.actor.is_some() {
+        conditions.push("actor = :actor");
+    }
+    if filter.since.is_some() {
+        conditions.push("at >= :since");
+    }
+    format!(
+        "SELECT id, at, actor, action, target, outcome, detail, source FROM
+         (SELECT * FROM audit WHERE {} ORDER BY id DESC LIMIT :limit)
+         ORDER BY id",
+        conditions.join(" AND ")
+    )
+}
+
 /// Which audit entries to read.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
     /// Entries about this host (as target) or by it (as actor).
     pub host: Option<String>,
+    /// Entries by this admin (or host, or `server`).
+    pub actor: Option<String>,
     /// Unix seconds; entries at or after.
     pub since: Option<i64>,
     pub limit: u32,
@@ -198,5 +228,80 @@ mod tests {
             .execute("UPDATE audit_horizon SET before = 0", [])
             .expect_err("refused");
         assert!(err.to_string().contains("only moves forward"), "{err}");
+    }
+
+    #[test]
+    fn filters_by_host_actor_and_time_in_sql_through_indexes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("muster.db")).expect("store");
+        let actors = ["alice", "bob", "web-01-abc", "server"];
+        for i in 0..400i64 {
+            store
+                .audit(&AuditEntry {
+                    at: i,
+                    actor: actors[(i % 4) as usize],
+                    action: "host.label",
+                    target: Some(if i % 3 == 0 {
+                        "web-01-abc"
+                    } else {
+                        "db-02-def"
+                    }),
+                    outcome: "ok",
+                    detail: None,
+                    source: None,
+                })
+                .expect("audit");
+        }
+        let read = |host: Option<&str>, actor: Option<&str>, since: Option<i64>, limit| {
+            store
+                .audit_query(&AuditFilter {
+                    host: host.map(String::from),
+                    actor: actor.map(String::from),
+                    since,
+                    limit,
+                })
+                .expect("audit")
+                .into_iter()
+                .map(|r| r.at)
+                .collect::<Vec<i64>>()
+        };
+        let want = |keep: &dyn Fn(i64) -> bool, limit: usize| {
+            let all: Vec<i64> = (0..400).filter(|i| keep(*i)).collect();
+            all[all.len().saturating_sub(limit)..].to_vec()
+        };
+        // The newest `limit` of bob's, though most entries are not his.
+        assert_eq!(read(None, Some("bob"), None, 30), want(&|i| i % 4 == 1, 30));
+        assert_eq!(
+            read(Some("web-01-abc"), None, None, 500),
+            want(&|i| i % 3 == 0 || i % 4 == 2, 500)
+        );
+        assert_eq!(
+            read(Some("web-01-abc"), Some("alice"), Some(200), 500),
+            want(&|i| i % 3 == 0 && i % 4 == 0 && i >= 200, 500)
+        );
+        assert_eq!(read(None, Some("nobody"), None, 10), Vec::<i64>::new());
+        for (filter, index) in [
+            (
+                AuditFilter {
+                    actor: Some("a".into()),
+                    ..AuditFilter::default()
+                },
+                "audit_actor",
+            ),
+            (
+                AuditFilter {
+                    host: Some("h".into()),
+                    ..AuditFilter::default()
+                },
+                "audit_target",
+            ),
+        ] {
+            let plan = store.query_plan(&audit_sql(&filter)).join("; ");
+            assert!(plan.contains(index), "{filter:?}: {plan}");
+            assert!(
+                !plan.contains("SCAN audit"),
+                "{filter:?} reads every entry: {plan}"
+            );
+        }
     }
 }

@@ -62,7 +62,7 @@ pub struct HostPage {
 
 /// Columns of `HOST_COLUMNS` with the config and target groups left out:
 /// a list never shows them, and they are most of a row.
-fn light_columns() -> String {
+pub(super) fn light_columns() -> String {
     HOST_COLUMNS
         .replacen("config,", "'' AS config,", 1)
         .replacen(" targets,", " '[]' AS targets,", 1)
@@ -130,7 +130,9 @@ impl Store {
         Ok(HostPage { hosts, more: false })
     }
 
-    /// Every host (decommissioned too) without configs, for counting.
+    /// Every host (decommissioned too) without configs: what the tests
+    /// check pages and counts against.
+    #[cfg(test)]
     pub fn hosts_light(&self) -> Result<Vec<HostRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(

@@ -1,11 +1,11 @@
 //! What monitoring reads: the counts of Muster's `/metrics` (at scrape time,
-//! with narrow queries: no configs or facts are loaded), the readiness ping,
+//! with narrow queries: no configs or facts are loaded; hosts by state come
+//! from `store/overview.rs`, as on the console's overview), the readiness ping,
 //! and targets-reader tokens (`mtr_…`: `/v1/sd/targets` and `/metrics`, nothing
 //! else; their own table, so no reader token can pass as an admin token).
 
 use rusqlite::OptionalExtension as _;
 
-use super::hosts::headline_of;
 use super::tokens::NamedTokens;
 use super::{Store, StoreError};
 use crate::admin_wire::{HostState, ReaderTokenInfo};
@@ -21,45 +21,23 @@ impl Store {
         stale_after: i64,
         expiring_before: i64,
     ) -> Result<FleetCounts, StoreError> {
+        let hosts = self.state_counts(now, stale_after)?;
+        let mut counts = FleetCounts {
+            rollout_current: hosts.current,
+            rollout_outdated: hosts.outdated,
+            ..FleetCounts::default()
+        };
+        let mut by_state = hosts.by_state;
         let conn = self.conn();
-        let mut counts = FleetCounts::default();
-        let mut by_state = std::collections::BTreeMap::<&'static str, (HostState, u64)>::new();
-        let mut stmt = conn.prepare(
-            "SELECT state, scrape_state, last_seen, decommissioned_at IS NOT NULL,
-                    applied_hash IS NOT NULL AND applied_hash = rendered_hash, id
-             FROM hosts",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let state = parse_state(&r.get::<_, String>(0)?)?;
-            let scrape = r
-                .get::<_, Option<String>>(1)?
-                .as_deref()
-                .map(parse_state)
-                .transpose()?;
-            let id: String = r.get(5)?;
-            let last_seen = self.pending.last_seen(&id, r.get(2)?);
-            let decommissioned: bool = r.get(3)?;
-            let current: bool = r.get(4)?;
-            let shown = headline_of(decommissioned, last_seen, state, scrape, now, stale_after);
-            by_state.entry(shown.as_str()).or_insert((shown, 0)).1 += 1;
-            if !decommissioned {
-                if current {
-                    counts.rollout_current += 1;
-                } else {
-                    counts.rollout_outdated += 1;
-                }
-            }
-        }
         let pending: u64 = conn.query_row(
             "SELECT count(*) FROM batch_hosts WHERE host_id IS NULL",
             [],
             |r| r.get(0),
         )?;
         if pending > 0 {
-            by_state.insert("pending", (HostState::Pending, pending));
+            by_state.insert(HostState::Pending, pending);
         }
-        counts.by_state = by_state.into_values().collect();
+        counts.by_state = by_state.into_iter().collect();
         // A renewal leaves the older certificate valid until it expires: only
         // each active host's newest one counts.
         counts.certs_expiring = conn.query_row(
@@ -156,7 +134,7 @@ impl Store {
     }
 }
 
-fn parse_state(text: &str) -> Result<HostState, StoreError> {
+pub(super) fn parse_state(text: &str) -> Result<HostState, StoreError> {
     HostState::parse(text).ok_or(StoreError::Corrupt {
         what: "host state",
         message: text.to_string(),

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this server writes and understands.
-pub const VERSION: i32 = 8;
+pub const VERSION: i32 = 9;
 
 /// Version 1 (the first release). Never edited: later versions are steps.
 const V1: &str = r#"
@@ -250,13 +250,30 @@ CREATE TABLE server_state (
 ) WITHOUT ROWID;
 "#;
 
+/// 8 → 9: the console's overview and audit filters, without reading every
+/// row.
+/// * `hosts_states`: covers what the state counts read (the state operators
+///   see, rollout and drift are counted over this index alone).
+/// * `hosts_attention`: the active hosts with a failed config, failing
+///   scrapes or drift, by id (few, so the "needs attention" list reads them
+///   directly; stale ones come from `hosts_last_seen`).
+/// * `audit_actor`: the audit log by who did it, newest first.
+const V9: &str = r#"
+CREATE INDEX hosts_states ON hosts(state, scrape_state, decommissioned_at, last_seen,
+  applied_hash IS rendered_hash);
+CREATE INDEX hosts_attention ON hosts(id) WHERE decommissioned_at IS NULL AND (state = 'config_failed'
+  OR (state = 'config_applied'
+      AND (scrape_state = 'scrape_failing' OR applied_hash IS NOT rendered_hash)));
+CREATE INDEX audit_actor ON audit(actor);
+"#;
+
 /// Brings the database to [`VERSION`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::TooNew(version));
     }
-    let steps: [(i32, &str); 8] = [
+    let steps: [(i32, &str); 9] = [
         (1, V1),
         (2, V2),
         (3, V3),
@@ -265,6 +282,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         (6, V6),
         (7, V7),
         (8, V8),
+        (9, V9),
     ];
     for (to, sql) in steps {
         if version >= to {

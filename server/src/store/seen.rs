@@ -48,6 +48,16 @@ impl Pending {
         }
     }
 
+    /// The hosts with a pending time at or after `since`.
+    pub(super) fn seen_since(&self, since: i64) -> Vec<String> {
+        let times = self.lock();
+        times
+            .iter()
+            .filter(|(_, &t)| t >= since)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Overlays the pending time on a host read from the database.
     pub(super) fn overlay(&self, mut host: HostRecord) -> HostRecord {
         host.last_seen = self.last_seen(&host.id, host.last_seen);

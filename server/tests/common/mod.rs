@@ -301,9 +301,8 @@ pub fn audit_log(f: &Fixture) -> Vec<muster_server::store::AuditRow> {
     muster_server::store::Store::open(&path)
         .expect("db")
         .audit_query(&muster_server::store::AuditFilter {
-            host: None,
-            since: None,
             limit: 1000,
+            ..Default::default()
         })
         .expect("audit")
 }
