@@ -4,10 +4,11 @@
 //! the CSRF token refused, the enroll form (a mistyped label gets a
 //! suggestion; valid labels give the line a real agent runs, and the host
 //! shows up `config_applied`), a label edit reaching the target file,
-//! decommission, a batch upload with a bad row (its line number shown),
-//! import and live status. Every page is checked for JavaScript console
-//! errors (CSP violations included) and saved as a screenshot under
-//! `target/console-screenshots/`.
+//! decommission, a batch upload (a CSV file chosen in the file input) with
+//! a bad row (its line number shown), import and live status; framing only
+//! from the origins in `console_frame_ancestors`. Every page is checked for
+//! JavaScript console errors (CSP violations included) and saved as a
+//! screenshot under `target/console-screenshots/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`: without them the tests
 //! are ignored ("SKIPPED: needs chromium ...") locally and fail in CI
@@ -176,12 +177,8 @@ impl Browser {
         }
     }
 
-    /// Saves a screenshot and fails on any console message of level SEVERE
-    /// (JavaScript errors, CSP violations, failed loads) since the last call.
-    async fn check_page(&self, name: &str) {
-        let png = self.client.screenshot().await.expect("screenshot");
-        let file = self.shots.join(format!("{}-{name}.png", self.test));
-        std::fs::write(&file, png).expect("write screenshot");
+    /// The browser's console messages since the last call.
+    async fn browser_log(&self) -> Vec<Value> {
         let session = self
             .client
             .session_id()
@@ -197,15 +194,96 @@ impl Browser {
             .json()
             .await
             .expect("log JSON");
-        let severe: Vec<&Value> = logs["value"]
-            .as_array()
-            .expect("log entries")
-            .iter()
+        logs["value"].as_array().expect("log entries").clone()
+    }
+
+    /// The current value of a form field.
+    async fn value(&self, css: &str) -> String {
+        self.find(css)
+            .await
+            .prop("value")
+            .await
+            .expect("value")
+            .unwrap_or_default()
+    }
+
+    /// Waits until a form field's value contains `needle`.
+    async fn wait_text_value(&self, css: &str, needle: &str) {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let value = self.value(css).await;
+            if value.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "{needle:?} never appeared in {css}; last value:\n{value}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a screenshot and fails on any console message of level SEVERE
+    /// (JavaScript errors, CSP violations, failed loads) since the last call.
+    async fn check_page(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        self.save_shot(name, png);
+        let severe: Vec<Value> = self
+            .browser_log()
+            .await
+            .into_iter()
             .filter(|e| e["level"] == "SEVERE")
             // A form answered 4xx on purpose is logged as a failed load.
             .filter(|e| !e["message"].as_str().unwrap_or("").contains("status of 4"))
             .collect();
         assert!(severe.is_empty(), "console errors on {name}: {severe:#?}");
+    }
+
+    /// Saves a screenshot of one element (below the fold too).
+    async fn shoot_element(&self, css: &str, name: &str) {
+        let png = self.find(css).await.screenshot().await.expect("screenshot");
+        self.save_shot(name, png);
+    }
+
+    fn save_shot(&self, name: &str, png: Vec<u8>) {
+        let file = self.shots.join(format!("{}-{name}.png", self.test));
+        std::fs::write(&file, png).expect("write screenshot");
+    }
+
+    /// Loads `page` (another site that shows the console's sign-in page in
+    /// an iframe) and says whether the console showed in the frame; when it
+    /// did not, the browser must have logged the `frame-ancestors` refusal.
+    async fn console_shows_in_frame(&self, page: &str) -> bool {
+        self.client.goto(page).await.expect("framing page");
+        self.find("iframe#console").await;
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let refusals: Vec<String> = self
+                .browser_log()
+                .await
+                .iter()
+                .filter_map(|e| e["message"].as_str())
+                .filter(|m| m.contains("frame-ancestors"))
+                .map(String::from)
+                .collect();
+            self.client.enter_frame(0).await.expect("into the frame");
+            let signin = self.client.find(Locator::Css("#token")).await.is_ok();
+            self.client
+                .enter_parent_frame()
+                .await
+                .expect("out of the frame");
+            match (signin, refusals.is_empty()) {
+                (true, true) => return true,
+                (false, false) => return false,
+                (true, false) => panic!("the console showed in a frame it refused: {refusals:?}"),
+                (false, true) => {}
+            }
+            assert!(
+                Instant::now() < until,
+                "the frame on {page} neither showed the console nor was refused"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn sign_in(&self, token: &str) {
@@ -231,6 +309,73 @@ async fn session_cookie(browser: &Browser) -> String {
     assert_eq!(cookie.secure(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
     format!("muster_session={}", cookie.value())
+}
+
+/// Another site on loopback (plain HTTP on its own port: another origin)
+/// whose page `/frame/PORT` shows the console on admin port PORT in an
+/// iframe, as a Grafana panel would.
+struct FramingSite {
+    origin: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FramingSite {
+    async fn start() -> FramingSite {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/");
+                    let (status, body) = match path.strip_prefix("/frame/") {
+                        Some(port) if port.parse::<u16>().is_ok() => (
+                            "200 OK",
+                            format!(
+                                "<!doctype html><title>Another site</title><h1>Another site</h1>\
+                                 <iframe id=\"console\" src=\"https://127.0.0.1:{port}/signin\" \
+                                 width=\"900\" height=\"500\"></iframe>"
+                            ),
+                        ),
+                        _ => ("404 Not Found", String::new()),
+                    };
+                    let _ = stream
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        FramingSite { origin, task }
+    }
+
+    /// Its page framing `server`'s console.
+    fn page(&self, server: &Server) -> String {
+        format!("{}/frame/{}", self.origin, server.admin_addr().port())
+    }
+}
+
+impl Drop for FramingSite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 struct Fixture {
@@ -426,7 +571,10 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
             .any(|l| l.contains("prometheus.exporter.process")),
         "the diff adds the process exporter: {added:?}"
     );
+    assert_eq!(b.text("h1 .badge").await, "drift");
     b.check_page("host-config-diff").await;
+    b.shoot_element("#config-diff", "host-config-diff-lines")
+        .await;
     b.goto("/").await;
     assert_eq!(b.text(".card.state-drift .count").await, "1");
     let attention = b.text("#attention").await;
@@ -434,6 +582,17 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
         attention.contains("web-console-1") && attention.contains("older config"),
         "{attention}"
     );
+    // The host runs a config, but not the rendered one: its badge says so,
+    // and the rollout at 0 % says it in words, not as an empty bar.
+    assert_eq!(b.text("#attention .badge").await, "drift");
+    assert_eq!(b.text("#recent .badge").await, "drift");
+    assert_eq!(b.text("#rollout-percent").await, "0 %");
+    b.goto("/hosts?state=drift").await;
+    let drifting = b.text("table.hosts").await;
+    assert!(drifting.contains("web-console-1"), "{drifting}");
+    b.goto("/hosts?state=scrape_ok").await;
+    assert!(b.text("main").await.contains("No host matches"));
+    b.goto("/").await;
     b.check_page("overview-drift").await;
 
     // A state-changing request with the session but without the CSRF token
@@ -462,6 +621,16 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
         "{csp}"
     );
     assert!(target_file(&f, &host_id).exists(), "nothing decommissioned");
+
+    // With no console_frame_ancestors, no other site may show the console
+    // in a frame.
+    let other = FramingSite::start().await;
+    assert!(
+        !b.console_shows_in_frame(&other.page(&f.server)).await,
+        "framed by {} without console_frame_ancestors",
+        other.origin
+    );
+    b.check_page("framing-refused").await;
 
     // Decommission, confirmed by typing the hostname.
     b.goto(&format!("/hosts/{host_id}")).await;
@@ -534,6 +703,10 @@ async fn enroll_in_the_browser_then_edit_labels_and_decommission() {
     b.check_page("hosts-phone").await;
     b.goto(&format!("/hosts/{host_id}")).await;
     b.check_page("host-phone").await;
+    b.goto("/").await;
+    b.check_page("overview-phone").await;
+    b.goto("/audit").await;
+    b.check_page("audit-phone").await;
     b.client.set_window_size(1280, 900).await.expect("resize");
 
     // Sign-out ends the session.
@@ -569,7 +742,18 @@ async fn batch_upload_reports_the_bad_line_then_imports_with_live_status() {
                db-console-1,production,rack-1\n\
                db-console-2,prod,rack-2\n\
                db-console-3,staging,rack-3\n";
-    b.fill("#content", csv).await;
+    // The file chosen in the form's file input (read into the rows field
+    // by the page's script, the batch named after the file).
+    let file = f.root.join("console-rows.csv");
+    std::fs::write(&file, csv).expect("csv file");
+    b.find("#file")
+        .await
+        .send_keys(&file.display().to_string())
+        .await
+        .expect("choose the file");
+    b.wait_text_value("#content", "db-console-3,staging,rack-3")
+        .await;
+    assert_eq!(b.value("#name").await, "console-rows.csv");
     b.fill("#name", "console rows").await;
     b.click("#import").await;
     let report = b.text("#report").await;
@@ -633,5 +817,58 @@ async fn batch_upload_reports_the_bad_line_then_imports_with_live_status() {
     b.check_page("batch-host").await;
     b.goto("/batches").await;
     b.check_page("batches").await;
+    b.client.close().await.expect("close");
+}
+
+#[cfg_attr(
+    not(have_chromium),
+    ignore = "SKIPPED: needs chromium and chromedriver -- apt-get install chromium chromium-driver"
+)]
+#[tokio::test]
+async fn only_the_configured_origins_may_frame_the_console() {
+    tools::require(&[&prereqs::CHROMIUM]);
+    muster_e2e::install_crypto();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let pin = fleet::init(&data);
+    // Two other sites: the dashboard listed in server.toml, and another.
+    let dashboard = FramingSite::start().await;
+    let other = FramingSite::start().await;
+    edit_settings(
+        &data,
+        &[(
+            "# console_frame_ancestors = [\"https://grafana.example.com\"]",
+            &format!("console_frame_ancestors = [\"{}\"]", dashboard.origin),
+        )],
+    );
+    let server = Server::start(&data);
+    let resp = server
+        .client()
+        .get(format!("{}/signin", server.admin_url()))
+        .send()
+        .await
+        .expect("sign-in page");
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_string();
+    assert!(
+        csp.ends_with(&format!("frame-ancestors {}", dashboard.origin)),
+        "{csp}"
+    );
+
+    let b = Browser::start("framing", &server, &pin).await;
+    assert!(
+        b.console_shows_in_frame(&dashboard.page(&server)).await,
+        "{} is listed in console_frame_ancestors",
+        dashboard.origin
+    );
+    b.check_page("framed-by-listed-origin").await;
+    assert!(
+        !b.console_shows_in_frame(&other.page(&server)).await,
+        "{} is not listed in console_frame_ancestors",
+        other.origin
+    );
+    b.check_page("framing-refused-other-origin").await;
     b.client.close().await.expect("close");
 }
