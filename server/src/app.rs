@@ -47,7 +47,7 @@ pub struct App {
     /// Muster's own metrics (`/metrics`).
     pub metrics: Arc<Metrics>,
     /// What agent authentication and the 304 decision read (`fleet/hot.rs`).
-    pub index: PollIndex,
+    pub index: Arc<PollIndex>,
 }
 
 impl App {
@@ -145,7 +145,7 @@ impl App {
             reconciler,
             downloads,
             metrics,
-            index: PollIndex::default(),
+            index: Arc::default(),
         };
         app.sync_hosts()?;
         let started = std::time::Instant::now();

@@ -280,17 +280,18 @@ impl Ca {
         now: SystemTime,
         validity: Duration,
     ) -> Result<IssuedCert, CsrError> {
-        if csr_pem.len() > MAX_CSR_PEM {
-            return Err(CsrError::TooLarge);
-        }
-        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(
-            |e| match e {
-                pem::Error::NoItemsFound => CsrError::NotACsr,
-                other => CsrError::BadPem(other.to_string()),
-            },
-        )?;
-        let (public_key, spki_der) = verified_public_key(&der)?;
+        self.sign_verified(&verify_csr(csr_pem)?, host_id, now, validity)
+    }
 
+    /// [`Ca::sign_csr`] for a request [`verify_csr`] checked already (the
+    /// enrollment checks it, and knows the key, before choosing the host).
+    pub fn sign_verified(
+        &self,
+        csr: &VerifiedCsr,
+        host_id: &str,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<IssuedCert, CsrError> {
         let serial = random_serial().ok_or(CsrError::Random)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name(host_id);
@@ -301,7 +302,7 @@ impl Ca {
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let not_after = set_validity(&mut params, now, validity).ok_or(CsrError::Validity)?;
         let cert = params
-            .signed_by(&public_key, &self.issuer)
+            .signed_by(&csr.public_key, &self.issuer)
             .map_err(CsrError::Sign)?;
 
         Ok(IssuedCert {
@@ -309,9 +310,34 @@ impl Ca {
             fingerprint: sha256_hex(cert.der()),
             serial: hex(&serial),
             not_after,
-            public_key_sha256: sha256_hex(&spki_der),
+            public_key_sha256: csr.public_key_sha256.clone(),
         })
     }
+}
+
+/// A certificate request whose PEM, structure, key type and signature were
+/// checked (see [`Ca::sign_csr`] for what is accepted).
+pub struct VerifiedCsr {
+    public_key: rcgen::SubjectPublicKeyInfo,
+    /// Hex SHA-256 of the request's SubjectPublicKeyInfo.
+    pub public_key_sha256: String,
+}
+
+/// Checks a PEM certificate request without signing anything.
+pub fn verify_csr(csr_pem: &str) -> Result<VerifiedCsr, CsrError> {
+    if csr_pem.len() > MAX_CSR_PEM {
+        return Err(CsrError::TooLarge);
+    }
+    let der =
+        CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| match e {
+            pem::Error::NoItemsFound => CsrError::NotACsr,
+            other => CsrError::BadPem(other.to_string()),
+        })?;
+    let (public_key, spki_der) = verified_public_key(&der)?;
+    Ok(VerifiedCsr {
+        public_key,
+        public_key_sha256: sha256_hex(&spki_der),
+    })
 }
 
 /// The pin of the (first) certificate stored in `dir/server.crt`.

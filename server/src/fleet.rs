@@ -15,6 +15,8 @@
 //! agent authentication and the 304 decision read, in memory, updated by
 //! each transition in the critical section of its commit.
 
+use std::sync::Arc;
+
 use muster_shared::labels::LabelError;
 
 use crate::ca::{Ca, CsrError};
@@ -54,7 +56,7 @@ pub struct Fleet<'a> {
     pub render: &'a RenderSettings,
     pub settings: &'a Settings,
     /// Mirrors the certificates and rendered hashes of the store.
-    pub index: &'a PollIndex,
+    pub index: &'a Arc<PollIndex>,
 }
 
 /// Why a transition was refused or failed. A refusal stores nothing but

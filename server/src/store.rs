@@ -55,6 +55,9 @@ pub enum StoreError {
         "database schema version {0} is newer than this server understands ({SCHEMA_VERSION})"
     )]
     TooNew(i32),
+    /// The commit of a group of writes failed (each writer gets this).
+    #[error("database: commit failed: {0}")]
+    Commit(String),
     #[error("cannot make {path} readable by its owner only: {source}")]
     Mode {
         path: PathBuf,
@@ -91,6 +94,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Check-in times not yet written (`store/seen.rs`).
     pending: seen::Pending,
+    /// Writes waiting for the next group commit ([`Store::write_grouped`]).
+    queue: Mutex<Vec<Box<dyn Queued>>>,
 }
 
 /// One write transaction. The fleet core runs each lifecycle transition in
@@ -140,6 +145,7 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             pending: seen::Pending::default(),
+            queue: Mutex::new(Vec::new()),
         })
     }
 
@@ -176,6 +182,165 @@ impl Store {
         tx.tx.commit().map_err(StoreError::from)?;
         publish(&out);
         Ok(out)
+    }
+
+    /// Group commit: [`Store::write_then`], but `f` is queued and committed
+    /// together with the writes queued beside it, in one transaction and
+    /// one fsync. Each write runs in its own savepoint: one that fails is
+    /// rolled back alone and the others are committed. Whoever gets the
+    /// connection next (this caller or another grouped writer) runs the
+    /// queue; after the commit, every write's `publish` runs in queue
+    /// order before the connection is let go (what mirrors the store
+    /// changes in commit order, as with `write_then`), then each caller
+    /// gets its own result.
+    pub fn write_grouped<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+        publish: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.queue().push(Box::new(Grouped { f, publish, reply }));
+        let mut conn = self.conn();
+        // The queue is taken only by a holder of the connection, which
+        // answers the whole group before letting it go: holding it now,
+        // our write was either answered or is still queued.
+        if let Ok(out) = answer.try_recv() {
+            return out;
+        }
+        let queued = std::mem::take(&mut *self.queue());
+        commit_group(&mut conn, &self.pending, queued);
+        drop(conn);
+        answer.recv().unwrap_or_else(|_| {
+            Err(StoreError::Commit("the writer running it stopped".into()).into())
+        })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn Queued>>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs `f` in a savepoint: rolled back alone when it fails.
+fn in_savepoint<T, E: From<StoreError>>(
+    tx: &Tx<'_>,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    tx.tx
+        .execute_batch("SAVEPOINT grouped")
+        .map_err(StoreError::from)?;
+    let out = f(tx);
+    let end = if out.is_ok() {
+        "RELEASE grouped"
+    } else {
+        "ROLLBACK TO grouped; RELEASE grouped"
+    };
+    tx.tx.execute_batch(end).map_err(StoreError::from)?;
+    out
+}
+
+/// One transaction for `queued`, committed when any write succeeded; every
+/// write is published (when it succeeded and the commit did) and answered.
+fn commit_group(conn: &mut Connection, pending: &seen::Pending, queued: Vec<Box<dyn Queued>>) {
+    let tx = match conn.transaction() {
+        Ok(tx) => Tx { tx, pending },
+        Err(e) => {
+            let e = StoreError::from(e);
+            for q in queued {
+                q.fail(&e);
+            }
+            return;
+        }
+    };
+    let ran: Vec<Box<dyn Ran>> = queued.into_iter().map(|q| q.run(&tx)).collect();
+    let committed = if ran.iter().any(|r| r.ok()) {
+        tx.tx
+            .commit()
+            .map_err(|e| StoreError::Commit(e.to_string()))
+    } else {
+        drop(tx);
+        Ok(())
+    };
+    for r in ran {
+        r.answer(committed.as_ref().map(|_| ()));
+    }
+}
+
+/// A write waiting in the queue.
+trait Queued: Send {
+    /// Runs the write (in its savepoint) inside the group's transaction.
+    fn run(self: Box<Self>, tx: &Tx<'_>) -> Box<dyn Ran>;
+    /// The group's transaction could not even begin.
+    fn fail(self: Box<Self>, error: &StoreError);
+}
+
+/// A write that ran, waiting for the commit.
+trait Ran {
+    fn ok(&self) -> bool;
+    /// Publishes (after a commit) and answers the caller.
+    fn answer(self: Box<Self>, committed: Result<(), &StoreError>);
+}
+
+type Reply<T, E> = std::sync::mpsc::SyncSender<Result<T, E>>;
+
+struct Grouped<F, P, T, E> {
+    f: F,
+    publish: P,
+    reply: Reply<T, E>,
+}
+
+struct Answer<P, T, E> {
+    out: Result<T, E>,
+    publish: P,
+    reply: Reply<T, E>,
+}
+
+impl<F, P, T, E> Queued for Grouped<F, P, T, E>
+where
+    F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+    P: FnOnce(&T) + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, tx: &Tx<'_>) -> Box<dyn Ran> {
+        Box::new(Answer {
+            out: in_savepoint(tx, self.f),
+            publish: self.publish,
+            reply: self.reply,
+        })
+    }
+
+    fn fail(self: Box<Self>, error: &StoreError) {
+        let _ = self
+            .reply
+            .send(Err(StoreError::Commit(error.to_string()).into()));
+    }
+}
+
+impl<P, T, E> Ran for Answer<P, T, E>
+where
+    P: FnOnce(&T) + Send + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    fn ok(&self) -> bool {
+        self.out.is_ok()
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), &StoreError>) {
+        let out = match (self.out, committed) {
+            (Ok(value), Ok(())) => {
+                (self.publish)(&value);
+                Ok(value)
+            }
+            (Ok(_), Err(e)) => Err(StoreError::Commit(e.to_string()).into()),
+            (Err(e), _) => Err(e),
+        };
+        // The caller may have given up (a panic): nobody to answer.
+        let _ = self.reply.send(out);
     }
 }
 
@@ -224,5 +389,84 @@ impl Store {
             plan.push(row.get::<_, String>(3).expect("plan detail"));
         }
         plan
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    enum Failed {
+        OnPurpose(usize),
+        Store(StoreError),
+    }
+
+    impl From<StoreError> for Failed {
+        fn from(e: StoreError) -> Self {
+            Failed::Store(e)
+        }
+    }
+
+    #[test]
+    fn concurrent_writes_commit_together_and_a_failing_one_loses_only_itself() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Store::open(&dir.path().join("muster.db")).expect("db"));
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..24)
+            .map(|i| {
+                let (store, published) = (store.clone(), published.clone());
+                std::thread::spawn(move || {
+                    let write = move |tx: &Tx<'_>| {
+                        tx.audit(&AuditEntry {
+                            at: i as i64,
+                            actor: "test",
+                            action: "grouped",
+                            target: None,
+                            outcome: "ok",
+                            detail: None,
+                            source: None,
+                        })?;
+                        if i % 3 == 0 {
+                            return Err(Failed::OnPurpose(i));
+                        }
+                        Ok(i)
+                    };
+                    // Some through `write`, which takes turns with the groups.
+                    if i % 4 == 1 {
+                        store.write(write)
+                    } else {
+                        store.write_grouped(write, move |n: &usize| {
+                            published.lock().expect("published").push(*n)
+                        })
+                    }
+                })
+            })
+            .collect();
+        for (i, t) in threads.into_iter().enumerate() {
+            match t.join().expect("thread") {
+                Ok(n) => assert_eq!(n, i),
+                Err(Failed::OnPurpose(n)) => assert_eq!((n, n % 3), (i, 0)),
+                Err(Failed::Store(e)) => panic!("write {i}: {e}"),
+            }
+        }
+        let mut kept: Vec<i64> = store
+            .audit_query(&AuditFilter {
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .expect("audit")
+            .into_iter()
+            .map(|r| r.at)
+            .collect();
+        kept.sort();
+        let want: Vec<i64> = (0..24).filter(|i| i % 3 != 0).collect();
+        assert_eq!(kept, want, "the failed writes alone were rolled back");
+        // Published: the grouped writes that were committed, and only those.
+        let mut published = published.lock().expect("published").clone();
+        published.sort();
+        let want: Vec<usize> = (0..24).filter(|i| i % 3 != 0 && i % 4 != 1).collect();
+        assert_eq!(published, want);
     }
 }

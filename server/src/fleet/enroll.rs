@@ -1,11 +1,15 @@
 //! Enrollment: the policy deciding which host an attempt becomes (token
 //! grant, batch binding, idempotency replay, machine-id conflict,
-//! replacement, label precedence), applied in one transaction.
+//! replacement, label precedence), decided on a read, then signed and
+//! rendered outside the store's lock, then decided again and stored in
+//! one savepoint of a group-committed transaction.
+
+use std::sync::Arc;
 
 use muster_shared::facts::Facts;
 use muster_shared::labels::Labels;
 
-use super::{Fleet, FleetError};
+use super::{Fleet, FleetError, PollIndex};
 use crate::admin_wire::{HostState, TokenState};
 use crate::ca::IssuedCert;
 use crate::schema::{Problem, SchemaError};
@@ -89,6 +93,259 @@ pub fn merge_labels(host: &Labels, token: &Labels, requested: &Labels) -> Labels
     labels
 }
 
+/// Attempts at enrolling before a concurrent change to the same machine,
+/// token or key is given up on.
+const ROUNDS: usize = 4;
+
+/// What the policy reads of an attempt (owned: the write that re-checks it
+/// runs on whichever thread commits the group).
+#[derive(Clone)]
+struct Claim {
+    token: String,
+    idempotency_key: String,
+    machine_id: String,
+    hostname: String,
+    now: i64,
+}
+
+/// What the store says about an attempt: the token's grant and the
+/// machine's hosts. Decided before signing and again inside the write.
+#[derive(Debug, PartialEq, Eq)]
+struct Decision {
+    token_id: String,
+    token: TokenRow,
+    /// The same idempotency key and token as an earlier enrollment.
+    replay: bool,
+    /// The machine's active host.
+    existing: Option<HostRecord>,
+    /// The host an earlier attempt with this key made.
+    past_host: Option<HostRecord>,
+    /// The decommissioned host this machine was (when it has no active one).
+    previous: Option<String>,
+}
+
+/// The policy's reads and the checks that need no key.
+fn decide(tx: &Tx<'_>, a: &Claim) -> Result<Decision, FleetError> {
+    let (id, secret) =
+        tokens::parse(Kind::Enroll, &a.token).ok_or(FleetError::Token("malformed"))?;
+    let past = tx.enrollment(&a.idempotency_key)?;
+    let replay = past.as_ref().is_some_and(|p| p.token_id == id);
+    let token = check_token(tx.enroll_token(id, a.now)?, secret, replay)?;
+    if let Some(bound) = &token.hostname {
+        if !crate::batch::hostname_matches(bound, &a.hostname) {
+            return Err(FleetError::HostnameMismatch {
+                bound: bound.clone(),
+                claimed: a.hostname.clone(),
+            });
+        }
+    }
+    // `last_seen` moves with every check-in and the enrollment sets it
+    // anyway: left out, so a poll in between does not make a decision stale.
+    let unseen = |mut host: HostRecord| {
+        host.last_seen = 0;
+        host
+    };
+    let existing = tx.active_host_by_machine(&a.machine_id)?.map(unseen);
+    // A key already used names its host: only that machine may use it again.
+    let past_host = match &past {
+        Some(p) => tx.host(&p.host_id)?.map(unseen),
+        None => None,
+    };
+    if let Some(host) = &past_host {
+        let same_machine =
+            host.machine_id == a.machine_id && existing.as_ref().is_some_and(|e| e.id == host.id);
+        if !same_machine {
+            return Err(FleetError::ReplayMismatch {
+                host_id: host.id.clone(),
+            });
+        }
+    }
+    if let Some(target) = &token.replaces_host {
+        if existing.as_ref().is_none_or(|e| &e.id != target) {
+            return Err(FleetError::ReplacementMismatch {
+                host_id: target.clone(),
+                machine_id: a.machine_id.clone(),
+            });
+        }
+    }
+    let previous = match existing {
+        Some(_) => None,
+        None => tx.retired_host_of_machine(&a.machine_id)?,
+    };
+    Ok(Decision {
+        token_id: id.to_string(),
+        token,
+        replay,
+        existing,
+        past_host,
+        previous,
+    })
+}
+
+impl Decision {
+    /// The checks that need the request's key.
+    fn what(&self, key_sha256: &str) -> Result<Enrollment, FleetError> {
+        if let Some(host) = &self.past_host {
+            if host.public_key_sha256 != key_sha256 {
+                return Err(FleetError::ReplayMismatch {
+                    host_id: host.id.clone(),
+                });
+            }
+        }
+        match &self.existing {
+            None => Ok(Enrollment::New {
+                previous: self.previous.clone(),
+            }),
+            Some(host) if host.public_key_sha256 == key_sha256 => Ok(Enrollment::Again),
+            Some(host) if self.token.replaces_host.as_deref() == Some(host.id.as_str()) => {
+                Ok(Enrollment::Replaced)
+            }
+            Some(host) => Err(FleetError::MachineConflict {
+                machine_id: host.machine_id.clone(),
+                host_id: host.id.clone(),
+            }),
+        }
+    }
+
+    /// The host record the enrollment stores (its config not yet rendered).
+    fn host(
+        &self,
+        host_id: String,
+        what: &Enrollment,
+        cert: &IssuedCert,
+        a: &EnrollAttempt<'_>,
+    ) -> HostRecord {
+        let mut host = match &self.existing {
+            Some(host) => host.clone(),
+            None => HostRecord {
+                id: host_id,
+                machine_id: a.facts.machine_id.clone(),
+                public_key_sha256: cert.public_key_sha256.clone(),
+                facts: a.facts.clone(),
+                operator_labels: Labels::new(),
+                state: HostState::Enrolled,
+                config: String::new(),
+                rendered_hash: String::new(),
+                targets: Vec::new(),
+                applied_hash: None,
+                last_error: None,
+                alloy_version: None,
+                enrolled_at: a.now,
+                last_seen: a.now,
+                cert_expires_at: cert.not_after,
+                lifecycle: Lifecycle {
+                    previous_host_id: self.previous.clone(),
+                    ..Lifecycle::default()
+                },
+            },
+        };
+        if *what == Enrollment::Replaced {
+            // A new machine behind the same host: nothing it reports yet.
+            host.public_key_sha256 = cert.public_key_sha256.clone();
+            host.state = HostState::Enrolled;
+            host.applied_hash = None;
+            host.last_error = None;
+            host.lifecycle.last_conflict = None;
+            host.lifecycle.scrape = None;
+        }
+        if self.token.replaces_host.is_some() {
+            host.lifecycle.replace_until = None;
+        }
+        host.facts = a.facts.clone();
+        host.operator_labels = merge_labels(
+            &host.operator_labels,
+            &self.token.labels,
+            a.requested_labels,
+        );
+        host.last_seen = a.now;
+        host.cert_expires_at = cert.not_after;
+        if self.token.batch_id.is_some() {
+            host.lifecycle.batch_id = self.token.batch_id.clone();
+        }
+        host
+    }
+}
+
+/// Every earlier certificate of the host is revoked; the new one is live.
+fn publish_enrolled(index: &PollIndex, e: &Enrolled) {
+    index.revoke_host(&e.host.id);
+    index.upsert(&LiveCert {
+        fingerprint: e.cert.fingerprint.clone(),
+        host_id: e.host.id.clone(),
+        not_after: e.cert.not_after,
+        replaces: None,
+        rendered_hash: e.host.rendered_hash.clone(),
+    });
+}
+
+/// An enrollment signed and rendered, waiting for its transaction.
+struct Write {
+    claim: Claim,
+    decision: Decision,
+    host: HostRecord,
+    cert: IssuedCert,
+    what: Enrollment,
+    source: String,
+}
+
+impl Write {
+    /// Decides again inside the transaction; stores the enrollment when
+    /// the decision still holds (`None` when it changed: start over).
+    fn commit(self, tx: &Tx<'_>) -> Result<Option<Enrolled>, FleetError> {
+        let now = decide(tx, &self.claim)?;
+        if now != self.decision {
+            return Ok(None);
+        }
+        let Write {
+            claim,
+            decision,
+            host,
+            cert,
+            what,
+            source,
+        } = self;
+        if decision.existing.is_none() && tx.host(&host.id)?.is_some() {
+            return Ok(None);
+        }
+        let id = decision.token_id.as_str();
+        // Every earlier certificate of the host goes: the old key's after a
+        // replacement, and those of earlier attempts whose answer the agent
+        // never got.
+        tx.revoke_host_certs(&host.id, claim.now)?;
+        tx.put_host(&host)?;
+        tx.add_cert(&host.id, &cert, None, claim.now)?;
+        if !decision.replay {
+            tx.spend_token(id)?;
+            tx.record_enrollment(&claim.idempotency_key, &host.id, id, claim.now)?;
+        }
+        tx.bind_batch_row(id, &host.id)?;
+        let text = match &what {
+            Enrollment::Replaced => "existing host taken over by a new key (hosts replace)".into(),
+            Enrollment::New {
+                previous: Some(previous),
+            } => format!("new host; this machine was {previous}"),
+            Enrollment::New { previous: None } => "new host".into(),
+            Enrollment::Again if decision.replay => "existing host (replayed attempt)".into(),
+            Enrollment::Again => "existing host".to_string(),
+        };
+        tx.audit(&AuditEntry {
+            at: claim.now,
+            actor: &host.id,
+            action: "enroll",
+            target: Some(&host.id),
+            outcome: "accepted",
+            detail: Some(&format!("{text}; token {id}")),
+            source: Some(&source),
+        })?;
+        Ok(Some(Enrolled {
+            host,
+            cert,
+            what,
+            token_id: decision.token_id,
+        }))
+    }
+}
+
 impl Fleet<'_> {
     /// Labels a host asks for obey the label schema (names, values);
     /// required labels are the token's business.
@@ -118,6 +375,13 @@ impl Fleet<'_> {
     /// stores it all with the audit entry, in one transaction. A refusal
     /// stores nothing but its audit entry (and, for a conflict or a batch
     /// row, a note operators see).
+    ///
+    /// The expensive parts run outside the store's lock: the policy is
+    /// decided on a read of the store; the CSR is checked, the certificate
+    /// signed and the config rendered from that decision;
+    /// then the write, queued for the store's group commit, decides again
+    /// inside its transaction and stores the result only if the decision
+    /// is still the same (otherwise, a concurrent change, it starts over).
     pub fn enroll(&self, a: &EnrollAttempt<'_>) -> Result<Enrolled, FleetError> {
         let token_id = tokens::parse(Kind::Enroll, a.token).map(|(id, _)| id.to_string());
         let result = a
@@ -126,10 +390,7 @@ impl Fleet<'_> {
             .map_err(|e| FleetError::BadEdit(format!("invalid facts: {e}")))
             .and_then(|()| check_idempotency_key(a.idempotency_key))
             .and_then(|()| self.check_requested(a.requested_labels))
-            .and_then(|()| {
-                self.store
-                    .write_then(|tx| self.enroll_in(tx, a), |e| self.publish_enrolled(e))
-            });
+            .and_then(|()| self.enroll_checked(a));
         match result {
             Ok(enrolled) => Ok(enrolled),
             Err(e) => {
@@ -139,175 +400,77 @@ impl Fleet<'_> {
         }
     }
 
-    /// Every earlier certificate of the host is revoked; the new one is live.
-    fn publish_enrolled(&self, e: &Enrolled) {
-        self.index.revoke_host(&e.host.id);
-        self.index.upsert(&LiveCert {
-            fingerprint: e.cert.fingerprint.clone(),
-            host_id: e.host.id.clone(),
-            not_after: e.cert.not_after,
-            replaces: None,
-            rendered_hash: e.host.rendered_hash.clone(),
-        });
-    }
-
-    fn enroll_in(&self, tx: &Tx<'_>, a: &EnrollAttempt<'_>) -> Result<Enrolled, FleetError> {
-        let (id, secret) =
-            tokens::parse(Kind::Enroll, a.token).ok_or(FleetError::Token("malformed"))?;
-        let past = tx.enrollment(a.idempotency_key)?;
-        let replay = past.as_ref().is_some_and(|p| p.token_id == id);
-        let token = check_token(tx.enroll_token(id, a.now)?, secret, replay)?;
-        if let Some(bound) = &token.hostname {
-            if !crate::batch::hostname_matches(bound, &a.facts.hostname) {
-                return Err(FleetError::HostnameMismatch {
-                    bound: bound.clone(),
-                    claimed: a.facts.hostname.clone(),
-                });
-            }
-        }
-        let existing = tx.active_host_by_machine(&a.facts.machine_id)?;
-        // A key already used names its host: only that machine may use it again.
-        let past_host = match &past {
-            Some(p) => tx.host(&p.host_id)?,
-            None => None,
+    fn enroll_checked(&self, a: &EnrollAttempt<'_>) -> Result<Enrolled, FleetError> {
+        let mut verified = None;
+        let claim = Claim {
+            token: a.token.to_string(),
+            idempotency_key: a.idempotency_key.to_string(),
+            machine_id: a.facts.machine_id.clone(),
+            hostname: a.facts.hostname.clone(),
+            now: a.now,
         };
-        if let Some(host) = &past_host {
-            let same_machine = host.machine_id == a.facts.machine_id
-                && existing.as_ref().is_some_and(|e| e.id == host.id);
-            if !same_machine {
-                return Err(FleetError::ReplayMismatch {
-                    host_id: host.id.clone(),
-                });
-            }
-        }
-        if let Some(target) = &token.replaces_host {
-            if existing.as_ref().is_none_or(|e| &e.id != target) {
-                return Err(FleetError::ReplacementMismatch {
-                    host_id: target.clone(),
-                    machine_id: a.facts.machine_id.clone(),
-                });
-            }
-        }
-        let host_id = match &existing {
-            Some(host) => host.id.clone(),
-            None => tx.new_host_id(&a.facts.hostname)?,
-        };
-        let validity = self.settings.cert_validity;
-        let cert = self.ca.sign_csr(
-            a.csr_pem,
-            &host_id,
-            crate::fleet::agent::at(a.now),
-            validity,
-        )?;
-        if let Some(host) = &past_host {
-            if host.public_key_sha256 != cert.public_key_sha256 {
-                return Err(FleetError::ReplayMismatch {
-                    host_id: host.id.clone(),
-                });
-            }
-        }
-        let mut what = Enrollment::Again;
-        if let Some(host) = &existing {
-            if host.public_key_sha256 != cert.public_key_sha256 {
-                if token.replaces_host.as_deref() != Some(host.id.as_str()) {
-                    return Err(FleetError::MachineConflict {
-                        machine_id: host.machine_id.clone(),
-                        host_id: host.id.clone(),
-                    });
-                }
-                what = Enrollment::Replaced;
-            }
-        }
-        let mut host = match existing {
-            Some(host) => host,
-            None => {
-                let previous = tx.retired_host_of_machine(&a.facts.machine_id)?;
-                what = Enrollment::New {
-                    previous: previous.clone(),
+        // A decision goes stale only when the same machine, token or key
+        // changed in between; a few rounds settle any realistic race.
+        for _ in 0..ROUNDS {
+            let (decision, new_id) = self.store.write(|tx| {
+                let decision = decide(tx, &claim)?;
+                let new_id = match decision.existing {
+                    Some(_) => None,
+                    None => Some(tx.new_host_id(&a.facts.hostname)?),
                 };
-                HostRecord {
-                    id: host_id.clone(),
-                    machine_id: a.facts.machine_id.clone(),
-                    public_key_sha256: cert.public_key_sha256.clone(),
-                    facts: a.facts.clone(),
-                    operator_labels: Labels::new(),
-                    state: HostState::Enrolled,
-                    config: String::new(),
-                    rendered_hash: String::new(),
-                    targets: Vec::new(),
-                    applied_hash: None,
-                    last_error: None,
-                    alloy_version: None,
-                    enrolled_at: a.now,
-                    last_seen: a.now,
-                    cert_expires_at: cert.not_after,
-                    lifecycle: Lifecycle {
-                        previous_host_id: previous,
-                        ..Lifecycle::default()
-                    },
-                }
-            }
-        };
-        if what == Enrollment::Replaced {
-            // A new machine behind the same host: nothing it reports yet.
-            host.public_key_sha256 = cert.public_key_sha256.clone();
-            host.state = HostState::Enrolled;
-            host.applied_hash = None;
-            host.last_error = None;
-            host.lifecycle.last_conflict = None;
-            host.lifecycle.scrape = None;
-        }
-        if token.replaces_host.is_some() {
-            host.lifecycle.replace_until = None;
-        }
-        // Every earlier certificate of the host goes: the old key's after a
-        // replacement, and those of earlier attempts whose answer the agent
-        // never got.
-        tx.revoke_host_certs(&host.id, a.now)?;
-        host.facts = a.facts.clone();
-        host.operator_labels =
-            merge_labels(&host.operator_labels, &token.labels, a.requested_labels);
-        host.last_seen = a.now;
-        host.cert_expires_at = cert.not_after;
-        if token.batch_id.is_some() {
-            host.lifecycle.batch_id = token.batch_id.clone();
-        }
-        self.rerender(&mut host)
-            .map_err(|error| FleetError::Render {
-                host: host.id.clone(),
-                error: Box::new(error),
+                Ok::<_, FleetError>((decision, new_id))
             })?;
-        tx.put_host(&host)?;
-        tx.add_cert(&host.id, &cert, None, a.now)?;
-        if !replay {
-            tx.spend_token(id)?;
-            tx.record_enrollment(a.idempotency_key, &host.id, id, a.now)?;
+            // After the token check: only a holder of the token's secret
+            // gets as far as a CSR refusal (which notes its batch row).
+            if verified.is_none() {
+                verified = Some(crate::ca::verify_csr(a.csr_pem)?);
+            }
+            let csr = verified.as_ref().expect("verified above");
+            let what = decision.what(&csr.public_key_sha256)?;
+            let host_id = match (&decision.existing, new_id) {
+                (Some(host), _) => host.id.clone(),
+                (None, Some(id)) => id,
+                (None, None) => unreachable!("a new host gets an id"),
+            };
+            let cert = self.ca.sign_verified(
+                csr,
+                &host_id,
+                crate::fleet::agent::at(a.now),
+                self.settings.cert_validity,
+            )?;
+            let mut host = decision.host(host_id, &what, &cert, a);
+            self.rerender(&mut host)
+                .map_err(|error| FleetError::Render {
+                    host: host.id.clone(),
+                    error: Box::new(error),
+                })?;
+            let write = Write {
+                claim: claim.clone(),
+                decision,
+                host,
+                cert,
+                what,
+                source: a.source.to_string(),
+            };
+            let index = Arc::clone(self.index);
+            let stored = self.store.write_grouped(
+                move |tx| write.commit(tx),
+                move |stored| {
+                    if let Some(enrolled) = stored {
+                        publish_enrolled(&index, enrolled);
+                    }
+                },
+            )?;
+            if let Some(enrolled) = stored {
+                return Ok(enrolled);
+            }
         }
-        tx.bind_batch_row(id, &host.id)?;
-        let text = match &what {
-            Enrollment::Replaced => "existing host taken over by a new key (hosts replace)".into(),
-            Enrollment::New {
-                previous: Some(previous),
-            } => format!("new host; this machine was {previous}"),
-            Enrollment::New { previous: None } => "new host".into(),
-            Enrollment::Again if replay => "existing host (replayed attempt)".into(),
-            Enrollment::Again => "existing host".to_string(),
-        };
-        tx.audit(&AuditEntry {
-            at: a.now,
-            actor: &host.id,
-            action: "enroll",
-            target: Some(&host.id),
-            outcome: "accepted",
-            detail: Some(&format!("{text}; token {id}")),
-            source: Some(a.source),
-        })?;
-        Ok(Enrolled {
-            host,
-            cert,
-            what,
-            token_id: id.to_string(),
-        })
+        Err(FleetError::Store(crate::store::StoreError::Commit(
+            format!(
+                "machine-id {} kept changing during enrollment; try again",
+                a.facts.machine_id
+            ),
+        )))
     }
 
     /// Audits a refused enrollment; a conflict is noted on the host and a

@@ -17,7 +17,7 @@ pub(super) struct World {
     templates: Templates,
     render: RenderSettings,
     settings: Settings,
-    index: PollIndex,
+    index: std::sync::Arc<PollIndex>,
 }
 
 impl World {
@@ -34,7 +34,7 @@ impl World {
                 overrides: Default::default(),
             },
             settings: Settings::from_toml("public_url = \"https://x\"").expect("settings"),
-            index: PollIndex::default(),
+            index: Default::default(),
             _dir: dir,
         }
     }

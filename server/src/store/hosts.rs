@@ -13,7 +13,7 @@ use crate::tokens;
 use serde::{Deserialize, Serialize};
 
 /// A host as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRecord {
     pub id: String,
     pub machine_id: String,

@@ -125,6 +125,7 @@ pub(super) fn token_row(
 }
 
 /// An enrollment token as stored (its secret only as a hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRow {
     pub hash: Vec<u8>,
     pub labels: Labels,
