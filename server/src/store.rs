@@ -30,7 +30,7 @@ mod tokens;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRow};
 pub use batch::{BatchEntry, BatchRecord, NewBatchHost};
-pub use browse::{Cursor, HostCert, HostPage, HostSort};
+pub use browse::{Cursor, HostCert, HostPage, HostSort, StateFilter};
 pub use enroll::PastEnrollment;
 pub use hosts::{headline, CertRow, HostRecord, Lifecycle, LiveCert, Rendered, TargetGroup};
 pub use overview::StateCounts;

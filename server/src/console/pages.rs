@@ -21,7 +21,7 @@ use crate::cli::batch::Output;
 use crate::fleet::{unix_now, BatchFile, FleetError, LabelTarget};
 use crate::http::{blocking, refused_admin, throttle, verify_admin, ApiError, ConnInfo, Shared};
 use crate::reconciler::FileChange;
-use crate::store::{AuditEntry, AuditFilter, Cursor, HostRecord, HostSort};
+use crate::store::{AuditEntry, AuditFilter, Cursor, HostRecord, HostSort, StateFilter};
 
 /// Hosts per page of the hosts table.
 pub const PAGE_SIZE: usize = 50;
@@ -300,7 +300,7 @@ pub async fn overview(State(app): State<Shared>, user: User) -> Page {
         let attention = app.store.needs_attention(now, stale, ATTENTION_ROWS)?;
         let recent = app
             .store
-            .host_page(HostSort::Enrolled, None, false, 10, |_| true)?;
+            .host_page(HostSort::Enrolled, None, false, None, 10, |_| true)?;
         Ok::<_, crate::store::StoreError>((counts, attention, recent.hosts))
     })
     .await?
@@ -577,9 +577,17 @@ pub async fn hosts(State(app): State<Shared>, user: User, Query(q): Query<HostsQ
     let stale = stale_secs(&app);
     let now = unix_now();
     let filter_selector = selector.clone();
+    // The state narrows the rows SQLite hands over; each host's shown
+    // state (pending check-ins included) is still checked below.
+    let narrow = match state {
+        _ if drift => Some(StateFilter::Drift),
+        Some(HostState::Stale) => Some(StateFilter::SeenBefore(now - stale)),
+        Some(s) => Some(StateFilter::Shown(s)),
+        None => None,
+    };
     let page_hosts = blocking(&app, move |app| {
         app.store
-            .host_page(sort, after.as_ref(), all, PAGE_SIZE, |h| {
+            .host_page(sort, after.as_ref(), all, narrow, PAGE_SIZE, |h| {
                 filter_selector
                     .as_ref()
                     .is_none_or(|s| labels::matches(s, &h.labels()))

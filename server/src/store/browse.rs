@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::hosts::{host_row, HOST_COLUMNS};
 use super::{HostRecord, Store, StoreError};
+use crate::admin_wire::HostState;
 
 /// The order of a host page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,47 @@ impl HostSort {
     }
 }
 
+/// Which hosts a page lists by state, narrowed in SQL through the covering
+/// index `hosts_states` (the page still checks each host's shown state, as
+/// check-ins not yet written can make a host stale in the database fresh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Hosts shown in this state (neither `stale` nor `pending`).
+    Shown(HostState),
+    /// Active hosts last seen before this time (Unix seconds): `stale`.
+    SeenBefore(i64),
+    /// Active hosts that applied a config, not the one rendered now.
+    Drift,
+}
+
+impl StateFilter {
+    /// The condition, over `hosts_states`' columns, that every host the
+    /// filter keeps meets (a host stale in the database is kept for every
+    /// other state: a pending check-in may make it fresh).
+    fn condition(self) -> String {
+        const ACTIVE: &str = "decommissioned_at IS NULL";
+        match self {
+            StateFilter::Shown(HostState::Decommissioned) => "decommissioned_at IS NOT NULL".into(),
+            StateFilter::Shown(HostState::ConfigApplied) => {
+                format!("{ACTIVE} AND state = 'config_applied' AND scrape_state IS NULL")
+            }
+            StateFilter::Shown(s @ (HostState::ScrapeOk | HostState::ScrapeFailing)) => format!(
+                "{ACTIVE} AND state = 'config_applied' AND scrape_state = '{}'",
+                s.as_str()
+            ),
+            StateFilter::Shown(s @ (HostState::Enrolled | HostState::ConfigFailed)) => {
+                format!("{ACTIVE} AND state = '{}'", s.as_str())
+            }
+            StateFilter::Shown(HostState::Pending | HostState::Stale) => "FALSE".into(),
+            StateFilter::SeenBefore(t) => format!("{ACTIVE} AND last_seen < {t}"),
+            // The index's own expression, compared: so the index covers it.
+            StateFilter::Drift => format!(
+                "{ACTIVE} AND state = 'config_applied' AND (applied_hash IS rendered_hash) = 0"
+            ),
+        }
+    }
+}
+
 /// Where a page starts: after the host with this key and id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -70,34 +112,44 @@ pub(super) fn light_columns() -> String {
 
 /// The query of a host page. Each order reads an index (the primary key,
 /// `hosts_last_seen`, `hosts_enrolled`) from the cursor on, so a deep page
-/// costs what the first one does and neither sorts the table.
-fn page_query(sort: HostSort, after: bool, all: bool) -> String {
+/// costs what the first one does and neither sorts the table. A state
+/// filter is a set of rowids read once from `hosts_states` alone (named:
+/// SQLite would rather range over `hosts_last_seen` for stale hosts and
+/// read each one's row; `+rowid`: the order's index still drives), so hosts
+/// in other states are passed over in the index without their rows read.
+fn page_query(sort: HostSort, after: bool, all: bool, state: Option<StateFilter>) -> String {
     let (order, seek) = match sort {
         HostSort::Id => ("id", "id > ?1"),
         HostSort::LastSeen => ("last_seen DESC, id DESC", "(last_seen, id) < (?1, ?2)"),
         HostSort::Enrolled => ("enrolled_at DESC, id DESC", "(enrolled_at, id) < (?1, ?2)"),
     };
     let seek = if after { seek } else { "TRUE" };
-    let active = if all {
-        ""
-    } else {
-        "AND decommissioned_at IS NULL"
+    let filter = match state {
+        // The state says whether the host is decommissioned.
+        Some(state) => format!(
+            "AND +rowid IN (SELECT rowid FROM hosts INDEXED BY hosts_states WHERE {})",
+            state.condition()
+        ),
+        None if all => String::new(),
+        None => "AND decommissioned_at IS NULL".into(),
     };
     format!(
-        "SELECT {} FROM hosts WHERE {seek} {active} ORDER BY {order}",
+        "SELECT {} FROM hosts WHERE {seek} {filter} ORDER BY {order}",
         light_columns()
     )
 }
 
 impl Store {
-    /// Up to `limit` hosts after `after` in `sort` order that `keep`
-    /// accepts (decommissioned ones only with `all`), without configs.
-    /// Rows are read in index order and stop as soon as the page is full.
+    /// Up to `limit` hosts after `after` in `sort` order that `state` may
+    /// keep and `keep` accepts (decommissioned ones only with `all`, or
+    /// when `state` asks for them), without configs. Rows are read in index
+    /// order and stop as soon as the page is full.
     pub fn host_page(
         &self,
         sort: HostSort,
         after: Option<&Cursor>,
         all: bool,
+        state: Option<StateFilter>,
         limit: usize,
         mut keep: impl FnMut(&HostRecord) -> bool,
     ) -> Result<HostPage, StoreError> {
@@ -109,7 +161,7 @@ impl Store {
             }
         }
         let conn = self.conn();
-        let mut stmt = conn.prepare(&page_query(sort, after.is_some(), all))?;
+        let mut stmt = conn.prepare(&page_query(sort, after.is_some(), all, state))?;
         let mut rows = match after {
             // `Id` has no ?1: its key is always 0.
             Some(c) if sort == HostSort::Id => stmt.query(params![c.id])?,
@@ -254,7 +306,7 @@ mod tests {
                 let mut after = None;
                 loop {
                     let page = store
-                        .host_page(sort, after.as_ref(), all, 25, |_| true)
+                        .host_page(sort, after.as_ref(), all, None, 25, |_| true)
                         .expect("page");
                     seen.extend(page.hosts.iter().map(|h| h.id.clone()));
                     if !page.more {
@@ -278,7 +330,7 @@ mod tests {
         let conn = store.conn();
         for sort in [HostSort::Id, HostSort::LastSeen, HostSort::Enrolled] {
             for after in [false, true] {
-                let sql = page_query(sort, after, false);
+                let sql = page_query(sort, after, false, None);
                 let mut stmt = conn
                     .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                     .expect("explain");
@@ -294,6 +346,95 @@ mod tests {
                 let plan = plan.join("; ");
                 assert!(!plan.contains("TEMP B-TREE"), "{sort:?} sorts: {plan}");
                 assert!(plan.contains("INDEX"), "{sort:?} reads no index: {plan}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_filters_page_like_the_shown_state_through_hosts_states() {
+        use crate::store::hosts::headline;
+        const NOW: i64 = 1000;
+        const STALE_AFTER: i64 = 300;
+        let (_dir, store) = store_with_hosts(120);
+        {
+            let conn = store.conn();
+            // States, scrape results, applied configs and check-ins spread
+            // over the hosts (last_seen 0..6 from the fixture: stale at NOW).
+            conn.execute_batch(
+                "UPDATE hosts SET state = 'config_applied', applied_hash = 'h'
+                   WHERE CAST(substr(id, 5, 3) AS INTEGER) % 3 = 1;
+                 UPDATE hosts SET state = 'config_failed'
+                   WHERE CAST(substr(id, 5, 3) AS INTEGER) % 3 = 2;
+                 UPDATE hosts SET scrape_state = 'scrape_ok'
+                   WHERE CAST(substr(id, 5, 3) AS INTEGER) % 4 = 1;
+                 UPDATE hosts SET scrape_state = 'scrape_failing'
+                   WHERE CAST(substr(id, 5, 3) AS INTEGER) % 4 = 2;
+                 UPDATE hosts SET applied_hash = 'old'
+                   WHERE CAST(substr(id, 5, 3) AS INTEGER) % 5 = 1;
+                 UPDATE hosts SET last_seen = 990
+                   WHERE CAST(substr(id, 5, 3) AS INTEGER) % 2 = 0;",
+            )
+            .expect("spread");
+        }
+        // Stale in the database, seen since in memory.
+        for i in [1, 7, 13, 25, 61] {
+            store.seen(&format!("web-{i:03}-abc"), NOW - 1);
+        }
+        let every = store.hosts_light().expect("hosts");
+        let drifting = |h: &HostRecord| {
+            h.is_active()
+                && h.state == HostState::ConfigApplied
+                && h.applied_hash.as_deref() != Some(h.rendered_hash.as_str())
+        };
+        let mut filters: Vec<StateFilter> = HostState::ALL[1..]
+            .iter()
+            .filter(|s| **s != HostState::Stale)
+            .map(|s| StateFilter::Shown(*s))
+            .collect();
+        filters.extend([
+            StateFilter::SeenBefore(NOW - STALE_AFTER),
+            StateFilter::Drift,
+        ]);
+        for filter in filters {
+            let wanted = |h: &HostRecord| match filter {
+                StateFilter::Shown(s) => headline(h, NOW, STALE_AFTER) == s,
+                StateFilter::SeenBefore(_) => headline(h, NOW, STALE_AFTER) == HostState::Stale,
+                StateFilter::Drift => drifting(h),
+            };
+            let all = filter == StateFilter::Shown(HostState::Decommissioned);
+            for sort in [HostSort::Id, HostSort::LastSeen, HostSort::Enrolled] {
+                let mut expected: Vec<&HostRecord> = every.iter().filter(|h| wanted(h)).collect();
+                expected.sort_by(|a, b| match sort {
+                    HostSort::Id => a.id.cmp(&b.id),
+                    _ => (sort.key(b), &b.id).cmp(&(sort.key(a), &a.id)),
+                });
+                let mut seen = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = store
+                        .host_page(sort, after.as_ref(), all, Some(filter), 7, |h| wanted(h))
+                        .expect("page");
+                    seen.extend(page.hosts.iter().map(|h| h.id.clone()));
+                    if !page.more {
+                        break;
+                    }
+                    let last = page.hosts.last().expect("a full page");
+                    after = Some(Cursor {
+                        key: sort.key(last),
+                        id: last.id.clone(),
+                    });
+                }
+                let want: Vec<String> = expected.iter().map(|h| h.id.clone()).collect();
+                assert!(!want.is_empty(), "{filter:?}: the fixture has such hosts");
+                assert_eq!(seen, want, "{filter:?}, {sort:?}");
+                let sql = page_query(sort, true, all, Some(filter));
+                let plan = store.query_plan(&sql).join("; ");
+                assert!(
+                    plan.contains("LIST SUBQUERY")
+                        && plan.contains("USING COVERING INDEX hosts_states"),
+                    "{filter:?}: {plan}"
+                );
+                assert!(!plan.contains("TEMP B-TREE"), "{filter:?} sorts: {plan}");
             }
         }
     }
