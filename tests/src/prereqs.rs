@@ -155,6 +155,36 @@ pub const CROSS_AARCH64: Prereq = Prereq {
     fix: "run as root; apt-get install qemu-user-static; packaging/cross-toolchain setup",
 };
 
+/// The Windows agent, cross-built in the trixie root, under wine.
+pub const CROSS_WINDOWS: Prereq = Prereq {
+    name: "cross_windows",
+    tools: &["wine", "wineserver", "wineboot", "file"],
+    root: true,
+    cross_toolchain: true,
+    fix: "run as root; apt-get install wine wine64 file; packaging/cross-toolchain setup",
+};
+
+/// packaging/build --cross-only (the aarch64 .deb and .rpm, the MSI), the
+/// MSI read with msitools and installed under wine.
+pub const CROSS_PACKAGES: Prereq = Prereq {
+    name: "cross_packages",
+    tools: &[
+        "wine",
+        "wineserver",
+        "wineboot",
+        "wixl",
+        "msiinfo",
+        "dpkg-deb",
+        "rpm",
+        "rpmbuild",
+        "file",
+        "sha256sum",
+    ],
+    root: true,
+    cross_toolchain: true,
+    fix: "run as root; apt-get install wine wine64 wixl msitools rpm file; packaging/cross-toolchain setup",
+};
+
 /// Every prerequisite, for build.rs.
 pub const ALL: &[&Prereq] = &[
     &PROMETHEUS,
@@ -169,6 +199,8 @@ pub const ALL: &[&Prereq] = &[
     &PACKAGING,
     &SYSTEMD_ANALYZE,
     &CROSS_AARCH64,
+    &CROSS_WINDOWS,
+    &CROSS_PACKAGES,
 ];
 
 impl Prereq {
