@@ -14,7 +14,9 @@ use tracing::warn;
 use crate::alloy::command;
 use crate::alloy::version::{check_for, Check};
 use crate::config::{Config, ALLOY_PORT};
-use crate::detect::os_release::{OsRelease, FILE_ENV};
+use crate::detect::os_release::OsRelease;
+#[cfg(not(windows))]
+use crate::detect::os_release::FILE_ENV;
 use crate::identity::StateDir;
 use ring::rand::{SecureRandom, SystemRandom};
 

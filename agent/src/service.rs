@@ -8,14 +8,16 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use windows_service::service::{
     ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
 };
-use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+use windows_service::service_control_handler::{
+    self, ServiceControlHandlerResult, ServiceStatusHandle,
+};
 use windows_service::{define_windows_service, service_dispatcher};
 
 use crate::config::Config;
@@ -48,8 +50,16 @@ pub fn run(config_path: &Path) -> windows_service::Result<()> {
 
 fn service_main(_arguments: Vec<OsString>) {
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The handler reports STOP_PENDING itself, before it returns: the
+    // manager answers the stop request (`sc stop`) with the status the
+    // handler left, and the check-in in flight may take a moment to end.
+    let handle: Arc<OnceLock<ServiceStatusHandle>> = Arc::new(OnceLock::new());
+    let handler_handle = Arc::clone(&handle);
     let handler = move |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown => {
+            if let Some(status) = handler_handle.get() {
+                report(status, ServiceState::StopPending, ServiceExitCode::Win32(0));
+            }
             let _ = stop_tx.send(true);
             ServiceControlHandlerResult::NoError
         }
@@ -57,33 +67,17 @@ fn service_main(_arguments: Vec<OsString>) {
         _ => ServiceControlHandlerResult::NotImplemented,
     };
     let status = match service_control_handler::register(SERVICE_NAME, handler) {
-        Ok(status) => status,
+        Ok(status) => *handle.get_or_init(|| status),
         Err(e) => {
             tracing::error!(error = %e, "cannot register with the service control manager");
             return;
         }
     };
-    let report = |state, accept, exit_code| {
-        let result = status.set_service_status(ServiceStatus {
-            service_type: ServiceType::OWN_PROCESS,
-            current_state: state,
-            controls_accepted: accept,
-            exit_code,
-            checkpoint: 0,
-            wait_hint: Duration::from_secs(10),
-            process_id: None,
-        });
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot report the service status");
-        }
-    };
-    report(
-        ServiceState::Running,
-        ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
-        ServiceExitCode::Win32(0),
-    );
+    report(&status, ServiceState::Running, ServiceExitCode::Win32(0));
     let config_path = CONFIG_PATH.get().cloned().unwrap_or_default();
-    let code = match tokio::runtime::Builder::new_multi_thread()
+    // One thread, as `muster-agent run` on Linux: the agent waits on the
+    // network most of the time, and each worker thread is resident memory.
+    let code = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -98,11 +92,29 @@ fn service_main(_arguments: Vec<OsString>) {
     } else {
         ServiceExitCode::ServiceSpecific(code)
     };
-    report(
-        ServiceState::Stopped,
-        ServiceControlAccept::empty(),
+    report(&status, ServiceState::Stopped, exit_code);
+}
+
+/// Tells the manager the service's `state`; while running it accepts stop
+/// and shutdown, otherwise no control.
+fn report(status: &ServiceStatusHandle, state: ServiceState, exit_code: ServiceExitCode) {
+    let controls_accepted = if state == ServiceState::Running {
+        ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
+    } else {
+        ServiceControlAccept::empty()
+    };
+    let result = status.set_service_status(ServiceStatus {
+        service_type: ServiceType::OWN_PROCESS,
+        current_state: state,
+        controls_accepted,
         exit_code,
-    );
+        checkpoint: 0,
+        wait_hint: Duration::from_secs(10),
+        process_id: None,
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot report the service status");
+    }
 }
 
 /// Completes when the manager asks the service to stop.

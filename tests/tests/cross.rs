@@ -12,7 +12,7 @@
 //! `muster_e2e::prereqs`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use muster_e2e::fleet::{admin, init, AlloyHost};
@@ -159,20 +159,57 @@ async fn the_aarch64_agent_enrolls_and_applies_its_config_under_qemu() {
     assert_eq!(metrics.0, 200, "{}", metrics.1);
 }
 
-/// A wine prefix of its own (made on first use), its wineserver killed on
-/// drop.
+/// A wine prefix of its own (made on first use) and its wineserver, kept
+/// running until drop.
 struct Wine {
     prefix: PathBuf,
 }
 
 impl Wine {
+    /// Makes the prefix, then keeps its wine session up until drop: a
+    /// persistent (`-p`) wineserver and the session's system processes
+    /// (services.exe and the services it runs). Without it the session ends
+    /// a few seconds after the last program, services.exe and its services
+    /// with it, and the next `wine` command starts a new session in which
+    /// services.exe starts the auto-start services again: a service
+    /// installed by msiexec would not run between two commands, and
+    /// `sc stop` would race the service's own start. The session is booted
+    /// with its output to a file: its system processes keep the standard
+    /// handles of the program that started them, and a pipe they hold
+    /// would never reach its end for a later command's output.
     fn new(dir: &Path) -> Wine {
         let wine = Wine {
             prefix: dir.join("wine"),
         };
-        run_ok(wine.command("wineboot").arg("--init"));
-        run_ok(wine.command("wineserver").arg("--wait"));
+        let log = dir.join("wineboot.log");
+        wine.logged("wineboot", &["--init"], &log);
+        wine.logged("wineserver", &["--wait"], &log);
+        wine.logged("wineserver", &["--persistent"], &log);
+        wine.logged("wineboot", &[], &log);
         wine
+    }
+
+    /// Runs `program args` in this prefix with its output appended to `log`
+    /// (shown when it fails).
+    fn logged(&self, program: &str, args: &[&str], log: &Path) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("wine log");
+        let status = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("wine log"))
+            .stderr(file)
+            .status()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(
+            status.success(),
+            "{program} {args:?}: {status}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
     }
 
     /// `program` with this prefix, quiet, without Mono/Gecko install prompts
@@ -559,7 +596,21 @@ async fn packaging_builds_the_aarch64_packages_and_an_msi_that_installs_the_serv
         "{}: {text}",
         log.display()
     );
-    // It answers the service manager's stop.
+    // It answers the service manager's stop: the control handler reports
+    // STOP_PENDING before it returns (what `sc stop` prints), then the
+    // check-in loop ends, the service reports STOPPED and logs it.
     let stop = run_ok(wine.command("wine").args(["sc", "stop", "MusterAgent"]));
-    assert!(stop.contains("STOP"), "{stop}");
+    assert!(
+        stop.contains("STOP_PENDING") || stop.contains("STOPPED"),
+        "{stop}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut state = run_ok(wine.command("wine").args(["sc", "query", "MusterAgent"]));
+    while !state.contains("STOPPED") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        state = run_ok(wine.command("wine").args(["sc", "query", "MusterAgent"]));
+    }
+    assert!(state.contains("STOPPED"), "{state}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("agent stopped"), "{}: {text}", log.display());
 }
