@@ -126,7 +126,7 @@ fn main() {
         .unwrap_or(f64::NAN);
     let size = std::fs::metadata(&args.agent).expect("agent binary").len();
     println!(
-        "host: {processes} processes; agent {} ({:.1} MiB); detect_interval {}",
+        "host: {processes} processes; agent {} ({:.1} MiB, {size} bytes); detect_interval {}",
         args.agent.display(),
         size as f64 / 1048576.0,
         args.detect_every.as_deref().unwrap_or("default"),
@@ -138,7 +138,7 @@ fn main() {
         per_checkin.last().copied().unwrap_or(f64::NAN),
     );
     println!(
-        "agent idle after {} check-ins ({:.0} s): RSS {:.1} MiB (after the first: {:.1} MiB), peak {:.1} MiB, {threads} threads",
+        "agent idle after {} check-ins ({:.0} s): RSS {:.1} MiB ({rss} KiB; after the first: {:.1} MiB), peak {:.1} MiB, {threads} threads",
         args.polls,
         start.elapsed().as_secs_f64(),
         kib(rss),
