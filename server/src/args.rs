@@ -58,6 +58,9 @@ pub enum Command {
         /// Only entries about or by this host (or any other target: a token or batch id)
         #[arg(long, value_name = "ID")]
         host: Option<String>,
+        /// Only entries by this actor: an admin token's name, a host id, or `server`
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
         /// Only entries since a time ago (30m, 2h, 7days) or a time (2024-05-01T12:00:00Z)
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,

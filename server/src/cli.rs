@@ -616,12 +616,16 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<i64, String> {
 pub async fn audit(
     args: &AdminArgs,
     host: Option<&str>,
+    actor: Option<&str>,
     since: Option<i64>,
     limit: u32,
 ) -> Result<()> {
     let mut query = vec![("limit", limit.to_string())];
     if let Some(h) = host {
         query.push(("host", h.to_string()));
+    }
+    if let Some(a) = actor {
+        query.push(("actor", a.to_string()));
     }
     if let Some(s) = since {
         query.push(("since", s.to_string()));

@@ -201,6 +201,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         }),
         Command::Audit {
             host,
+            actor,
             since,
             limit,
             admin,
@@ -209,7 +210,9 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 .map(|s| cli::parse_since(&s, SystemTime::now()))
                 .transpose()
                 .map_err(|e| usage(anyhow::anyhow!(e)))?;
-            client(|| async move { cli::audit(&admin, host.as_deref(), since, limit).await })
+            client(|| async move {
+                cli::audit(&admin, host.as_deref(), actor.as_deref(), since, limit).await
+            })
         }
     }
 }

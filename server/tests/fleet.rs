@@ -561,6 +561,23 @@ async fn the_audit_log_filters_by_host_and_time_and_records_refused_admins() {
         .admin(Method::GET, "/v1/admin/audit?since=99999999999", None)
         .await;
     assert_eq!(future, json!([]));
+    // By actor: exactly that actor's entries (the actor of this host's
+    // enrollment entry, whoever it is), and none for an unknown one.
+    let actor = rows[0]["actor"].as_str().expect("an actor").to_string();
+    let (status, by_actor) = f
+        .admin(Method::GET, &format!("/v1/admin/audit?actor={actor}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let by_actor = by_actor.as_array().expect("rows");
+    assert!(!by_actor.is_empty());
+    assert!(
+        by_actor.iter().all(|r| r["actor"] == actor.as_str()),
+        "{by_actor:?}"
+    );
+    let (_, nobody) = f
+        .admin(Method::GET, "/v1/admin/audit?actor=no-such-actor", None)
+        .await;
+    assert_eq!(nobody, json!([]));
 
     // A wrong admin token is refused and audited, without the token.
     let resp = f

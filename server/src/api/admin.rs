@@ -255,6 +255,9 @@ pub struct AuditQuery {
     /// Entries about or by this host (or batch, or token: any target).
     #[serde(default)]
     host: Option<String>,
+    /// Entries by this actor (an admin token's name, a host id, `server`).
+    #[serde(default)]
+    actor: Option<String>,
     /// Unix seconds: entries at or after.
     #[serde(default)]
     since: Option<i64>,
@@ -272,7 +275,7 @@ pub async fn audit(
 ) -> Result<Json<Vec<AuditRow>>, ApiError> {
     let filter = AuditFilter {
         host: q.host,
-        actor: None,
+        actor: q.actor,
         since: q.since,
         limit: q.limit.clamp(1, 10_000),
     };
