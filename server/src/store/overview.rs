@@ -78,6 +78,18 @@ const TROUBLED_SQL: &str =
 const STALE_SQL: &str = "WHERE last_seen < ?1 AND decommissioned_at IS NULL
      ORDER BY last_seen DESC, id DESC";
 
+/// A counting row's stored state (column 0) and scrape check (column 1).
+fn state_and_scrape(r: &rusqlite::Row<'_>) -> Result<(HostState, Option<HostState>), StoreError> {
+    use super::monitoring::parse_state;
+    let state = parse_state(&r.get::<_, String>(0)?)?;
+    let scrape = r
+        .get::<_, Option<String>>(1)?
+        .as_deref()
+        .map(parse_state)
+        .transpose()?;
+    Ok((state, scrape))
+}
+
 impl Store {
     /// Hosts by state at `now` (stale: not seen for more than
     /// `stale_after` seconds), rollout and drift.
@@ -89,12 +101,7 @@ impl Store {
         let mut stmt = conn.prepare_cached(COUNT_SQL)?;
         let mut rows = stmt.query([seen_by])?;
         while let Some(r) = rows.next()? {
-            let state = super::monitoring::parse_state(&r.get::<_, String>(0)?)?;
-            let scrape = r
-                .get::<_, Option<String>>(1)?
-                .as_deref()
-                .map(super::monitoring::parse_state)
-                .transpose()?;
+            let (state, scrape) = state_and_scrape(r)?;
             let [all, decommissioned, stale, current]: [u64; 4] =
                 [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?];
             let active = all - decommissioned;
@@ -116,12 +123,7 @@ impl Store {
             let mut stmt = conn.prepare_cached(SEEN_SINCE_SQL)?;
             let mut rows = stmt.query(params![seen_by, ids])?;
             while let Some(r) = rows.next()? {
-                let state = super::monitoring::parse_state(&r.get::<_, String>(0)?)?;
-                let scrape = r
-                    .get::<_, Option<String>>(1)?
-                    .as_deref()
-                    .map(super::monitoring::parse_state)
-                    .transpose()?;
+                let (state, scrape) = state_and_scrape(r)?;
                 counts.take(HostState::Stale, 1);
                 counts.add(headline_of(false, now, state, scrape, now, stale_after), 1);
             }
