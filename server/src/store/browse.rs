@@ -287,6 +287,34 @@ mod tests {
         (dir, store)
     }
 
+    /// The ids of every page of `sort`, `limit` at a time, each page
+    /// starting after the last one's final host.
+    fn walk(
+        store: &Store,
+        sort: HostSort,
+        all: bool,
+        state: Option<StateFilter>,
+        limit: usize,
+        mut keep: impl FnMut(&HostRecord) -> bool,
+    ) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .host_page(sort, after.as_ref(), all, state, limit, &mut keep)
+                .expect("page");
+            seen.extend(page.hosts.iter().map(|h| h.id.clone()));
+            if !page.more {
+                return seen;
+            }
+            let last = page.hosts.last().expect("a full page");
+            after = Some(Cursor {
+                key: sort.key(last),
+                id: last.id.clone(),
+            });
+        }
+    }
+
     #[test]
     fn pages_walk_every_order_without_gaps_or_repeats() {
         let (_dir, store) = store_with_hosts(120);
@@ -302,22 +330,7 @@ mod tests {
                     HostSort::Id => a.id.cmp(&b.id),
                     _ => (sort.key(b), &b.id).cmp(&(sort.key(a), &a.id)),
                 });
-                let mut seen = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = store
-                        .host_page(sort, after.as_ref(), all, None, 25, |_| true)
-                        .expect("page");
-                    seen.extend(page.hosts.iter().map(|h| h.id.clone()));
-                    if !page.more {
-                        break;
-                    }
-                    let last = page.hosts.last().expect("a full page");
-                    after = Some(Cursor {
-                        key: sort.key(last),
-                        id: last.id.clone(),
-                    });
-                }
+                let seen = walk(&store, sort, all, None, 25, |_| true);
                 let want: Vec<String> = expected.iter().map(|h| h.id.clone()).collect();
                 assert_eq!(seen, want, "{sort:?}, all={all}");
             }
@@ -408,22 +421,7 @@ mod tests {
                     HostSort::Id => a.id.cmp(&b.id),
                     _ => (sort.key(b), &b.id).cmp(&(sort.key(a), &a.id)),
                 });
-                let mut seen = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = store
-                        .host_page(sort, after.as_ref(), all, Some(filter), 7, |h| wanted(h))
-                        .expect("page");
-                    seen.extend(page.hosts.iter().map(|h| h.id.clone()));
-                    if !page.more {
-                        break;
-                    }
-                    let last = page.hosts.last().expect("a full page");
-                    after = Some(Cursor {
-                        key: sort.key(last),
-                        id: last.id.clone(),
-                    });
-                }
+                let seen = walk(&store, sort, all, Some(filter), 7, |h| wanted(h));
                 let want: Vec<String> = expected.iter().map(|h| h.id.clone()).collect();
                 assert!(!want.is_empty(), "{filter:?}: the fixture has such hosts");
                 assert_eq!(seen, want, "{filter:?}, {sort:?}");
