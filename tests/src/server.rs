@@ -83,6 +83,19 @@ impl Server {
         self.process.pid()
     }
 
+    /// The agent listener's `GET /v1/download/`: the agent binaries it
+    /// serves, each `{"name", "sha256", ...}`.
+    pub async fn download_index(&self) -> Vec<serde_json::Value> {
+        self.client()
+            .get(format!("{}/v1/download/", self.agent_url()))
+            .send()
+            .await
+            .expect("download index")
+            .json()
+            .await
+            .expect("download index JSON")
+    }
+
     /// An HTTPS client that trusts only the server's CA (`<data dir>/ca.crt`,
     /// written by `init`), for both listeners. No client certificate.
     pub fn client(&self) -> reqwest::Client {

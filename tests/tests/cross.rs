@@ -504,14 +504,7 @@ async fn packaging_builds_the_aarch64_packages_and_an_msi_that_installs_the_serv
     let (server, token, pin) = server_with_token(root.path(), Some(&out)).await;
     let client = server.client();
     let base = server.agent_url();
-    let index: Vec<Value> = client
-        .get(format!("{base}/v1/download/"))
-        .send()
-        .await
-        .expect("index")
-        .json()
-        .await
-        .expect("index JSON");
+    let index = server.download_index().await;
     for name in [
         "muster-agent-linux-aarch64",
         "muster-agent-windows-x86_64.exe",

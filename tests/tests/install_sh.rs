@@ -372,14 +372,7 @@ async fn downloads_are_listed_with_their_hashes_and_unknown_names_are_json_404s(
     let client = server.client();
     let base = server.agent_url();
     let name = format!("muster-agent-linux-{ARCH}");
-    let index: Vec<Value> = client
-        .get(format!("{base}/v1/download/"))
-        .send()
-        .await
-        .expect("index")
-        .json()
-        .await
-        .expect("index JSON");
+    let index = server.download_index().await;
     assert_eq!(index.len(), 1, "{index:?}");
     assert_eq!(index[0]["name"], name.as_str());
     let sum = client
