@@ -9,11 +9,13 @@
 //! retried with backoff until it is written. A full pass when the
 //! background task starts (after the server listens) and every
 //! [`FULL_PASS`] also repairs files changed or removed behind the server's
-//! back. The files a page of a full pass writes share one fsync of the
+//! back. An enrollment's file is queued ([`Reconciler::queue`]) and
+//! written by the background task with those queued meanwhile; the files
+//! a queue run or a page of a full pass writes share one fsync of the
 //! directory. `muster-server targets sync
 //! [--check]` runs the same comparison offline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -183,6 +185,10 @@ struct Inner {
     drift: Mutex<BTreeMap<String, Drift>>,
     /// Times a host started drifting.
     drift_events: AtomicU64,
+    /// Hosts queued for the background task ([`Reconciler::queue`]).
+    queued: Mutex<BTreeSet<String>>,
+    /// Wakes the background task when a host is queued.
+    wake: tokio::sync::Notify,
 }
 
 /// The handle handlers and start-up use; cheap to clone.
@@ -213,6 +219,8 @@ impl Reconciler {
                 files: Mutex::new(()),
                 drift: Mutex::new(BTreeMap::new()),
                 drift_events: AtomicU64::new(0),
+                queued: Mutex::new(BTreeSet::new()),
+                wake: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -223,8 +231,9 @@ impl Reconciler {
 
     /// Starts the background task: a full pass at once (start-up does not
     /// wait for it: the server listens meanwhile, and a file it has not
-    /// reached yet is repaired a little later), then retries drifting hosts
-    /// when their backoff is up, and runs a full pass every [`FULL_PASS`].
+    /// reached yet is repaired a little later), then writes queued hosts'
+    /// files as soon as they are queued, retries drifting hosts when their
+    /// backoff is up, and runs a full pass every [`FULL_PASS`].
     pub fn spawn(&self) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -236,6 +245,7 @@ impl Reconciler {
                 }
                 let worker = me.clone();
                 let pass = tokio::task::spawn_blocking(move || {
+                    worker.write_queued();
                     if full {
                         worker.full_pass()
                     } else {
@@ -251,7 +261,10 @@ impl Reconciler {
                     }
                     Err(e) => tracing::error!(error = %e, "target file pass failed"),
                 }
-                tokio::time::sleep(FIRST_BACKOFF).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(FIRST_BACKOFF) => {}
+                    _ = me.inner.wake.notified() => {}
+                }
             }
         });
     }
@@ -267,6 +280,40 @@ impl Reconciler {
             Err(e) => return Err(e.to_string()),
         };
         self.sync_locked(&host, true)
+    }
+
+    /// Queues a host's file for the background task, which writes the
+    /// files queued meanwhile together, off the async workers, with one
+    /// directory fsync for all of them: an enrollment's answer does not
+    /// wait for its file (a failure leaves the host drifting, retried).
+    pub fn queue(&self, host_id: &str) {
+        self.inner
+            .queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host_id.to_string());
+        self.inner.wake.notify_one();
+    }
+
+    /// Writes the queued hosts' files, each as the store holds it now
+    /// (read under the file lock), then fsyncs the directory once.
+    /// Blocking; the background task and shutdown call it.
+    pub fn write_queued(&self) {
+        let queued =
+            std::mem::take(&mut *self.inner.queued.lock().unwrap_or_else(|p| p.into_inner()));
+        if queued.is_empty() {
+            return;
+        }
+        let _files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = Vec::with_capacity(queued.len());
+        for id in &queued {
+            match self.inner.store.host(id) {
+                Ok(Some(host)) => hosts.push(host),
+                Ok(None) => {}
+                Err(e) => self.drifting(id, &e.to_string()),
+            }
+        }
+        self.sync_batch_locked(&hosts);
     }
 
     /// Brings `hosts`' files in line, with one directory fsync after them;

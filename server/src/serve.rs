@@ -80,6 +80,12 @@ pub async fn run(
         let _ = admin_task.await;
     })
     .await;
+    // Target files still queued are written before exit (the next start's
+    // full pass would write them otherwise).
+    let reconciler = app.reconciler.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || reconciler.write_queued()).await {
+        tracing::error!(error = %e, "target file writer failed at shutdown");
+    }
     // Check-in times still in memory go to the database before exit.
     let store = app.store.clone();
     match tokio::task::spawn_blocking(move || store.flush_seen()).await {

@@ -41,9 +41,8 @@ async fn enroll_creates_host_config_and_target_file() {
     );
     assert_eq!(body["config"]["hash"].as_str().map(str::len), Some(64));
 
+    let text = f.target_file(host_id).await;
     assert_eq!(f.target_files(), vec![format!("{host_id}.json")]);
-    let text = std::fs::read_to_string(f.targets_dir().join(format!("{host_id}.json")))
-        .expect("target file");
     let groups: Value = serde_json::from_str(&text).expect("target file is JSON");
     let labels = &groups[0]["labels"];
     assert_eq!(labels["env"], "prod");
@@ -136,7 +135,9 @@ async fn unknown_malformed_exhausted_and_revoked_tokens_get_the_same_401() {
     let (status, body) = f.enroll(&b.enroll_body(&revoked, "idem-tokens-05")).await;
     assert_invalid_token(status, &body);
 
-    assert_eq!(f.hosts().await.len(), 1, "only `a` enrolled");
+    let hosts = f.hosts().await;
+    assert_eq!(hosts.len(), 1, "only `a` enrolled");
+    f.target_file(hosts[0]["id"].as_str().expect("id")).await;
     assert_eq!(f.target_files().len(), 1);
     let reasons: Vec<String> = f
         .audit()
@@ -209,6 +210,7 @@ async fn the_same_machine_enrolling_again_keeps_its_host() {
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_eq!(first["host_id"], second["host_id"]);
     assert_eq!(f.hosts().await.len(), 1);
+    f.target_file(second["host_id"].as_str().expect("id")).await;
     assert_eq!(f.target_files().len(), 1, "no duplicate target file");
     assert_eq!(f.hosts().await[0]["labels"]["env"], "prod");
 

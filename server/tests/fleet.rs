@@ -312,6 +312,7 @@ async fn selectors_pick_hosts_for_list_and_label_all_or_nothing() {
 async fn decommission_revokes_the_agent_retires_the_target_file_and_keeps_the_history() {
     let f = Fixture::start();
     let (agent, id, cert) = enroll(&f, "retire-01", json!({"team": "web"})).await;
+    f.target_file(&id).await;
     let (status, _) = get_config(&f, &agent, &cert).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -373,6 +374,7 @@ async fn decommission_revokes_the_agent_retires_the_target_file_and_keeps_the_hi
         shown["labels"].get("team").is_none(),
         "labels come from the new token"
     );
+    f.target_file(new_id).await;
     let mut files = f.target_files();
     files.sort();
     assert_eq!(files.len(), 2, "{files:?}");

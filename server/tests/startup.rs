@@ -126,23 +126,6 @@ async fn a_restart_re_renders_only_after_the_templates_changed() {
     assert!(!server.logs().contains(RENDERED), "{}", server.logs());
 }
 
-/// The content of `path` once it exists, within a deadline.
-async fn appears(path: &std::path::Path, server: &Server) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never written\n{}",
-            path.display(),
-            server.logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_start_up_pass_repairs_target_files_in_the_background() {
     muster_e2e::install_crypto();
@@ -169,7 +152,7 @@ async fn the_start_up_pass_repairs_target_files_in_the_background() {
     let targets = data.join("targets");
     let kept_file = targets.join(format!("{kept}.json"));
     let gone_file = targets.join(format!("{gone}.json"));
-    let want = std::fs::read_to_string(&kept_file).expect("target file");
+    let want = server.written(&kept_file).await;
     admin(
         &server,
         Method::POST,
@@ -184,7 +167,7 @@ async fn the_start_up_pass_repairs_target_files_in_the_background() {
     std::fs::remove_file(&kept_file).expect("remove");
     std::fs::write(&gone_file, "[]").expect("live again");
     let server = Server::start(&data);
-    assert_eq!(appears(&kept_file, &server).await, want);
+    assert_eq!(server.written(&kept_file).await, want);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while gone_file.exists() {
         assert!(

@@ -47,6 +47,7 @@ fn sync_check(data: &Path) -> std::process::Output {
 async fn parallel_label_edits_and_fact_reports_never_expose_a_partial_file() {
     let f = Fixture::start();
     let (agent, id, cert) = enrolled(&f, "busy").await;
+    f.target_file(&id).await;
     let file = f.targets_dir().join(format!("{id}.json"));
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -195,7 +196,9 @@ async fn a_full_targets_dir_leaves_hosts_drifting_until_space_returns() {
         std::fs::write(&path, toml).expect("write");
     });
     let (_, first, _) = enrolled(&f, "before-full").await;
-    assert!(targets.join(format!("{first}.json")).exists());
+    f.server
+        .written(&targets.join(format!("{first}.json")))
+        .await;
 
     let filler = fill(&targets);
     // Enrollments and label edits go on; nothing claims a file was written.
@@ -219,9 +222,21 @@ async fn a_full_targets_dir_leaves_hosts_drifting_until_space_returns() {
     let mut want: Vec<String> = late.clone();
     want.push(first.clone());
     want.sort();
-    let mut shown = drifting(&f.hosts().await);
-    shown.sort();
-    assert_eq!(shown, want, "drift is visible in hosts list");
+    // Enrollments' files are written in the background: their drift shows
+    // once the reconciler has tried.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut shown = drifting(&f.hosts().await);
+        shown.sort();
+        if shown == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drift is visible in hosts list: {shown:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let metrics = metrics_text(&f).await;
     assert!(
         metrics.contains(&format!("\nmuster_target_drift_hosts {}\n", want.len())),

@@ -96,6 +96,39 @@ impl Server {
             .expect("download index JSON")
     }
 
+    /// The text of `host_id`'s target file in `<data dir>/targets` once
+    /// the reconciler has written it: an enrollment's file is written in
+    /// the background, just after the agent's answer.
+    pub async fn target_file(&self, host_id: &str) -> String {
+        self.written(
+            &self
+                .data_dir
+                .join("targets")
+                .join(format!("{host_id}.json")),
+        )
+        .await
+    }
+
+    /// The text of `path` once it exists (up to 30 s; the server's logs in
+    /// the failure).
+    pub async fn written(&self, path: &Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::fs::read_to_string(path) {
+                Ok(text) => return text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("reading {}: {e}", path.display()),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never written\n{}",
+                path.display(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// An HTTPS client that trusts only the server's CA (`<data dir>/ca.crt`,
     /// written by `init`), for both listeners. No client certificate.
     pub fn client(&self) -> reqwest::Client {

@@ -178,8 +178,7 @@ async fn the_one_liner_on_a_bare_debian_host() {
     assert!(host_id.starts_with("bare-host-"), "{host_id}");
     let scrape = format!("{}:12345", host.host_ip);
     assert_eq!(all[0]["facts"]["scrape_address"], scrape.as_str());
-    let target = std::fs::read_to_string(data.join("targets").join(format!("{host_id}.json")))
-        .expect("target file");
+    let target = server.target_file(&host_id).await;
     assert!(target.contains(&scrape), "{target}");
 
     // 3. Uninstall: clean, and the hint that finishes it on the server.

@@ -136,11 +136,7 @@ async fn the_aarch64_agent_enrolls_and_applies_its_config_under_qemu() {
     assert_eq!(shown["applied_hash"], shown["rendered_hash"]);
     assert_eq!(shown["facts"]["arch"], "aarch64", "{shown}");
     let host_id = shown["id"].as_str().expect("id");
-    let target_file = server
-        .data_dir()
-        .join("targets")
-        .join(format!("{host_id}.json"));
-    let targets = std::fs::read_to_string(&target_file).expect("target file");
+    let targets = server.target_file(host_id).await;
     assert!(targets.contains("\"env\": \"cross\""), "{targets}");
     let applied = std::fs::read_to_string(&host.alloy_config).expect("alloy config");
     assert!(
@@ -370,11 +366,7 @@ async fn the_windows_agent_enrolls_and_writes_alloys_config_under_wine() {
     assert!(shown["facts"].get("kernel").is_none(), "{shown}");
     assert!(shown["facts"].get("services").is_none(), "{shown}");
     let host_id = shown["id"].as_str().expect("id");
-    assert!(server
-        .data_dir()
-        .join("targets")
-        .join(format!("{host_id}.json"))
-        .is_file());
+    server.target_file(host_id).await;
     // The Windows template, validated by alloy-windows-amd64.exe, is where
     // Windows Alloy reads it, and the reloaded stand-in serves it.
     let applied = std::fs::read_to_string(&live).expect("alloy config");

@@ -67,10 +67,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
     assert_eq!(shown["applied_hash"], shown["rendered_hash"]);
     let hostname = shown["hostname"].as_str().expect("hostname").to_string();
     let host_id = shown["id"].as_str().expect("id").to_string();
-    assert!(data
-        .join("targets")
-        .join(format!("{host_id}.json"))
-        .exists());
+    server.target_file(&host_id).await;
     let applied = std::fs::read_to_string(&host.alloy_config).expect("alloy config");
     assert!(
         applied.contains("prometheus.exporter.unix \"default\""),

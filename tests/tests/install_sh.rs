@@ -183,7 +183,13 @@ async fn the_one_liner_installs_enrolls_and_applies_on_a_bare_host() {
             .unwrap_or(false);
         if any {
             to_target = Some(start.elapsed());
-        } else if child.try_wait().expect("wait").is_some() {
+        } else if child
+            .try_wait()
+            .expect("wait")
+            .is_some_and(|status| !status.success())
+        {
+            // Failed; a successful line's file may follow its exit (the
+            // server writes it just after the enrollment's answer).
             break;
         } else {
             std::thread::sleep(Duration::from_millis(2));

@@ -38,8 +38,9 @@ pub async fn enroll(
             source: &source,
             now: unix_now(),
         })?;
-        // A failed write leaves the host drifting; the reconciler retries.
-        let _ = app.host_changed(&enrolled.host.id);
+        // The reconciler writes the target file in the background, with
+        // those of concurrent enrollments; the answer does not wait for it.
+        app.reconciler.queue(&enrolled.host.id);
         Ok::<_, crate::fleet::FleetError>(enrolled)
     })
     .await?;

@@ -54,6 +54,12 @@ impl Fixture {
         self.data_dir().join("targets")
     }
 
+    /// The text of `host_id`'s target file once the reconciler has written
+    /// it (an enrollment's file is written just after the answer).
+    pub async fn target_file(&self, host_id: &str) -> String {
+        self.server.target_file(host_id).await
+    }
+
     /// Names of the files in the targets dir, sorted.
     pub fn target_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.targets_dir())
