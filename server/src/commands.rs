@@ -294,10 +294,12 @@ where
 
 /// `targets sync [--check]`: lists every difference between the targets
 /// dir and the database and (without `check`) repairs it; how many there
-/// were. Safe while the server runs: writes go through unique temp files,
-/// and a temp file of a live process is left alone.
+/// were. Hosts are read a page at a time, and the directory is fsynced
+/// once per page of repairs. Safe while the server runs: writes go through
+/// unique temp files, and a temp file of a live process is left alone.
 fn targets_sync(data_dir: &Path, check: bool) -> Result<usize, Failure> {
-    use crate::reconciler::{self, Difference};
+    use crate::reconciler;
+    const PAGE: usize = 1000;
     let settings = crate::settings::Settings::read(&data_dir.join(crate::settings::FILE_NAME))
         .context("reading settings")
         .map_err(usage)?;
@@ -307,33 +309,39 @@ fn targets_sync(data_dir: &Path, check: bool) -> Result<usize, Failure> {
         .unwrap_or_else(|| data_dir.join("targets"));
     let store = crate::store::Store::open(&data_dir.join(crate::store::FILE_NAME))
         .context("opening the database")?;
-    let hosts = store.hosts_all().context("reading hosts")?;
-    let differences = reconciler::differences(&dir, &hosts)
-        .with_context(|| format!("reading {}", dir.display()))?;
-    for d in &differences {
-        println!("{d}");
-        if check {
-            continue;
-        }
-        let id = match d {
-            Difference::Missing(id) | Difference::Differs(id) | Difference::NotRetired(id) => id,
-            Difference::StrayTemp(name) => {
-                if !reconciler::temp_of_live_process(name) {
-                    std::fs::remove_file(dir.join(name))
-                        .with_context(|| format!("removing {name}"))?;
-                }
+    let reading = || format!("reading {}", dir.display());
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .hosts_page(after.as_deref(), PAGE)
+            .context("reading hosts")?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        let differences = reconciler::differences(&dir, &page).with_context(reading)?;
+        count += differences.len();
+        for d in &differences {
+            println!("{d}");
+            if check {
                 continue;
             }
-        };
-        let host = hosts.iter().find(|h| &h.id == id).expect("listed host");
-        reconciler::sync_file(&dir, host)
-            .with_context(|| format!("syncing the target file of {id}"))?;
+            let id = d.host_id();
+            let host = page.iter().find(|h| h.id == id).expect("listed host");
+            reconciler::sync_file(&dir, host)
+                .with_context(|| format!("syncing the target file of {id}"))?;
+        }
+        if !check && !differences.is_empty() {
+            crate::targets::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
+        }
+    }
+    for name in reconciler::temp_files(&dir).with_context(reading)? {
+        println!("temp file {name}");
+        count += 1;
+        if !check && !reconciler::temp_of_live_process(&name) {
+            std::fs::remove_file(dir.join(&name)).with_context(|| format!("removing {name}"))?;
+        }
     }
     let what = if check { "differ" } else { "repaired" };
-    println!(
-        "{} target file(s) {what} in {}",
-        differences.len(),
-        dir.display()
-    );
-    Ok(differences.len())
+    println!("{count} target file(s) {what} in {}", dir.display());
+    Ok(count)
 }

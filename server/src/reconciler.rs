@@ -61,8 +61,15 @@ pub enum Difference {
     Differs(String),
     /// A decommissioned host's file is still live.
     NotRetired(String),
-    /// A leftover temp file.
-    StrayTemp(String),
+}
+
+impl Difference {
+    /// The host whose file differs.
+    pub fn host_id(&self) -> &str {
+        match self {
+            Difference::Missing(id) | Difference::Differs(id) | Difference::NotRetired(id) => id,
+        }
+    }
 }
 
 impl std::fmt::Display for Difference {
@@ -71,7 +78,6 @@ impl std::fmt::Display for Difference {
             Difference::Missing(id) => write!(f, "missing   {id}.json"),
             Difference::Differs(id) => write!(f, "differs   {id}.json"),
             Difference::NotRetired(id) => write!(f, "live      {id}.json (host decommissioned)"),
-            Difference::StrayTemp(name) => write!(f, "temp file {name}"),
         }
     }
 }
@@ -99,30 +105,17 @@ pub fn temp_of_live_process(name: &str) -> bool {
 /// Removes leftover temp files (a crash between create and rename);
 /// their names.
 pub fn remove_stray_temps(dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if is_temp(&name) {
-            std::fs::remove_file(dir.join(&name))?;
-            removed.push(name);
-        }
+    let names = temp_files(dir)?;
+    for name in &names {
+        std::fs::remove_file(dir.join(name))?;
     }
-    Ok(removed)
+    Ok(names)
 }
 
-/// Brings one host's file in line with its record (and fsyncs the
-/// directory when it changed).
+/// Brings one host's file in line with its record, without the
+/// directory's fsync: the caller runs [`targets::sync_dir`] once after the
+/// files it changed.
 pub fn sync_file(dir: &Path, host: &HostRecord) -> std::io::Result<FileChange> {
-    let change = sync_file_unsynced(dir, host)?;
-    if change != FileChange::Unchanged {
-        targets::sync_dir(dir)?;
-    }
-    Ok(change)
-}
-
-/// [`sync_file`] without the directory's fsync: the caller runs
-/// [`targets::sync_dir`] once after a batch of files.
-fn sync_file_unsynced(dir: &Path, host: &HostRecord) -> std::io::Result<FileChange> {
     if host.is_active() {
         return Ok(if targets::write_host(dir, host)? {
             FileChange::Written
@@ -142,8 +135,8 @@ fn sync_file_unsynced(dir: &Path, host: &HostRecord) -> std::io::Result<FileChan
     })
 }
 
-/// Every difference between `dir` and `hosts` (all hosts, decommissioned
-/// ones included).
+/// Every difference between `dir` and `hosts`' files (decommissioned
+/// hosts included; [`temp_files`] lists the other files that differ).
 pub fn differences(dir: &Path, hosts: &[HostRecord]) -> std::io::Result<Vec<Difference>> {
     let mut out = Vec::new();
     for host in hosts {
@@ -164,10 +157,16 @@ pub fn differences(dir: &Path, hosts: &[HostRecord]) -> std::io::Result<Vec<Diff
             _ => {}
         }
     }
+    Ok(out)
+}
+
+/// The names of the temp files in `dir` (a writer's, or leftovers).
+pub fn temp_files(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if is_temp(&name) {
-            out.push(Difference::StrayTemp(name));
+            out.push(name);
         }
     }
     Ok(out)
@@ -279,7 +278,11 @@ impl Reconciler {
             Ok(None) => return Ok(FileChange::Unchanged),
             Err(e) => return Err(e.to_string()),
         };
-        self.sync_locked(&host, true)
+        let change = self.sync_locked(&host)?;
+        if change != FileChange::Unchanged {
+            self.sync_dir_locked(&[&host])?;
+        }
+        Ok(change)
     }
 
     /// Queues a host's file for the background task, which writes the
@@ -323,31 +326,34 @@ impl Reconciler {
             .iter()
             .filter(|host| {
                 matches!(
-                    self.sync_locked(host, false),
+                    self.sync_locked(host),
                     Ok(FileChange::Written | FileChange::Retired(_))
                 )
             })
             .collect();
         if !changed.is_empty() {
-            if let Err(e) = targets::sync_dir(&self.inner.dir) {
-                self.inner.metrics.target_write(false);
-                for host in &changed {
-                    self.drifting(&host.id, &e.to_string());
-                }
-            }
+            let _ = self.sync_dir_locked(&changed);
         }
         changed.len()
     }
 
-    /// Brings one host's file in line; `sync_dir`: fsync the directory
-    /// after a change (otherwise the caller does, once per batch).
-    fn sync_locked(&self, host: &HostRecord, sync_dir: bool) -> Result<FileChange, String> {
-        let synced = if sync_dir {
-            sync_file(&self.inner.dir, host)
-        } else {
-            sync_file_unsynced(&self.inner.dir, host)
-        };
-        match synced {
+    /// Fsyncs the directory after `changed` hosts' files were written or
+    /// retired; if that fails, they are drifting. Hold the file lock.
+    fn sync_dir_locked(&self, changed: &[&HostRecord]) -> Result<(), String> {
+        targets::sync_dir(&self.inner.dir).map_err(|e| {
+            let error = e.to_string();
+            self.inner.metrics.target_write(false);
+            for host in changed {
+                self.drifting(&host.id, &error);
+            }
+            error
+        })
+    }
+
+    /// Brings one host's file in line (the caller fsyncs the directory
+    /// after a change). Hold the file lock.
+    fn sync_locked(&self, host: &HostRecord) -> Result<FileChange, String> {
+        match sync_file(&self.inner.dir, host) {
             Ok(change) => {
                 self.settled(&host.id);
                 if change == FileChange::Written {

@@ -147,9 +147,11 @@ pub fn retired_name(host_id: &str, decommissioned_at: std::time::SystemTime) -> 
 
 /// Retires a decommissioned host's target file: renames `<id>.json` to
 /// `<id>.json.deleted.<UTC timestamp>`, which Prometheus's `*.json` glob no
-/// longer matches, so the targets dir keeps every host ever enrolled.
-/// Returns the new path, or `None` when there was no file. Durable once
-/// [`sync_dir`] has run.
+/// longer matches, so the targets dir keeps every host ever enrolled. A
+/// live file put back after the host was retired is removed instead: the
+/// file retired first keeps its name and its targets. Returns the retired
+/// path, or `None` when there was no live file. Durable once [`sync_dir`]
+/// has run.
 pub fn retire_host(
     dir: &Path,
     host_id: &str,
@@ -162,7 +164,12 @@ pub fn retire_host(
         )
     })?;
     let retired = dir.join(retired_name(host_id, now));
-    match std::fs::rename(&path, &retired) {
+    let retiring = if retired.exists() {
+        std::fs::remove_file(&path)
+    } else {
+        std::fs::rename(&path, &retired)
+    };
+    match retiring {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

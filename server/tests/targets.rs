@@ -1,7 +1,8 @@
 //! The reconciler against the real server binary: parallel writers never
 //! expose a partial target file, a full targets dir leaves hosts drifting
 //! (visible, and repaired without a restart once space returns), and
-//! `targets sync --check` compares files with the database.
+//! `targets sync [--check]` compares files with the database and repairs
+//! them.
 
 mod common;
 
@@ -36,11 +37,90 @@ fn futures_box<'a>(
 }
 
 fn sync_check(data: &Path) -> std::process::Output {
+    sync(data, &["--check"])
+}
+
+fn sync(data: &Path, options: &[&str]) -> std::process::Output {
     Command::new(muster_e2e::bin_path("muster-server"))
-        .args(["targets", "sync", "--check", "--data-dir"])
+        .args(["targets", "sync", "--data-dir"])
         .arg(data)
+        .args(options)
         .output()
         .expect("run targets sync")
+}
+
+#[tokio::test]
+async fn targets_sync_lists_and_repairs_what_differs_with_the_server_stopped() {
+    let f = Fixture::start();
+    let mut ids = Vec::new();
+    for name in ["sync-a", "sync-b", "sync-c"] {
+        let (_, id, _) = enrolled(&f, name).await;
+        f.target_file(&id).await;
+        ids.push(id);
+    }
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    let (status, body) = f
+        .admin(
+            Method::POST,
+            &format!("/v1/admin/hosts/{c}/decommission"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let data = f.data_dir();
+    let dir = f.targets_dir();
+    let file = |id: &str| dir.join(format!("{id}.json"));
+    let (a_text, b_text) = (f.target_file(a).await, f.target_file(b).await);
+    let retired_c = body["target_file"].as_str().expect("retired").to_string();
+    let c_text = std::fs::read_to_string(dir.join(&retired_c)).expect("retired file");
+    let Fixture {
+        server, dir: _root, ..
+    } = f;
+    drop(server);
+
+    // Behind the stopped server's back: a file deleted, one edited, a
+    // decommissioned host's file live again, a crashed writer's temp file
+    // (no process has pid 999999999).
+    std::fs::remove_file(file(a)).expect("remove");
+    std::fs::write(file(b), "[]").expect("edit");
+    std::fs::write(file(c), "[]").expect("live again");
+    let temp = format!(".{a}.json.tmp-999999999-0");
+    std::fs::write(dir.join(&temp), "[").expect("temp");
+
+    let out = sync_check(&data);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        format!("missing   {a}.json"),
+        format!("differs   {b}.json"),
+        format!("live      {c}.json (host decommissioned)"),
+        format!("temp file {temp}"),
+        "4 target file(s) differ".to_string(),
+    ] {
+        assert!(listed.contains(&line), "{line:?} in:\n{listed}");
+    }
+    assert!(!file(a).exists(), "--check changes nothing");
+
+    let out = sync(&data, &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 target file(s) repaired"));
+    assert_eq!(std::fs::read_to_string(file(a)).expect("a"), a_text);
+    assert_eq!(std::fs::read_to_string(file(b)).expect("b"), b_text);
+    assert!(!file(c).exists() && !dir.join(&temp).exists());
+    // The file retired at the decommission keeps its name and targets.
+    let retired: Vec<String> = common::file_names(&dir)
+        .into_iter()
+        .filter(|name| name.starts_with(&format!("{c}.json.")))
+        .collect();
+    assert_eq!(retired, std::slice::from_ref(&retired_c));
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&retired_c)).expect("retired"),
+        c_text
+    );
+
+    let out = sync_check(&data);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 target file(s) differ"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -62,12 +62,7 @@ impl Fixture {
 
     /// Names of the files in the targets dir, sorted.
     pub fn target_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.targets_dir())
-            .expect("targets dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        file_names(&self.targets_dir())
     }
 
     /// Lets time pass for the certificates: every stored certificate's
@@ -143,6 +138,16 @@ impl Fixture {
             .expect("enroll request");
         answer(resp).await
     }
+}
+
+/// Names of the files in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Enrolls `agent` with a new token made from `token_body`; returns (host
