@@ -16,6 +16,7 @@
 
 pub mod apt_repo;
 pub mod bare_host;
+pub mod bench;
 pub mod fleet;
 pub mod loadgen;
 pub mod prereqs;

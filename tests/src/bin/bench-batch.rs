@@ -14,20 +14,27 @@ use std::time::{Duration, Instant};
 use muster_e2e::fleet::{
     admin, batch_csv, disable_detected_services, init, PretendHost, SharedAlloy,
 };
-use muster_e2e::Server;
+use muster_e2e::{bench, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+const USAGE: &str = "\
+bench-batch: a batch of hosts from import to every host config_applied,
+with the real server, agents and an Alloy stand-in on loopback.
+
+USAGE: bench-batch [HOSTS] [CONCURRENCY]
+  HOSTS         hosts in the batch (default 50)
+  CONCURRENCY   agents enrolling at once (default HOSTS)
+";
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let args = bench::args(USAGE);
     let hosts: usize = args
-        .next()
-        .map(|n| n.parse().expect("HOSTS must be a number"))
-        .unwrap_or(50);
+        .first()
+        .map_or(50, |n| bench::number(n, "HOSTS", USAGE));
     let concurrency: usize = args
-        .next()
-        .map(|n| n.parse().expect("CONCURRENCY must be a number"))
-        .unwrap_or(hosts)
+        .get(1)
+        .map_or(hosts, |n| bench::number(n, "CONCURRENCY", USAGE))
         .max(1);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(bench(hosts, concurrency));

@@ -15,16 +15,23 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{admin, init};
-use muster_e2e::{bin_path, run_ok, Server};
+use muster_e2e::{bench, bin_path, run_ok, Server};
 use serde_json::json;
 
 const RUNS: usize = 20;
 
+const USAGE: &str = "\
+bench-console: the web console's hosts pages and overview for a large
+fleet, timed by the server (Server-Timing) and by the client.
+
+USAGE: bench-console [HOSTS]
+  HOSTS   hosts in the fleet (default 100000)
+";
+
 fn main() {
-    let hosts: usize = std::env::args()
-        .nth(1)
-        .map(|n| n.parse().expect("HOSTS must be a number"))
-        .unwrap_or(100_000);
+    let hosts: usize = bench::args(USAGE)
+        .first()
+        .map_or(100_000, |n| bench::number(n, "HOSTS", USAGE));
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{admin, init};
-use muster_e2e::{bin_path, Server};
+use muster_e2e::{bench, bin_path, Server};
 use serde_json::json;
 
 /// Enrollments the rate at a fleet size is measured over.
@@ -27,20 +27,28 @@ const WINDOW: usize = 1000;
 /// Clients enrolling at once.
 const CONCURRENT: usize = 16;
 
+const USAGE: &str = "\
+bench-enroll: one enrollment end to end (agent start to target file), or
+enrollments per second from 16 concurrent clients as the fleet grows.
+
+USAGE: bench-enroll [RUNS]          enrollments timed one by one (default 20)
+       bench-enroll --rate SIZE...  enroll/s over the last 1000 enrollments
+                                    before each fleet size
+";
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = bench::args(USAGE);
     if args.first().map(String::as_str) == Some("--rate") {
         let sizes: Vec<usize> = args[1..]
             .iter()
-            .map(|n| n.parse().expect("--rate takes fleet sizes"))
+            .map(|n| bench::number(n, "--rate", USAGE))
             .collect();
-        assert!(!sizes.is_empty(), "--rate takes fleet sizes");
+        if sizes.is_empty() {
+            bench::refuse("--rate takes fleet sizes", USAGE);
+        }
         return rate(&sizes);
     }
-    let runs: usize = args
-        .first()
-        .map(|n| n.parse().expect("RUNS must be a number"))
-        .unwrap_or(20);
+    let runs: usize = args.first().map_or(20, |n| bench::number(n, "RUNS", USAGE));
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");

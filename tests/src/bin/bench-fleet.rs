@@ -12,7 +12,7 @@ use muster_e2e::loadgen::nginx::Nginx;
 use muster_e2e::loadgen::polls::{self, Mode, PhaseResult, Slot};
 use muster_e2e::loadgen::procfs::{cpu_us, cpu_us_of, pin_self, raise_open_files, rss_kib_of};
 use muster_e2e::loadgen::{http, seed};
-use muster_e2e::Server;
+use muster_e2e::{bench, Server};
 use muster_shared::wire::CONFIG_PATH;
 use serde_json::json;
 
@@ -109,11 +109,8 @@ fn parse_args() -> Args {
         reference: false,
         pin: (cpus >= 2).then_some((0, 1)),
     };
-    let mut it = std::env::args().skip(1);
-    let fail = |msg: String| -> ! {
-        eprintln!("bench-fleet: {msg}\n\n{HELP}");
-        std::process::exit(64)
-    };
+    let mut it = bench::args(HELP).into_iter();
+    let fail = |msg: String| -> ! { bench::refuse(&msg, HELP) };
     while let Some(flag) = it.next() {
         let mut value = || {
             it.next()
@@ -124,10 +121,6 @@ fn parse_args() -> Args {
                 .unwrap_or_else(|_| fail(format!("{flag}: {v:?} is not a number")))
         };
         match flag.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                std::process::exit(0)
-            }
             "--hosts" => a.hosts = number(value()) as usize,
             "--pollers" => a.pollers = number(value()) as usize,
             "--grow" => {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{admin, edit_settings, init, AlloyHost, FAST_CHECKINS};
 use muster_e2e::process::DETECT_SCOPE_ENV;
-use muster_e2e::{bin_path, run_ok, Server};
+use muster_e2e::{bench, bin_path, run_ok, Server};
 use serde_json::json;
 
 /// Check-ins per CPU sample.
@@ -37,6 +37,18 @@ struct Args {
     detect_every: Option<String>,
 }
 
+const USAGE: &str = "\
+bench-idle: the agent's CPU per check-in and memory when idle, on a host
+with ~500 processes, against a real server checking in every second.
+
+USAGE: bench-idle [POLLS] [OPTIONS]
+  POLLS                    check-ins to measure (default 120)
+  --procs N                processes on the host (default 500)
+  --agent PATH             the agent binary (default the one built beside
+                           this), e.g. target/dist/muster-agent
+  --detect-every DURATION  the agent's detect_interval (default its own)
+";
+
 fn args() -> Args {
     let mut args = Args {
         polls: 120,
@@ -44,14 +56,18 @@ fn args() -> Args {
         agent: bin_path("muster-agent"),
         detect_every: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = bench::args(USAGE).into_iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| bench::refuse(&format!("{arg} needs a value"), USAGE))
+        };
         match arg.as_str() {
-            "--procs" => args.procs = value("--procs").parse().expect("--procs N"),
-            "--agent" => args.agent = value("--agent").into(),
-            "--detect-every" => args.detect_every = Some(value("--detect-every")),
-            n => args.polls = n.parse().expect("POLLS must be a number"),
+            "--procs" => args.procs = bench::number(&value(), "--procs", USAGE),
+            "--agent" => args.agent = value().into(),
+            "--detect-every" => args.detect_every = Some(value()),
+            n if n.starts_with('-') => bench::refuse(&format!("unknown option {n}"), USAGE),
+            n => args.polls = bench::number(n, "POLLS", USAGE),
         }
     }
     args
