@@ -16,6 +16,9 @@ use rusqlite::{Connection, Transaction};
 
 /// File name of the database inside the data dir.
 pub const FILE_NAME: &str = "muster.db";
+/// Prepared statements kept per connection: more than the store's
+/// distinct SQL texts, with room for the browse queries' variants.
+const STATEMENT_CACHE: usize = 256;
 
 mod audit;
 mod batch;
@@ -140,6 +143,12 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit that returned survives a power cut, not only a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Statement journals (a group commit's savepoints) and sorts stay
+        // in memory: no temp file created and deleted per write.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Every statement is prepared once per connection (each store
+        // function runs its SQL through `prepare_cached`).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
@@ -229,16 +238,16 @@ fn in_savepoint<T, E: From<StoreError>>(
     tx: &Tx<'_>,
     f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> Result<T, E> {
-    tx.tx
-        .execute_batch("SAVEPOINT grouped")
-        .map_err(StoreError::from)?;
-    let out = f(tx);
-    let end = if out.is_ok() {
-        "RELEASE grouped"
-    } else {
-        "ROLLBACK TO grouped; RELEASE grouped"
+    let run = |sql: &str| -> Result<(), StoreError> {
+        tx.tx.prepare_cached(sql)?.execute([])?;
+        Ok(())
     };
-    tx.tx.execute_batch(end).map_err(StoreError::from)?;
+    run("SAVEPOINT grouped")?;
+    let out = f(tx);
+    if out.is_err() {
+        run("ROLLBACK TO grouped")?;
+    }
+    run("RELEASE grouped")?;
     out
 }
 
@@ -468,5 +477,22 @@ mod group_commit_tests {
         published.sort();
         let want: Vec<usize> = (0..24).filter(|i| i % 3 != 0 && i % 4 != 1).collect();
         assert_eq!(published, want);
+    }
+}
+
+#[cfg(test)]
+mod connection_tests {
+    use super::*;
+
+    #[test]
+    fn temp_data_stays_in_memory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("muster.db")).expect("db");
+        // 2 = MEMORY: a savepoint's statement journal is no temp file.
+        let temp_store: i64 = store
+            .conn()
+            .pragma_query_value(None, "temp_store", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(temp_store, 2);
     }
 }

@@ -18,19 +18,19 @@ pub struct AuditEntry<'a> {
 }
 
 fn insert(conn: &Connection, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (at, actor, action, target, outcome, detail, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            entry.at,
-            entry.actor,
-            entry.action,
-            entry.target,
-            entry.outcome,
-            entry.detail,
-            entry.source
-        ],
-    )?;
+    )?
+    .execute(params![
+        entry.at,
+        entry.actor,
+        entry.action,
+        entry.target,
+        entry.outcome,
+        entry.detail,
+        entry.source
+    ])?;
     Ok(())
 }
 
@@ -58,15 +58,14 @@ impl Store {
         loop {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
-            tx.execute(
-                "UPDATE audit_horizon SET before = max(before, ?1)",
-                [before],
-            )?;
-            let n = tx.execute(
-                "DELETE FROM audit WHERE id IN
+            tx.prepare_cached("UPDATE audit_horizon SET before = max(before, ?1)")?
+                .execute([before])?;
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM audit WHERE id IN
                  (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
-                params![before, CHUNK as i64],
-            )?;
+                )?
+                .execute(params![before, CHUNK as i64])?;
             deleted += n;
             let last = n < CHUNK;
             if last && deleted > 0 {

@@ -52,20 +52,20 @@ fn insert_bound_token(
     now: i64,
 ) -> Result<(String, Secret), StoreError> {
     let token = tokens::generate(Kind::Enroll);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO enroll_tokens (id, hash, labels, created_at, expires_at, uses_allowed,
          created_by, hostname, batch_id) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)",
-        params![
-            token.id,
-            token.hash,
-            to_json(&row.labels),
-            now,
-            expires_at,
-            created_by,
-            row.hostname,
-            batch_id
-        ],
-    )?;
+    )?
+    .execute(params![
+        token.id,
+        token.hash,
+        to_json(&row.labels),
+        now,
+        expires_at,
+        created_by,
+        row.hostname,
+        batch_id
+    ])?;
     Ok((token.id, token.text))
 }
 
@@ -205,10 +205,11 @@ impl Store {
     /// Remembers why an enrollment with a batch row's token was refused, so
     /// `batch status` can say why the host is not there.
     pub fn note_token_refusal(&self, token_id: &str, reason: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE batch_hosts SET last_error = ?2 WHERE token_id = ?1 AND host_id IS NULL",
-            params![token_id, reason],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE batch_hosts SET last_error = ?2 WHERE token_id = ?1 AND host_id IS NULL",
+            )?
+            .execute(params![token_id, reason])?;
         Ok(())
     }
 }
@@ -246,34 +247,32 @@ impl Tx<'_> {
         let tx = &self.tx;
         let id = loop {
             let id = format!("b-{}", tokens::random_hex(4));
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM batches WHERE id = ?1)",
-                [&id],
-                |r| r.get(0),
-            )?;
+            let taken: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM batches WHERE id = ?1)")?
+                .query_row([&id], |r| r.get(0))?;
             if !taken {
                 break id;
             }
         };
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO batches (id, name, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
-            params![id, name, now, created_by],
-        )?;
+        )?
+        .execute(params![id, name, now, created_by])?;
         let mut secrets = Vec::with_capacity(rows.len());
         for row in rows {
             let (token_id, secret) = insert_bound_token(tx, &id, row, expires_at, created_by, now)?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO batch_hosts (batch_id, hostname, line, labels, address, token_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id,
-                    row.hostname,
-                    row.line as i64,
-                    to_json(&row.labels),
-                    row.address,
-                    token_id
-                ],
-            )?;
+            )?
+            .execute(params![
+                id,
+                row.hostname,
+                row.line as i64,
+                to_json(&row.labels),
+                row.address,
+                token_id
+            ])?;
             secrets.push(secret);
         }
         let record = BatchRecord {
@@ -301,12 +300,13 @@ impl Tx<'_> {
         let mut issued = Vec::new();
         for hostname in hostnames {
             let row: Option<RowParts> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT line, labels, address, token_id, host_id FROM batch_hosts
                      WHERE batch_id = ?1 AND hostname = ?2",
-                    params![batch_id, hostname],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
+                )?
+                .query_row(params![batch_id, hostname], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .optional()?;
             let Some((line, labels, address, old_token, None)) = row else {
                 continue;
@@ -317,17 +317,17 @@ impl Tx<'_> {
                 labels: serde_json::from_str(&labels).map_err(corrupt("batch labels"))?,
                 address,
             };
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![old_token, now],
-            )?;
+            )?
+            .execute(params![old_token, now])?;
             let (token_id, secret) =
                 insert_bound_token(tx, batch_id, &row, expires_at, created_by, now)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE batch_hosts SET token_id = ?3, last_error = NULL
                  WHERE batch_id = ?1 AND hostname = ?2",
-                params![batch_id, hostname, token_id],
-            )?;
+            )?
+            .execute(params![batch_id, hostname, token_id])?;
             issued.push((hostname.clone(), secret));
         }
         Ok(issued)
@@ -335,10 +335,11 @@ impl Tx<'_> {
 
     /// Marks the batch row of `token_id` (if any) as enrolled as `host_id`.
     pub fn bind_batch_row(&self, token_id: &str, host_id: &str) -> Result<(), StoreError> {
-        self.tx.execute(
-            "UPDATE batch_hosts SET host_id = ?2, last_error = NULL WHERE token_id = ?1",
-            params![token_id, host_id],
-        )?;
+        self.tx
+            .prepare_cached(
+                "UPDATE batch_hosts SET host_id = ?2, last_error = NULL WHERE token_id = ?1",
+            )?
+            .execute(params![token_id, host_id])?;
         Ok(())
     }
 }

@@ -212,9 +212,8 @@ impl Store {
     pub fn config_by_hash(&self, hash: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT config FROM configs WHERE hash = ?1", [hash], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT config FROM configs WHERE hash = ?1")?
+            .query_row([hash], |r| r.get(0))
             .optional()?)
     }
 

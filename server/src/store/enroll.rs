@@ -17,17 +17,16 @@ impl Tx<'_> {
     pub fn enrollment(&self, key: &str) -> Result<Option<PastEnrollment>, StoreError> {
         Ok(self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT e.host_id, e.token_id FROM enrollments e JOIN hosts h ON h.id = e.host_id
                  WHERE e.idempotency_key = ?1 AND h.decommissioned_at IS NULL",
-                [key],
-                |r| {
-                    Ok(PastEnrollment {
-                        host_id: r.get(0)?,
-                        token_id: r.get(1)?,
-                    })
-                },
-            )
+            )?
+            .query_row([key], |r| {
+                Ok(PastEnrollment {
+                    host_id: r.get(0)?,
+                    token_id: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
@@ -39,11 +38,10 @@ impl Tx<'_> {
         token_id: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO enrollments (idempotency_key, host_id, token_id, at) VALUES (?1, ?2, ?3, ?4)
+        self.tx.prepare_cached("INSERT INTO enrollments (idempotency_key, host_id, token_id, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(idempotency_key) DO UPDATE SET host_id = excluded.host_id,
-             token_id = excluded.token_id, at = excluded.at",
-            params![key, host_id, token_id, now],
+             token_id = excluded.token_id, at = excluded.at")?
+.execute(params![key, host_id, token_id, now],
         )?;
         Ok(())
     }

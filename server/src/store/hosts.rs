@@ -272,20 +272,16 @@ impl Store {
     pub fn server_state(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT value FROM server_state WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT value FROM server_state WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
             .optional()?)
     }
 
     /// Remembers a refused claim of the host's machine-id, for `hosts show`.
     pub fn note_conflict(&self, host_id: &str, text: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE hosts SET last_conflict = ?2 WHERE id = ?1",
-            params![host_id, text],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE hosts SET last_conflict = ?2 WHERE id = ?1")?
+            .execute(params![host_id, text])?;
         Ok(())
     }
 
@@ -302,11 +298,8 @@ impl Store {
         let mut changed = Vec::new();
         for (host_id, scrape) in results {
             let old: Option<(Option<String>, Option<String>)> = tx
-                .query_row(
-                    "SELECT scrape_state, scrape_error FROM hosts WHERE id = ?1",
-                    [host_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .prepare_cached("SELECT scrape_state, scrape_error FROM hosts WHERE id = ?1")?
+                .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let Some((old_state, old_error)) = old else {
                 continue;
@@ -320,16 +313,16 @@ impl Store {
                 // Keep checked_at moving only when something changed: fewer writes.
                 continue;
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE hosts SET scrape_state = ?2, scrape_error = ?3, scrape_checked_at = ?4
                  WHERE id = ?1",
-                params![
-                    host_id,
-                    new_state,
-                    new_error,
-                    scrape.as_ref().map(|s| s.checked_at)
-                ],
-            )?;
+            )?
+            .execute(params![
+                host_id,
+                new_state,
+                new_error,
+                scrape.as_ref().map(|s| s.checked_at)
+            ])?;
         }
         tx.commit()?;
         Ok(changed)
@@ -373,11 +366,12 @@ impl Tx<'_> {
 
     /// Sets a value kept between starts (`server_state`).
     pub fn set_server_state(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO server_state (name, value) VALUES (?1, ?2)
+        self.tx
+            .prepare_cached(
+                "INSERT INTO server_state (name, value) VALUES (?1, ?2)
              ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![name, value],
-        )?;
+            )?
+            .execute(params![name, value])?;
         Ok(())
     }
 
@@ -387,11 +381,10 @@ impl Tx<'_> {
         machine_id: &str,
     ) -> Result<Option<HostRecord>, StoreError> {
         self.tx
-            .query_row(
-                &format!(
+            .prepare_cached(&format!(
                     "SELECT {HOST_COLUMNS} FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NULL"
-                ),
-                [machine_id],
+                ))?
+.query_row([machine_id],
                 host_row,
             )
             .optional()?
@@ -403,12 +396,11 @@ impl Tx<'_> {
     pub fn retired_host_of_machine(&self, machine_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM hosts WHERE machine_id = ?1 AND decommissioned_at IS NOT NULL
                  ORDER BY decommissioned_at DESC LIMIT 1",
-                [machine_id],
-                |r| r.get(0),
-            )
+            )?
+            .query_row([machine_id], |r| r.get(0))
             .optional()?)
     }
 
@@ -416,11 +408,10 @@ impl Tx<'_> {
     pub fn new_host_id(&self, hostname: &str) -> Result<String, StoreError> {
         loop {
             let id = facts::host_id(hostname, &tokens::random_hex(3));
-            let taken: bool = self.tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM hosts WHERE id = ?1)",
-                [&id],
-                |r| r.get(0),
-            )?;
+            let taken: bool = self
+                .tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM hosts WHERE id = ?1)")?
+                .query_row([&id], |r| r.get(0))?;
             if !taken {
                 return Ok(id);
             }
@@ -434,31 +425,29 @@ impl Tx<'_> {
     }
 
     pub fn touch(&self, host_id: &str, now: i64) -> Result<(), StoreError> {
-        self.tx.execute(
-            "UPDATE hosts SET last_seen = ?2 WHERE id = ?1",
-            params![host_id, now],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE hosts SET last_seen = ?2 WHERE id = ?1")?
+            .execute(params![host_id, now])?;
         Ok(())
     }
 
     pub fn cert(&self, fingerprint: &str) -> Result<Option<CertRow>, StoreError> {
         Ok(self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT fingerprint, host_id, issued_at, not_after, revoked_at, replaces
                  FROM certs WHERE fingerprint = ?1",
-                [fingerprint],
-                |r| {
-                    Ok(CertRow {
-                        fingerprint: r.get(0)?,
-                        host_id: r.get(1)?,
-                        issued_at: r.get(2)?,
-                        not_after: r.get(3)?,
-                        revoked_at: r.get(4)?,
-                        replaces: r.get(5)?,
-                    })
-                },
-            )
+            )?
+            .query_row([fingerprint], |r| {
+                Ok(CertRow {
+                    fingerprint: r.get(0)?,
+                    host_id: r.get(1)?,
+                    issued_at: r.get(2)?,
+                    not_after: r.get(3)?,
+                    revoked_at: r.get(4)?,
+                    replaces: r.get(5)?,
+                })
+            })
             .optional()?)
     }
 
@@ -469,43 +458,51 @@ impl Tx<'_> {
         replaces: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO certs (fingerprint, host_id, serial, issued_at, not_after, replaces)
+        self.tx
+            .prepare_cached(
+                "INSERT INTO certs (fingerprint, host_id, serial, issued_at, not_after, replaces)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            )?
+            .execute(params![
                 cert.fingerprint,
                 host_id,
                 cert.serial,
                 now,
                 cert.not_after,
                 replaces
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     /// Revokes every unrevoked certificate of a host; how many.
     pub fn revoke_host_certs(&self, host_id: &str, now: i64) -> Result<usize, StoreError> {
-        Ok(self.tx.execute(
-            "UPDATE certs SET revoked_at = ?2 WHERE host_id = ?1 AND revoked_at IS NULL",
-            params![host_id, now],
-        )?)
+        Ok(self
+            .tx
+            .prepare_cached(
+                "UPDATE certs SET revoked_at = ?2 WHERE host_id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![host_id, now])?)
     }
 
     /// Revokes one certificate unless it already is; whether it was revoked now.
     pub fn revoke_cert(&self, fingerprint: &str, now: i64) -> Result<bool, StoreError> {
-        Ok(self.tx.execute(
-            "UPDATE certs SET revoked_at = ?2 WHERE fingerprint = ?1 AND revoked_at IS NULL",
-            params![fingerprint, now],
-        )? > 0)
+        Ok(self
+            .tx
+            .prepare_cached(
+                "UPDATE certs SET revoked_at = ?2 WHERE fingerprint = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![fingerprint, now])?
+            > 0)
     }
 
     /// Revokes the certificates that renewed `fingerprint`; how many.
     pub fn revoke_renewals_of(&self, fingerprint: &str, now: i64) -> Result<usize, StoreError> {
-        Ok(self.tx.execute(
-            "UPDATE certs SET revoked_at = ?2 WHERE replaces = ?1 AND revoked_at IS NULL",
-            params![fingerprint, now],
-        )?)
+        Ok(self
+            .tx
+            .prepare_cached(
+                "UPDATE certs SET revoked_at = ?2 WHERE replaces = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![fingerprint, now])?)
     }
 
     /// Records an agent's apply report (the error text already cleaned).
@@ -516,24 +513,29 @@ impl Tx<'_> {
         now: i64,
     ) -> Result<(), StoreError> {
         match report.result {
-            ApplyResult::Applied => self.tx.execute(
-                "UPDATE hosts SET state = ?2, applied_hash = ?3, last_error = NULL,
+            ApplyResult::Applied => self
+                .tx
+                .prepare_cached(
+                    "UPDATE hosts SET state = ?2, applied_hash = ?3, last_error = NULL,
                  alloy_version = COALESCE(?4, alloy_version), last_seen = ?5,
                  reload_fallback = ?6 WHERE id = ?1",
-                params![
+                )?
+                .execute(params![
                     host_id,
                     HostState::ConfigApplied.as_str(),
                     report.hash,
                     report.alloy_version,
                     now,
                     report.reload_fallback
-                ],
-            )?,
-            ApplyResult::Failed => self.tx.execute(
-                "UPDATE hosts SET state = ?2, last_error = ?3,
+                ])?,
+            ApplyResult::Failed => self
+                .tx
+                .prepare_cached(
+                    "UPDATE hosts SET state = ?2, last_error = ?3,
                  alloy_version = COALESCE(?4, alloy_version), last_seen = ?5,
                  reload_fallback = ?6 WHERE id = ?1",
-                params![
+                )?
+                .execute(params![
                     host_id,
                     HostState::ConfigFailed.as_str(),
                     report
@@ -543,8 +545,7 @@ impl Tx<'_> {
                     report.alloy_version,
                     now,
                     report.reload_fallback
-                ],
-            )?,
+                ])?,
         };
         Ok(())
     }
@@ -618,13 +619,10 @@ pub(super) fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HostRec
 }
 
 pub(super) fn host_by_id(conn: &Connection, id: &str) -> Result<Option<HostRecord>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1"),
-        [id],
-        host_row,
-    )
-    .optional()?
-    .transpose()
+    conn.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1"))?
+        .query_row([id], host_row)
+        .optional()?
+        .transpose()
 }
 
 /// A page of hosts by id (keyset: through the primary key's index), with
@@ -665,9 +663,8 @@ fn query_hosts(
 /// enrollment time.
 fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
     let l = &h.lifecycle;
-    tx.execute(
-        &format!(
-            "INSERT INTO hosts ({HOST_COLUMNS})
+    tx.prepare_cached(&format!(
+        "INSERT INTO hosts ({HOST_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)
              ON CONFLICT(id) DO UPDATE SET public_key_sha256 = excluded.public_key_sha256,
@@ -682,33 +679,32 @@ fn upsert_host(tx: &Transaction<'_>, h: &HostRecord) -> Result<(), StoreError> {
              previous_host_id = excluded.previous_host_id, batch_id = excluded.batch_id,
              replace_until = excluded.replace_until, last_conflict = excluded.last_conflict,
              reload_fallback = excluded.reload_fallback"
-        ),
-        params![
-            h.id,
-            h.machine_id,
-            h.public_key_sha256,
-            to_json(&h.facts),
-            to_json(&h.operator_labels),
-            h.state.as_str(),
-            h.config,
-            h.rendered_hash,
-            to_json(&h.targets),
-            h.applied_hash,
-            h.last_error,
-            h.alloy_version,
-            h.enrolled_at,
-            h.last_seen,
-            h.cert_expires_at,
-            l.scrape.as_ref().map(|s| s.state.as_str()),
-            l.scrape.as_ref().and_then(|s| s.error.clone()),
-            l.scrape.as_ref().map(|s| s.checked_at),
-            l.decommissioned_at,
-            l.previous_host_id,
-            l.batch_id,
-            l.replace_until,
-            l.last_conflict,
-            l.reload_fallback,
-        ],
-    )?;
+    ))?
+    .execute(params![
+        h.id,
+        h.machine_id,
+        h.public_key_sha256,
+        to_json(&h.facts),
+        to_json(&h.operator_labels),
+        h.state.as_str(),
+        h.config,
+        h.rendered_hash,
+        to_json(&h.targets),
+        h.applied_hash,
+        h.last_error,
+        h.alloy_version,
+        h.enrolled_at,
+        h.last_seen,
+        h.cert_expires_at,
+        l.scrape.as_ref().map(|s| s.state.as_str()),
+        l.scrape.as_ref().and_then(|s| s.error.clone()),
+        l.scrape.as_ref().map(|s| s.checked_at),
+        l.decommissioned_at,
+        l.previous_host_id,
+        l.batch_id,
+        l.replace_until,
+        l.last_conflict,
+        l.reload_fallback,
+    ])?;
     Ok(())
 }

@@ -29,49 +29,45 @@ impl Store {
         };
         let mut by_state = hosts.by_state;
         let conn = self.conn();
-        let pending: u64 = conn.query_row(
-            "SELECT count(*) FROM batch_hosts WHERE host_id IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
+        let pending: u64 = conn
+            .prepare_cached("SELECT count(*) FROM batch_hosts WHERE host_id IS NULL")?
+            .query_row([], |r| r.get(0))?;
         if pending > 0 {
             by_state.insert(HostState::Pending, pending);
         }
         counts.by_state = by_state.into_iter().collect();
         // A renewal leaves the older certificate valid until it expires: only
         // each active host's newest one counts.
-        counts.certs_expiring = conn.query_row(
-            "SELECT count(*) FROM (
+        counts.certs_expiring = conn
+            .prepare_cached(
+                "SELECT count(*) FROM (
                 SELECT max(c.not_after) AS newest FROM certs c
                 JOIN hosts h ON h.id = c.host_id
                 WHERE h.decommissioned_at IS NULL AND c.revoked_at IS NULL
                 GROUP BY c.host_id)
              WHERE newest < ?1",
-            [expiring_before],
-            |r| r.get(0),
-        )?;
-        counts.enroll_tokens = conn.query_row(
-            "SELECT count(*) FROM enroll_tokens
+            )?
+            .query_row([expiring_before], |r| r.get(0))?;
+        counts.enroll_tokens = conn
+            .prepare_cached(
+                "SELECT count(*) FROM enroll_tokens
              WHERE revoked_at IS NULL AND expires_at > ?1 AND uses < uses_allowed",
-            [now],
-            |r| r.get(0),
-        )?;
-        counts.admin_tokens = conn.query_row(
-            "SELECT count(*) FROM admin_tokens WHERE revoked_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
-        counts.reader_tokens = conn.query_row(
-            "SELECT count(*) FROM reader_tokens WHERE revoked_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
+            )?
+            .query_row([now], |r| r.get(0))?;
+        counts.admin_tokens = conn
+            .prepare_cached("SELECT count(*) FROM admin_tokens WHERE revoked_at IS NULL")?
+            .query_row([], |r| r.get(0))?;
+        counts.reader_tokens = conn
+            .prepare_cached("SELECT count(*) FROM reader_tokens WHERE revoked_at IS NULL")?
+            .query_row([], |r| r.get(0))?;
         Ok(counts)
     }
 
     /// Whether the database answers a query (`/readyz`).
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        self.conn()
+            .prepare_cached("SELECT 1")?
+            .query_row([], |_| Ok(()))?;
         Ok(())
     }
 
@@ -83,11 +79,14 @@ impl Store {
         now: i64,
     ) -> Result<(String, Secret), StoreError> {
         let token = tokens::generate(Kind::Reader);
-        self.conn().execute(
-            "INSERT INTO reader_tokens (id, name, hash, created_at, created_by)
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO reader_tokens (id, name, hash, created_at, created_by)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![token.id, name, token.hash, now, created_by],
-        )?;
+            )?
+            .execute(rusqlite::params![
+                token.id, name, token.hash, now, created_by
+            ])?;
         Ok((token.id, token.text))
     }
 
@@ -110,18 +109,18 @@ impl Store {
         now: i64,
     ) -> Result<Option<ReaderTokenInfo>, StoreError> {
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE reader_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            rusqlite::params![id, now],
-        )?;
-        Ok(conn
-            .query_row(
+        )?
+        .execute(rusqlite::params![id, now])?;
+        let token = conn
+            .prepare_cached(
                 "SELECT id, name, created_at, created_by, revoked_at FROM reader_tokens
                  WHERE id = ?1",
-                [id],
-                reader_row,
-            )
-            .optional()?)
+            )?
+            .query_row([id], reader_row)
+            .optional()?;
+        Ok(token)
     }
 
     /// The name of the token `text` when it may read targets: an unrevoked

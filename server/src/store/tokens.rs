@@ -12,10 +12,11 @@ impl Store {
 
     pub fn create_admin_token(&self, name: &str, now: i64) -> Result<Secret, StoreError> {
         let token = tokens::generate(Kind::Admin);
-        self.conn().execute(
-            "INSERT INTO admin_tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![token.id, name, token.hash, now],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO admin_tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![token.id, name, token.hash, now])?;
         Ok(token.text)
     }
 
@@ -37,14 +38,11 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let row: Option<(String, Vec<u8>, Option<i64>)> = self
             .conn()
-            .query_row(
-                &format!(
-                    "SELECT name, hash, revoked_at FROM {} WHERE id = ?1",
-                    table.table()
-                ),
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .prepare_cached(&format!(
+                "SELECT name, hash, revoked_at FROM {} WHERE id = ?1",
+                table.table()
+            ))?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         Ok(match row {
             Some((name, hash, None)) if tokens::verify(secret, &hash) => Some(name),
@@ -147,20 +145,20 @@ fn insert_enroll_token(
     now: i64,
 ) -> Result<(Secret, TokenInfo), StoreError> {
     let token = tokens::generate(Kind::Enroll);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO enroll_tokens (id, hash, labels, created_at, expires_at, uses_allowed,
          created_by, replaces_host) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            token.id,
-            token.hash,
-            to_json(labels),
-            now,
-            expires_at,
-            uses,
-            created_by,
-            replaces_host
-        ],
-    )?;
+    )?
+    .execute(params![
+        token.id,
+        token.hash,
+        to_json(labels),
+        now,
+        expires_at,
+        uses,
+        created_by,
+        replaces_host
+    ])?;
     let info = TokenInfo {
         id: token.id,
         state: TokenState::Active,
@@ -188,18 +186,18 @@ impl Tx<'_> {
 
     /// Revokes a token; `None` when there is no such token.
     pub fn revoke_enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenInfo>, StoreError> {
-        self.tx.execute(
-            "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now],
-        )?;
+        self.tx
+            .prepare_cached(
+                "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![id, now])?;
         let row = self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
                  FROM enroll_tokens WHERE id = ?1",
-                [id],
-                |r| token_row(r, now),
-            )
+            )?
+            .query_row([id], |r| token_row(r, now))
             .optional()?;
         row.transpose()
     }
@@ -207,31 +205,24 @@ impl Tx<'_> {
     /// The enrollment token with this id, its state at `now`.
     pub fn enroll_token(&self, id: &str, now: i64) -> Result<Option<TokenRow>, StoreError> {
         self.tx
-            .query_row(
+            .prepare_cached(
                 "SELECT hash, labels, expires_at, uses_allowed, uses, revoked_at IS NOT NULL,
                  hostname, batch_id, replaces_host FROM enroll_tokens WHERE id = ?1",
-                [id],
-                |r| {
-                    let labels: String = r.get(1)?;
-                    Ok((
-                        labels,
-                        TokenRow {
-                            hash: r.get(0)?,
-                            labels: Labels::new(),
-                            state_at_now: token_state(
-                                r.get(2)?,
-                                r.get(3)?,
-                                r.get(4)?,
-                                r.get(5)?,
-                                now,
-                            ),
-                            hostname: r.get(6)?,
-                            batch_id: r.get(7)?,
-                            replaces_host: r.get(8)?,
-                        },
-                    ))
-                },
-            )
+            )?
+            .query_row([id], |r| {
+                let labels: String = r.get(1)?;
+                Ok((
+                    labels,
+                    TokenRow {
+                        hash: r.get(0)?,
+                        labels: Labels::new(),
+                        state_at_now: token_state(r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, now),
+                        hostname: r.get(6)?,
+                        batch_id: r.get(7)?,
+                        replaces_host: r.get(8)?,
+                    },
+                ))
+            })
             .optional()?
             .map(|(labels, row)| {
                 Ok(TokenRow {
@@ -244,10 +235,9 @@ impl Tx<'_> {
 
     /// Counts one use of a token.
     pub fn spend_token(&self, id: &str) -> Result<(), StoreError> {
-        self.tx.execute(
-            "UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?1",
-            [id],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 
@@ -272,10 +262,12 @@ impl Tx<'_> {
 
     /// Revokes the unused replacement tokens of a host; how many.
     pub fn revoke_replacement_tokens(&self, host_id: &str, now: i64) -> Result<usize, StoreError> {
-        Ok(self.tx.execute(
-            "UPDATE enroll_tokens SET revoked_at = ?2
+        Ok(self
+            .tx
+            .prepare_cached(
+                "UPDATE enroll_tokens SET revoked_at = ?2
              WHERE replaces_host = ?1 AND revoked_at IS NULL AND uses < uses_allowed",
-            params![host_id, now],
-        )?)
+            )?
+            .execute(params![host_id, now])?)
     }
 }
