@@ -75,7 +75,7 @@ fn hostnames_in_use(
     now: i64,
 ) -> Result<BTreeMap<String, String>, StoreError> {
     let mut taken = BTreeMap::new();
-    let mut hosts = conn.prepare(
+    let mut hosts = conn.prepare_cached(
         "SELECT lower(json_extract(facts, '$.hostname')), id FROM hosts
          WHERE decommissioned_at IS NULL",
     )?;
@@ -87,7 +87,7 @@ fn hostnames_in_use(
             taken.insert(name, format!("already enrolled as host {id}"));
         }
     }
-    let mut pending = conn.prepare(
+    let mut pending = conn.prepare_cached(
         "SELECT lower(b.hostname), b.batch_id FROM batch_hosts b
          JOIN enroll_tokens t ON t.id = b.token_id
          WHERE b.host_id IS NULL AND t.revoked_at IS NULL AND t.uses < t.uses_allowed
@@ -107,7 +107,7 @@ fn hostnames_in_use(
 }
 
 fn batches(conn: &Connection, only: Option<&str>) -> Result<Vec<BatchRecord>, StoreError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT b.id, b.name, b.created_at, b.created_by,
          (SELECT count(*) FROM batch_hosts h WHERE h.batch_id = b.id)
          FROM batches b WHERE ?1 IS NULL OR b.id = ?1 ORDER BY b.created_at, b.id",
@@ -131,7 +131,7 @@ fn batch_entries(
     batch_id: &str,
     now: i64,
 ) -> Result<Vec<BatchEntry>, StoreError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT b.line, b.hostname, b.labels, b.address, b.token_id, b.host_id, b.last_error,
          t.expires_at, t.uses_allowed, t.uses, t.revoked_at IS NOT NULL
          FROM batch_hosts b JOIN enroll_tokens t ON t.id = b.token_id

@@ -161,7 +161,7 @@ impl Store {
             }
         }
         let conn = self.conn();
-        let mut stmt = conn.prepare(&page_query(sort, after.is_some(), all, state))?;
+        let mut stmt = conn.prepare_cached(&page_query(sort, after.is_some(), all, state))?;
         let mut rows = match after {
             // `Id` has no ?1: its key is always 0.
             Some(c) if sort == HostSort::Id => stmt.query(params![c.id])?,
@@ -187,7 +187,7 @@ impl Store {
     #[cfg(test)]
     pub fn hosts_light(&self) -> Result<Vec<HostRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {} FROM hosts ORDER BY id",
             light_columns()
         ))?;
@@ -198,7 +198,7 @@ impl Store {
     /// Ids of the hosts that enrolled with enrollment token `token_id`.
     pub fn hosts_enrolled_with(&self, token_id: &str) -> Result<Vec<HostRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {} FROM hosts WHERE id IN
                (SELECT host_id FROM enrollments WHERE token_id = ?1) ORDER BY enrolled_at, id",
             light_columns()
@@ -234,7 +234,7 @@ pub struct HostCert {
 }
 
 fn certs(conn: &Connection, host_id: &str) -> Result<Vec<HostCert>, StoreError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT serial, fingerprint, issued_at, not_after, revoked_at FROM certs
          WHERE host_id = ?1 ORDER BY issued_at DESC, serial",
     )?;

@@ -248,7 +248,7 @@ impl Store {
     /// by row (nothing is collected); how many.
     pub fn for_each_live_cert(&self, mut f: impl FnMut(LiveCert)) -> Result<usize, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT c.fingerprint, c.host_id, c.not_after, c.replaces, h.rendered_hash
              FROM certs c JOIN hosts h ON h.id = c.host_id
              WHERE c.revoked_at IS NULL AND h.decommissioned_at IS NULL",
@@ -652,7 +652,7 @@ fn query_hosts(
     filter: &str,
     pending: &Pending,
 ) -> Result<Vec<HostRecord>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {HOST_COLUMNS} FROM hosts {filter} ORDER BY id"
     ))?;
     let rows = stmt.query_map([], host_row)?;

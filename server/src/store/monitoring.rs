@@ -93,7 +93,7 @@ impl Store {
     /// Every targets-reader token, newest first (never a secret).
     pub fn reader_tokens(&self) -> Result<Vec<ReaderTokenInfo>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, name, created_at, created_by, revoked_at FROM reader_tokens
              ORDER BY created_at DESC, id",
         )?;

@@ -54,7 +54,7 @@ impl Store {
 
     pub fn list_enroll_tokens(&self, now: i64) -> Result<Vec<TokenInfo>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, labels, created_at, expires_at, uses_allowed, uses, revoked_at
              FROM enroll_tokens WHERE batch_id IS NULL ORDER BY created_at, id",
         )?;
