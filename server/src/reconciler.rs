@@ -123,16 +123,23 @@ pub fn sync_file(dir: &Path, host: &HostRecord) -> std::io::Result<FileChange> {
             FileChange::Unchanged
         });
     }
-    let at = UNIX_EPOCH
-        + Duration::from_secs(host.lifecycle.decommissioned_at.unwrap_or(0).max(0) as u64);
-    Ok(match targets::retire_host(dir, &host.id, at)? {
-        Some(path) => FileChange::Retired(
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        ),
-        None => FileChange::Unchanged,
-    })
+    Ok(
+        match targets::retire_host(dir, &host.id, decommissioned_at(host))? {
+            Some(path) => FileChange::Retired(file_name(&path)),
+            None => FileChange::Unchanged,
+        },
+    )
+}
+
+/// When `host` was decommissioned (its retired file's name says so).
+fn decommissioned_at(host: &HostRecord) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(host.lifecycle.decommissioned_at.unwrap_or(0).max(0) as u64)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Every difference between `dir` and `hosts`' files (decommissioned
@@ -272,13 +279,52 @@ impl Reconciler {
     /// under the file lock, so the last writer writes the newest state),
     /// and asks for a reload when it changed. Blocking.
     pub fn host_changed(&self, host_id: &str) -> Result<FileChange, String> {
+        self.with_host(host_id, |host| self.sync_locked(host))
+    }
+
+    /// [`Reconciler::host_changed`] for a host just decommissioned: when
+    /// it had no live file to retire (decommissioned before its
+    /// enrollment's file was written, or the file was deleted), its retired
+    /// file is written from the record, so the targets dir keeps every host
+    /// ever enrolled. Full passes never do this: retired files an operator
+    /// pruned stay pruned. Blocking.
+    pub fn host_decommissioned(&self, host_id: &str) -> Result<FileChange, String> {
+        self.with_host(host_id, |host| {
+            let change = self.sync_locked(host)?;
+            if change != FileChange::Unchanged || host.is_active() {
+                return Ok(change);
+            }
+            match targets::write_retired(&self.inner.dir, host, decommissioned_at(host)) {
+                Ok(Some(path)) => {
+                    let name = file_name(&path);
+                    tracing::info!(host = %host.id, file = %name, "wrote the retired target file of a host that had no live file");
+                    Ok(FileChange::Retired(name))
+                }
+                Ok(None) => Ok(FileChange::Unchanged),
+                Err(e) => {
+                    self.inner.metrics.target_write(false);
+                    tracing::error!(host = %host.id, dir = %self.inner.dir.display(), error = %e, "cannot write the retired target file");
+                    Err(e.to_string())
+                }
+            }
+        })
+    }
+
+    /// Runs `sync` on what the store holds now for `host_id` (read under
+    /// the file lock, so the last writer writes the newest state), then
+    /// fsyncs the directory if a file changed.
+    fn with_host(
+        &self,
+        host_id: &str,
+        sync: impl FnOnce(&HostRecord) -> Result<FileChange, String>,
+    ) -> Result<FileChange, String> {
         let _files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
         let host = match self.inner.store.host(host_id) {
             Ok(Some(host)) => host,
             Ok(None) => return Ok(FileChange::Unchanged),
             Err(e) => return Err(e.to_string()),
         };
-        let change = self.sync_locked(&host)?;
+        let change = sync(&host)?;
         if change != FileChange::Unchanged {
             self.sync_dir_locked(&[&host])?;
         }

@@ -177,6 +177,30 @@ pub fn retire_host(
     Ok(Some(retired))
 }
 
+/// Writes a decommissioned host's retired file from its record, for a host
+/// that had no live file to rename (decommissioned before its enrollment's
+/// file was written, or the file was deleted), so the targets dir still
+/// keeps every host ever enrolled. Returns the retired path, or `None` when
+/// a file of that name exists already. Durable once [`sync_dir`] has run.
+pub fn write_retired(
+    dir: &Path,
+    host: &HostRecord,
+    decommissioned_at: std::time::SystemTime,
+) -> std::io::Result<Option<PathBuf>> {
+    if path_for(dir, &host.id).is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("host id {:?} is not a safe file name", host.id),
+        ));
+    }
+    let retired = dir.join(retired_name(&host.id, decommissioned_at));
+    if retired.exists() {
+        return Ok(None);
+    }
+    replace_file(&retired, file_sd(host).as_bytes())?;
+    Ok(Some(retired))
+}
+
 /// Asks Prometheus to reload after target changes, at most once per window:
 /// many enrollments in a burst cause one reload. Each outcome is handed to
 /// `on_result`; a failed reload is logged, never fatal (Prometheus also

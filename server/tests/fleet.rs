@@ -309,6 +309,37 @@ async fn selectors_pick_hosts_for_list_and_label_all_or_nothing() {
 }
 
 #[tokio::test]
+async fn a_host_decommissioned_without_a_live_file_still_leaves_its_retired_file() {
+    let f = Fixture::start();
+    let (_, id, _) = enroll(&f, "unwritten-01", json!({"team": "web"})).await;
+    let text = f.target_file(&id).await;
+    // As if decommissioned before the reconciler had written its
+    // enrollment's file (or the file was deleted behind the server's back).
+    std::fs::remove_file(f.targets_dir().join(format!("{id}.json"))).expect("remove");
+    let (status, done) = f
+        .admin(
+            Method::POST,
+            &format!("/v1/admin/hosts/{id}/decommission"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let retired = done["target_file"]
+        .as_str()
+        .expect("a retired file is named");
+    assert!(
+        retired.starts_with(&format!("{id}.json.deleted.")),
+        "{retired}"
+    );
+    assert_eq!(f.target_files(), vec![retired.to_string()]);
+    let kept = std::fs::read_to_string(f.targets_dir().join(retired)).expect("retired file");
+    assert_eq!(
+        kept, text,
+        "the record's targets, as the live file had them"
+    );
+}
+
+#[tokio::test]
 async fn decommission_revokes_the_agent_retires_the_target_file_and_keeps_the_history() {
     let f = Fixture::start();
     let (agent, id, cert) = enroll(&f, "retire-01", json!({"team": "web"})).await;

@@ -108,7 +108,7 @@ pub async fn decommission(
     let source = source(&conn);
     let answer = blocking(&app, move |app| {
         let done = app.fleet().decommission(&id, &admin, &source, unix_now())?;
-        let file = app.host_changed(&done.host.id);
+        let file = app.reconciler.host_decommissioned(&done.host.id);
         Ok::<_, crate::fleet::FleetError>(Decommissioned {
             host: app.host_info(&done.host, unix_now()),
             revoked_certs: done.revoked_certs,

@@ -879,7 +879,10 @@ pub async fn decommission(
     }
     let (revoked, file) = transition(&app, &user, move |app, actor, source| {
         let done = app.fleet().decommission(&id, actor, source, unix_now())?;
-        Ok((done.revoked_certs, app.host_changed(&done.host.id)))
+        Ok((
+            done.revoked_certs,
+            app.reconciler.host_decommissioned(&done.host.id),
+        ))
     })
     .await?;
     let message = format!(
