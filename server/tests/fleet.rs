@@ -316,13 +316,7 @@ async fn a_host_decommissioned_without_a_live_file_still_leaves_its_retired_file
     // As if decommissioned before the reconciler had written its
     // enrollment's file (or the file was deleted behind the server's back).
     std::fs::remove_file(f.targets_dir().join(format!("{id}.json"))).expect("remove");
-    let (status, done) = f
-        .admin(
-            Method::POST,
-            &format!("/v1/admin/hosts/{id}/decommission"),
-            None,
-        )
-        .await;
+    let (status, done) = f.decommission(&id).await;
     assert_eq!(status, StatusCode::OK, "{done}");
     let retired = done["target_file"]
         .as_str()
@@ -347,13 +341,7 @@ async fn decommission_revokes_the_agent_retires_the_target_file_and_keeps_the_hi
     let (status, _) = get_config(&f, &agent, &cert).await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, done) = f
-        .admin(
-            Method::POST,
-            &format!("/v1/admin/hosts/{id}/decommission"),
-            None,
-        )
-        .await;
+    let (status, done) = f.decommission(&id).await;
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["host"]["state"], "decommissioned");
     assert_eq!(done["revoked_certs"], 1);
@@ -377,13 +365,7 @@ async fn decommission_revokes_the_agent_retires_the_target_file_and_keeps_the_hi
         .admin(Method::GET, "/v1/admin/hosts?state=decommissioned", None)
         .await;
     assert_eq!(only.as_array().map(Vec::len), Some(1));
-    let (status, _) = f
-        .admin(
-            Method::POST,
-            &format!("/v1/admin/hosts/{id}/decommission"),
-            None,
-        )
-        .await;
+    let (status, _) = f.decommission(&id).await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = f
         .admin(Method::POST, "/v1/admin/hosts/nope-1/decommission", None)

@@ -72,13 +72,7 @@ async fn no_certificate_survives_a_decommission_however_many_renewals_race_it() 
     let (agent, id, cert) = enrolled(&f, "race-dec").await;
     f.age_certs(70);
     let decommission = async {
-        let (status, body) = f
-            .admin(
-                Method::POST,
-                &format!("/v1/admin/hosts/{id}/decommission"),
-                None,
-            )
-            .await;
+        let (status, body) = f.decommission(&id).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     };
     let renewed = renewals_racing(&f, &agent, &cert, 12, decommission).await;

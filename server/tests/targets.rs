@@ -59,13 +59,7 @@ async fn targets_sync_lists_and_repairs_what_differs_with_the_server_stopped() {
         ids.push(id);
     }
     let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
-    let (status, body) = f
-        .admin(
-            Method::POST,
-            &format!("/v1/admin/hosts/{c}/decommission"),
-            None,
-        )
-        .await;
+    let (status, body) = f.decommission(c).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let data = f.data_dir();
     let dir = f.targets_dir();

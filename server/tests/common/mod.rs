@@ -87,6 +87,12 @@ impl Fixture {
         client(&self.ca_pem, None)
     }
 
+    /// `POST /v1/admin/hosts/{host_id}/decommission`.
+    pub async fn decommission(&self, host_id: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/admin/hosts/{host_id}/decommission");
+        self.admin(reqwest::Method::POST, &path, None).await
+    }
+
     pub async fn admin(
         &self,
         method: reqwest::Method,
