@@ -119,52 +119,30 @@ async fn status_reports_drive_the_host_state() {
     let (host_id, cert, hash) = enrolled(&f, &agent, json!({}), "idem-routes-01").await;
     let client = agent.client(&cert, &f.ca_pem);
     let url = format!("{}/v1/agent/status", f.server.agent_url());
+    // Posts a status report, which is answered 204; the host after it.
+    let report = async |body: Value| -> Value {
+        let resp = client.post(&url).json(&body).send().await.expect("status");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "{body}");
+        show(&f, &host_id).await
+    };
 
-    let report = json!({"hash": hash, "result": "failed", "error": "validate: unknown component \"x\"", "alloy_version": "v1.10.0"});
-    let resp = client
-        .post(&url)
-        .json(&report)
-        .send()
-        .await
-        .expect("status");
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let host: Value = show(&f, &host_id).await;
+    let host = report(json!({"hash": hash, "result": "failed", "error": "validate: unknown component \"x\"", "alloy_version": "v1.10.0"})).await;
     assert_eq!(host["state"], "config_failed");
     assert_eq!(host["last_error"], "validate: unknown component \"x\"");
     assert_eq!(host["alloy_version"], "v1.10.0");
 
-    let resp = client
-        .post(&url)
-        .json(&json!({"hash": hash, "result": "applied"}))
-        .send()
-        .await
-        .expect("status");
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let host: Value = show(&f, &host_id).await;
+    let host = report(json!({"hash": hash, "result": "applied"})).await;
     assert_eq!(host["state"], "config_applied");
     assert_eq!(host["applied_hash"], hash);
     assert_eq!(host["last_error"], Value::Null);
 
     // Applied through the agent's fallback reload: stored (cleaned like an
     // error text) and shown, until a report without it.
-    let resp = client
-        .post(&url)
-        .json(&json!({"hash": hash, "result": "applied", "reload_fallback": "connection refused\n\u{1b}[31m"}))
-        .send()
-        .await
-        .expect("status");
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let host: Value = show(&f, &host_id).await;
+    let host = report(json!({"hash": hash, "result": "applied", "reload_fallback": "connection refused\n\u{1b}[31m"})).await;
     assert_eq!(host["state"], "config_applied");
     assert_eq!(host["reload_fallback"], "connection refused  [31m");
-    let resp = client
-        .post(&url)
-        .json(&json!({"hash": hash, "result": "applied"}))
-        .send()
-        .await
-        .expect("status");
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    assert_eq!(show(&f, &host_id).await["reload_fallback"], Value::Null);
+    let host = report(json!({"hash": hash, "result": "applied"})).await;
+    assert_eq!(host["reload_fallback"], Value::Null);
 
     // A malformed report is refused and changes nothing.
     for bad in [
