@@ -268,6 +268,18 @@ pub async fn admin(
 }
 
 /// Appends lines to `<data dir>/server.toml`.
+/// A new enrollment token made from `body` (`POST /v1/admin/tokens`):
+/// the answer, with `token` and `install_command`.
+pub async fn new_token(server: &Server, body: Value) -> Value {
+    admin(
+        server,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        Some(body),
+    )
+    .await
+}
+
 pub fn append_settings(data: &Path, text: &str) {
     let path = data.join("server.toml");
     let mut toml = std::fs::read_to_string(&path).expect("server.toml");

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use muster_e2e::fleet::{admin, init, AlloyHost};
+use muster_e2e::fleet::{admin, init, new_token, AlloyHost};
 use muster_e2e::{http_client, prereqs, run, run_fail, run_ok, tools, Server, Standin};
 use serde_json::{json, Value};
 
@@ -69,13 +69,7 @@ async fn server_with_token(root: &Path, downloads: Option<&Path>) -> (Server, St
         builder = builder.arg("--downloads-dir").arg(dir);
     }
     let server = builder.start();
-    let created = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"labels": {"env": "cross"}})),
-    )
-    .await;
+    let created = new_token(&server, json!({"labels": {"env": "cross"}})).await;
     let token = created["token"].as_str().expect("token").to_string();
     (server, token, pin)
 }

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{
-    admin, edit_settings, init, AlloyHost, FAST_CHECKINS, FIRST_ALLOY_CONFIG, NO_DETECTED_SERVICES,
+    admin, edit_settings, init, new_token, AlloyHost, FAST_CHECKINS, FIRST_ALLOY_CONFIG,
+    NO_DETECTED_SERVICES,
 };
 use muster_e2e::{agent_command, bin_path, run_ok, Process, Prometheus, Server};
 use serde_json::{json, Value};
@@ -49,11 +50,9 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
     let server = Server::builder(&data)
         .args(["--prometheus-url", prometheus.url()])
         .start();
-    let created = admin(
+    let created = new_token(
         &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"labels": {"env": "e2e", "team": "db \"core\" {x}"}})),
+        json!({"labels": {"env": "e2e", "team": "db \"core\" {x}"}}),
     )
     .await;
     let token = created["token"].as_str().expect("token");
@@ -99,13 +98,7 @@ async fn a_host_enrolls_applies_its_config_and_prometheus_scrapes_it() {
     assert_eq!(status["host_id"], host_id);
 
     // Enrolling the same machine again keeps the same host and file.
-    let again = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({})),
-    )
-    .await;
+    let again = new_token(&server, json!({})).await;
     run_ok(&mut host.enroll(&server, again["token"].as_str().expect("token"), &pin));
     let hosts = admin(&server, reqwest::Method::GET, "/v1/admin/hosts", None).await;
     assert_eq!(hosts.as_array().map(Vec::len), Some(1));
@@ -142,13 +135,7 @@ async fn a_config_alloy_rejects_is_rolled_back_and_reported() {
         .arg("--templates-dir")
         .arg(&templates)
         .start();
-    let created = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({})),
-    )
-    .await;
+    let created = new_token(&server, json!({})).await;
     let host = AlloyHost::new(root.path(), "host-b", 2).await;
     run_ok(&mut host.enroll(&server, created["token"].as_str().expect("token"), &pin));
     let agent = host.run_daemon();
@@ -201,13 +188,7 @@ async fn a_config_alloy_cannot_load_is_reported_with_its_error_and_the_host_stay
     let server = Server::builder(&data)
         .args(["--prometheus-url", prometheus.url()])
         .start();
-    let created = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({})),
-    )
-    .await;
+    let created = new_token(&server, json!({})).await;
     let host = AlloyHost::new(root.path(), "host-c", 3).await;
     run_ok(&mut host.enroll(&server, created["token"].as_str().expect("token"), &pin));
     let agent = host.run_daemon();
@@ -288,13 +269,7 @@ async fn a_reload_through_the_fallback_is_reported_and_shown() {
     let data = root.path().join("data");
     let pin = init(&data);
     let server = Server::start(&data);
-    let created = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({})),
-    )
-    .await;
+    let created = new_token(&server, json!({})).await;
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{
-    self, admin, append_settings, batch_csv, disable_detected_services, edit_settings, PretendHost,
-    SharedAlloy, FAST_CHECKINS,
+    self, admin, append_settings, batch_csv, disable_detected_services, edit_settings, new_token,
+    PretendHost, SharedAlloy, FAST_CHECKINS,
 };
 use muster_e2e::{Process, Prometheus, Server};
 use reqwest::Method;
@@ -235,13 +235,7 @@ async fn a_label_change_reaches_prometheus_and_the_agent_and_decommission_cuts_t
         .args(["--prometheus-url", prometheus.url()])
         .start();
     let alloy = SharedAlloy::start(&root.path().join("alloy")).await;
-    let created = admin(
-        &server,
-        Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"labels": {"location": "rack-1"}})),
-    )
-    .await;
+    let created = new_token(&server, json!({"labels": {"location": "rack-1"}})).await;
     let host = PretendHost::new(root.path(), "rolling-01", 0);
     let out = muster_e2e::run_ok(&mut host.enroll(
         &server.agent_url(),

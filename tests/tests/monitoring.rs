@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use muster_e2e::fleet::{
-    admin, disable_detected_services, edit_settings, init, AlloyHost, FAST_CHECKINS,
+    admin, disable_detected_services, edit_settings, init, new_token, AlloyHost, FAST_CHECKINS,
 };
 use muster_e2e::{prereqs, run, run_ok, tools, Prometheus, Server};
 use serde_json::{json, Value};
@@ -704,13 +704,7 @@ async fn prometheus_finds_hosts_over_http_sd_and_watches_muster() {
     );
 
     // A host enrolls and applies its config.
-    let created = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"labels": {"env": "e2e"}})),
-    )
-    .await;
+    let created = new_token(&server, json!({"labels": {"env": "e2e"}})).await;
     let host = AlloyHost::new(root.path(), "sd-host", 11).await;
     run_ok(&mut host.enroll(&server, created["token"].as_str().expect("token"), &pin));
     let _agent = host.run_daemon();

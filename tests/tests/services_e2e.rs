@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use muster_e2e::fleet::{admin, edit_settings, init, AlloyHost, FAST_CHECKINS};
+use muster_e2e::fleet::{admin, edit_settings, init, new_token, AlloyHost, FAST_CHECKINS};
 use muster_e2e::{
     bin_path, os_release_fixture, run_ok, Process, Prometheus, Server, OS_RELEASE_ENV,
 };
@@ -136,13 +136,7 @@ async fn detected_postgres_and_nginx_are_configured_and_scraped() {
 
     // The host: machine id, the Alloy stand-in, the agent.
     let host = AlloyHost::new(root.path(), "host", 1).await;
-    let token = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"labels": {"env": "e2e"}})),
-    )
-    .await;
+    let token = new_token(&server, json!({"labels": {"env": "e2e"}})).await;
     run_ok(&mut host.enroll(&server, token["token"].as_str().expect("token"), &pin));
     // Look for services every second too (the default is every 5 minutes).
     host.set_agent_option("detect_interval", "\"1s\"");
@@ -247,13 +241,7 @@ async fn the_agents_os_facts_come_from_the_test_never_the_machine() {
     let data = root.path().join("data");
     let pin = init(&data);
     let server = Server::start(&data);
-    let token = admin(
-        &server,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"labels": {"env": "e2e"}, "uses": 2})),
-    )
-    .await;
+    let token = new_token(&server, json!({"labels": {"env": "e2e"}, "uses": 2})).await;
     let token = token["token"].as_str().expect("token");
     let debian = AlloyHost::new(root.path(), "debian", 1).await;
     run_ok(&mut debian.enroll(&server, token, &pin));
