@@ -81,6 +81,16 @@ pub fn path_for(dir: &Path, host_id: &str) -> Option<PathBuf> {
     muster_shared::facts::is_host_id(host_id).then(|| dir.join(format!("{host_id}.json")))
 }
 
+/// [`path_for`] for a writer: an unsafe host id is an error.
+fn checked_path(dir: &Path, host_id: &str) -> std::io::Result<PathBuf> {
+    path_for(dir, host_id).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("host id {host_id:?} is not a safe file name"),
+        )
+    })
+}
+
 /// Replaces `path` with `bytes` atomically: a temp file in the same
 /// directory, fsync, rename. A crash leaves the old file or the new one,
 /// never a torn one, and Prometheus never reads a partial file. The rename
@@ -119,12 +129,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// exactly these bytes. Returns whether the file changed. Durable once
 /// [`sync_dir`] has run.
 pub fn write_host(dir: &Path, host: &HostRecord) -> std::io::Result<bool> {
-    let path = path_for(dir, &host.id).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("host id {:?} is not a safe file name", host.id),
-        )
-    })?;
+    let path = checked_path(dir, &host.id)?;
     let content = file_sd(host);
     if std::fs::read(&path).is_ok_and(|old| old == content.as_bytes()) {
         return Ok(false);
@@ -157,12 +162,7 @@ pub fn retire_host(
     host_id: &str,
     now: std::time::SystemTime,
 ) -> std::io::Result<Option<PathBuf>> {
-    let path = path_for(dir, host_id).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("host id {host_id:?} is not a safe file name"),
-        )
-    })?;
+    let path = checked_path(dir, host_id)?;
     let retired = dir.join(retired_name(host_id, now));
     let retiring = if retired.exists() {
         std::fs::remove_file(&path)
@@ -187,12 +187,7 @@ pub fn write_retired(
     host: &HostRecord,
     decommissioned_at: std::time::SystemTime,
 ) -> std::io::Result<Option<PathBuf>> {
-    if path_for(dir, &host.id).is_none() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("host id {:?} is not a safe file name", host.id),
-        ));
-    }
+    checked_path(dir, &host.id)?;
     let retired = dir.join(retired_name(&host.id, decommissioned_at));
     if retired.exists() {
         return Ok(None);
