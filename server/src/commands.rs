@@ -299,7 +299,6 @@ where
 /// unique temp files, and a temp file of a live process is left alone.
 fn targets_sync(data_dir: &Path, check: bool) -> Result<usize, Failure> {
     use crate::reconciler;
-    const PAGE: usize = 1000;
     let settings = crate::settings::Settings::read(&data_dir.join(crate::settings::FILE_NAME))
         .context("reading settings")
         .map_err(usage)?;
@@ -314,23 +313,24 @@ fn targets_sync(data_dir: &Path, check: bool) -> Result<usize, Failure> {
     let mut after: Option<String> = None;
     loop {
         let page = store
-            .hosts_page(after.as_deref(), PAGE)
+            .hosts_page(after.as_deref(), reconciler::PAGE)
             .context("reading hosts")?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
-        let differences = reconciler::differences(&dir, &page).with_context(reading)?;
-        count += differences.len();
-        for d in &differences {
-            println!("{d}");
-            if check {
+        let mut repaired = false;
+        for host in &page {
+            let Some(d) = reconciler::difference(&dir, host).with_context(reading)? else {
                 continue;
+            };
+            println!("{d}");
+            count += 1;
+            if !check {
+                reconciler::sync_file(&dir, host)
+                    .with_context(|| format!("syncing the target file of {}", host.id))?;
+                repaired = true;
             }
-            let id = d.host_id();
-            let host = page.iter().find(|h| h.id == id).expect("listed host");
-            reconciler::sync_file(&dir, host)
-                .with_context(|| format!("syncing the target file of {id}"))?;
         }
-        if !check && !differences.is_empty() {
+        if repaired {
             crate::targets::sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
         }
     }

@@ -30,8 +30,9 @@ pub const FULL_PASS: Duration = Duration::from_secs(60);
 /// First retry of a drifting host; doubled per failure up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// Hosts read from the store at a time by a full pass.
-const PAGE: usize = 1000;
+/// Hosts read from the store at a time by a full pass (and by `targets
+/// sync`).
+pub const PAGE: usize = 1000;
 
 /// What a host's file needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,15 +62,6 @@ pub enum Difference {
     Differs(String),
     /// A decommissioned host's file is still live.
     NotRetired(String),
-}
-
-impl Difference {
-    /// The host whose file differs.
-    pub fn host_id(&self) -> &str {
-        match self {
-            Difference::Missing(id) | Difference::Differs(id) | Difference::NotRetired(id) => id,
-        }
-    }
 }
 
 impl std::fmt::Display for Difference {
@@ -142,29 +134,27 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Every difference between `dir` and `hosts`' files (decommissioned
-/// hosts included; [`temp_files`] lists the other files that differ).
-pub fn differences(dir: &Path, hosts: &[HostRecord]) -> std::io::Result<Vec<Difference>> {
-    let mut out = Vec::new();
-    for host in hosts {
-        let Some(path) = targets::path_for(dir, &host.id) else {
-            continue;
-        };
-        let on_disk = match std::fs::read(&path) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        match (host.is_active(), on_disk) {
-            (true, None) => out.push(Difference::Missing(host.id.clone())),
-            (true, Some(bytes)) if bytes != targets::file_sd(host).as_bytes() => {
-                out.push(Difference::Differs(host.id.clone()))
-            }
-            (false, Some(_)) => out.push(Difference::NotRetired(host.id.clone())),
-            _ => {}
+/// How `host`'s file in `dir` differs from its record, if it does
+/// (decommissioned hosts included; [`temp_files`] lists the other files
+/// that differ).
+pub fn difference(dir: &Path, host: &HostRecord) -> std::io::Result<Option<Difference>> {
+    let Some(path) = targets::path_for(dir, &host.id) else {
+        return Ok(None);
+    };
+    let on_disk = match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let id = host.id.clone();
+    Ok(match (host.is_active(), on_disk) {
+        (true, None) => Some(Difference::Missing(id)),
+        (true, Some(bytes)) if bytes != targets::file_sd(host).as_bytes() => {
+            Some(Difference::Differs(id))
         }
-    }
-    Ok(out)
+        (false, Some(_)) => Some(Difference::NotRetired(id)),
+        _ => None,
+    })
 }
 
 /// The names of the temp files in `dir` (a writer's, or leftovers).
